@@ -1,0 +1,466 @@
+"""The training loop: wires config, data, model, optimiser, checkpoints and logs together.
+
+It knows nothing about attention: the model is any module called as
+``model(input_ids) -> logits (B, N, V)``; the loss is the token-mean cross entropy over the
+positions of ``loss_mask`` in the whole global batch (all micro-batches, all processes), so
+gradient accumulation and N processes give the gradient of the same objective as one big batch.
+
+Usage::
+
+    from iha.train import load_config, train
+    result = train(load_config("configs/cpu-demo.toml", ["train.max_steps=20"]))
+
+Two phases: :meth:`Trainer.prepare` checks everything that can be wrong with the config and the
+data and writes nothing; :meth:`Trainer.run` creates the run directory and trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iha.train import checkpoint as ckpt
+from iha.train import distributed as D
+from iha.train.config import ConfigError, RunConfig, batch_geometry, dump_toml
+from iha.train.data import Batch, TrainData, build_data, shard_rows
+from iha.train.metrics import MetricsWriter, Progress
+from iha.train.optim import build_optimizer
+
+EXIT_OK = 0
+EXIT_NONFINITE = 3
+
+ModelFactory = Callable[[dict[str, Any]], nn.Module]
+
+
+def build_model(model_cfg: dict[str, Any]) -> nn.Module:
+    """``iha.models.DecoderLM`` from a resolved ``[model]`` table."""
+    from iha.models import DecoderLM, ModelConfig
+
+    return DecoderLM(ModelConfig.from_dict(model_cfg))
+
+
+def forward_flops_per_token(model: nn.Module, seq_len: int) -> float:
+    """The model's own forward FLOP count per token, else the 2 * parameters estimate."""
+    counter = getattr(model, "flops_per_token", None)
+    if callable(counter):
+        return float(counter(seq_len))
+    return 2.0 * sum(p.numel() for p in model.parameters())
+
+
+def masked_loss_sum(
+    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Sum of token cross entropies over ``mask``.
+
+    Args:
+        logits: (B, N, V).
+        targets: (B, N) int64.
+        mask: (B, N) bool.
+
+    Returns:
+        0-dim float32 tensor.
+    """
+    targets = targets.masked_fill(~mask, -100)  # (B, N); ignored positions
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
+    )
+
+
+@dataclass
+class TrainResult:
+    """What a run did: ``reason`` is "done", "stopped" (``stop_at``), "signal" or "nonfinite"."""
+
+    run_dir: Path
+    step: int
+    reason: str
+    exit_code: int
+    losses: dict[int, float] = field(default_factory=dict)  # step -> train loss (this process)
+    val_losses: dict[int, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM set a flag (the step finishes, a checkpoint is saved); a second one aborts."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # second signal: give up at once
+            self.restore()
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old.clear()
+
+
+class Trainer:
+    """One training run. ``model_factory`` builds the model from ``cfg.model`` (default:
+    :func:`build_model`); tests pass a small stand-in."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        resume: bool = False,
+        model_factory: ModelFactory | None = None,
+        stop_at: int | None = None,
+    ) -> None:
+        self.cfg, self.resume, self.stop_at = cfg, resume, stop_at
+        self.model_factory = model_factory or build_model
+        self.run_dir = Path(cfg.run_dir)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.prepared = False
+
+    # ---------------------------------------------------------------------------------------
+    # phase 1: build everything, write nothing
+
+    def prepare(self) -> None:
+        """Check the config, set up processes, data, model and optimiser. Writes no file."""
+        cfg, t = self.cfg, self.cfg.train
+        if self.stop_at is not None and self.stop_at < 1:
+            raise ConfigError(f"stop_at={self.stop_at} must be >= 1")
+        self.info = D.setup(t.device, cfg.distributed.backend, cfg.distributed.timeout_s)
+        self.micro_batch, self.accum = batch_geometry(cfg, self.info.world_size)
+        if not self.resume and ckpt.list_checkpoints(self.ckpt_root):
+            raise ConfigError(
+                f"run_dir {str(self.run_dir)!r} already holds checkpoints; pass --resume to "
+                "continue it or choose another run_dir"
+            )
+        random.seed(t.seed)
+        torch.manual_seed(t.seed)
+        tokenizer = None
+        if cfg.data.source != "synthetic":
+            from iha.tokenizers import load_tokenizer
+
+            tokenizer = load_tokenizer(cfg.data.tokenizer)
+        self.tokenizer = tokenizer
+        self.data: TrainData = build_data(cfg.data, tokenizer, t.batch_size, t.seed, t.val_batches)
+        model_vocab = cfg.model.get("vocab_size")
+        if isinstance(model_vocab, int) and model_vocab < self.data.vocab_size:
+            raise ConfigError(
+                f"config key 'model.vocab_size'={model_vocab} is smaller than the data's "
+                f"vocabulary ({self.data.vocab_size} ids)"
+            )
+        model = self.model_factory(cfg.model)
+        self.n_params = sum(p.numel() for p in model.parameters())
+        seq_len = int(self.data.val[0].inputs.shape[1]) if self.data.val else cfg.data.seq_len
+        self.flops_per_token = 3.0 * forward_flops_per_token(model, seq_len)
+        if t.init_from:
+            state = ckpt.load_model_weights(ckpt.resolve_checkpoint(t.init_from) / ckpt.MODEL_FILE)
+            model.load_state_dict(state)
+        model.to(self.info.device)
+        self.model = model
+        self.train_model = D.wrap_model(model, cfg.distributed.strategy, self.info)
+        self.optimizer, self.scheduler = build_optimizer(model, cfg.optim, t.max_steps)
+        self.forward = torch.compile(self.train_model) if t.compile else self.train_model
+        dev = self.info.device
+        if t.precision == "auto":
+            self.bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+        else:
+            self.bf16 = t.precision == "bf16"
+        self.step, self.tokens, self.flops = 0, 0, 0.0
+        self.resumed_from: Path | None = None
+        self.config_changes: list[str] = []
+        if self.resume:
+            found = ckpt.latest_checkpoint(self.ckpt_root)
+            if found is not None:
+                self._load(found)
+        self.prepared = True
+
+    def _load(self, path: Path) -> None:
+        model_state, train_state, meta = ckpt.load_checkpoint(path)
+        D.load_full_model_state(self.model, model_state)
+        D.load_full_optimizer_state(self.model, self.optimizer, train_state["optimizer"])
+        self.scheduler.load_state_dict(train_state["scheduler"])
+        rngs = train_state["rng"]
+        rng = rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0]
+        random.setstate(rng["python"])
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available() and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(rng["cuda"], self.info.device)
+        self.data.train.load_state_dict(meta["data"])
+        self.step, self.tokens, self.flops = meta["step"], meta["tokens"], meta["flops"]
+        self.resumed_from = path
+        saved = meta.get("config", {})
+        now = json.loads(json.dumps(self.cfg.to_dict()))
+        self.config_changes = sorted(_diff(saved, now))
+
+    # ---------------------------------------------------------------------------------------
+    # phase 2: train
+
+    def _micro_batches(self, batch: Batch) -> Iterator[Batch]:
+        local = shard_rows(batch, self.info.rank, self.info.world_size)
+        for i in range(self.accum):
+            yield local.rows(i * self.micro_batch, (i + 1) * self.micro_batch).to(self.info.device)
+
+    def _sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """Reduce gradients across ranks only on the last micro-batch of a step."""
+        if not self.info.distributed:
+            return contextlib.nullcontext()
+        if isinstance(self.train_model, nn.parallel.DistributedDataParallel):
+            return contextlib.nullcontext() if last else self.train_model.no_sync()
+        setter = getattr(self.train_model, "set_requires_gradient_sync", None)
+        if setter is not None:  # FSDP2
+            setter(last)
+        return contextlib.nullcontext()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def train_step(self, batch: Batch) -> tuple[float, float]:
+        """One optimiser step on a global batch: ``(loss, grad_norm)`` (loss is global)."""
+        self.train_model.train()
+        n_loss = float(batch.loss_mask.sum())  # same on every rank: each holds the global batch
+        world = self.info.world_size
+        total = torch.zeros((), device=self.info.device)
+        for i, mb in enumerate(self._micro_batches(batch)):
+            with self._sync(last=i == self.accum - 1):
+                with self._autocast():
+                    logits = self.forward(mb.inputs)  # (b, N, V)
+                loss_sum = masked_loss_sum(logits, mb.targets, mb.loss_mask)
+                # DDP/FSDP average gradients over ranks: scale so the result is sum / n_loss
+                (loss_sum * (world / max(n_loss, 1.0))).backward()
+            total += loss_sum.detach()
+        loss = float(D.all_reduce_sum(total, self.info)) / max(n_loss, 1.0)
+        clip = self.cfg.optim.grad_clip or math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if hasattr(norm, "full_tensor"):  # DTensor under FSDP
+            norm = norm.full_tensor()
+        return loss, float(norm)
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        """Token-mean loss over the fixed validation batches (None without validation data)."""
+        if not self.data.val:
+            return None
+        self.model.eval()
+        total = torch.zeros(2, dtype=torch.float64, device=self.info.device)
+        for batch in self.data.val:
+            for mb in self._micro_batches(batch):
+                with self._autocast():
+                    logits = self.model(mb.inputs)
+                total[0] += masked_loss_sum(logits, mb.targets, mb.loss_mask).double()
+                total[1] += mb.loss_mask.sum()
+        D.all_reduce_sum(total, self.info)
+        return float(total[0] / total[1].clamp_min(1))
+
+    def save(self) -> Path | None:
+        """Checkpoint the current step (collective; rank 0 writes). Returns the directory."""
+        model_state = D.full_model_state(self.model)
+        optim_state = D.full_optimizer_state(self.model, self.optimizer)
+        rng = {
+            "python": random.getstate(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.info.device)
+            if self.info.device.type == "cuda"
+            else None,
+        }
+        rngs = D.gather_objects(rng, self.info)
+        path = None
+        if self.info.is_main:
+            meta = {
+                "data": self.data.train.state_dict(),
+                "tokens": self.tokens,
+                "flops": self.flops,
+                "world_size": self.info.world_size,
+                "config": self.cfg.to_dict(),
+                "saved_at": time.time(),
+            }
+            state = {
+                "optimizer": optim_state,
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rngs,
+            }
+            path = ckpt.save_checkpoint(
+                self.ckpt_root, self.step, model_state, state, meta, self.cfg.checkpoint.keep
+            )
+        D.barrier(self.info)
+        return path
+
+    def _write_run_files(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg_dict = self.cfg.to_dict()
+        header = "# resolved configuration of this run (written by iha train)\n"
+        (self.run_dir / "config.toml").write_text(header + dump_toml(cfg_dict), encoding="utf-8")
+        (self.run_dir / "config.json").write_text(json.dumps(cfg_dict, indent=1), encoding="utf-8")
+
+    def run(self) -> TrainResult:
+        """Train until ``max_steps`` (or ``stop_at``, a signal, a non-finite loss)."""
+        if not self.prepared:
+            self.prepare()
+        cfg, t, info = self.cfg, self.cfg.train, self.info
+        main = info.is_main
+        writer = None
+        if main:
+            self._write_run_files()
+            writer = MetricsWriter(self.run_dir, cfg.logging.tensorboard)
+            if self.resumed_from is not None:
+                writer.truncate_after(self.step)
+            else:
+                writer.reset()
+        end = min(t.max_steps, self.stop_at) if self.stop_at is not None else t.max_steps
+        progress = Progress(
+            t.max_steps, self.step, cfg.logging.progress if main else "none", t.log_every
+        )
+        say = progress.message if main else (lambda _text: None)
+        if self.resumed_from is not None:
+            say(f"resumed from {self.resumed_from} at step {self.step}")
+            if self.config_changes:
+                say("config differs from the checkpoint's in: " + ", ".join(self.config_changes))
+        elif self.resume:
+            say(f"no checkpoint in {self.ckpt_root}; starting from scratch")
+        say(
+            f"model {self.n_params / 1e6:.2f}M params, {self.flops_per_token:.3g} train FLOPs/token; "
+            f"{info.world_size} process(es) on {info.device}, "
+            f"{'bf16' if self.bf16 else 'fp32'}; batch {t.batch_size} x {cfg.data.seq_len} tokens "
+            f"= micro {self.micro_batch} x accum {self.accum} x world {info.world_size}"
+        )
+        signals = _StopSignals()
+        signals.install()
+        result = TrainResult(self.run_dir, self.step, "done", EXIT_OK)
+        last_ckpt: Path | None = self.resumed_from
+        tokens_per_step = t.batch_size * cfg.data.seq_len
+        try:
+            while self.step < end:
+                t0 = time.perf_counter()
+                batch = self.data.train.next_batch()
+                tokens_per_step = batch.inputs.numel()
+                loss, norm = self.train_step(batch)
+                if not (math.isfinite(loss) and math.isfinite(norm)):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    where = last_ckpt if last_ckpt is not None else "none was written"
+                    say(
+                        f"stopping: non-finite {'loss' if not math.isfinite(loss) else 'grad norm'} "
+                        f"({loss if not math.isfinite(loss) else norm}) at step {self.step + 1}; "
+                        f"the update was not applied. Last good checkpoint: {where}"
+                    )
+                    result.reason, result.exit_code = "nonfinite", EXIT_NONFINITE
+                    break
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.step += 1
+                self.tokens += tokens_per_step
+                self.flops += self.flops_per_token * tokens_per_step
+                result.losses[self.step] = loss
+                dt = time.perf_counter() - t0
+                if writer is not None and (self.step % t.log_every == 0 or self.step == end):
+                    writer.write(
+                        {
+                            "split": "train",
+                            "step": self.step,
+                            "loss": loss,
+                            "lr": lr,
+                            "grad_norm": norm,
+                            "tokens": self.tokens,
+                            "flops": self.flops,
+                            "tokens_per_s": tokens_per_step / dt,
+                            "time": time.time(),
+                        }
+                    )
+                progress.update(self.step, loss, lr, tokens_per_step / dt)
+                finished = self.step >= end
+                if (t.val_every and self.step % t.val_every == 0) or self.step == t.max_steps:
+                    val = self.validate()
+                    if val is not None:
+                        result.val_losses[self.step] = val
+                        say(f"step {self.step}: val loss {val:.4f}")
+                        if writer is not None:
+                            writer.write(
+                                {
+                                    "split": "val",
+                                    "step": self.step,
+                                    "loss": val,
+                                    "tokens": self.tokens,
+                                    "flops": self.flops,
+                                    "time": time.time(),
+                                }
+                            )
+                flag = torch.tensor(float(signals.signum or 0), device=info.device)
+                stop_signal = int(D.all_reduce_max(flag, info))
+                every = cfg.checkpoint.every
+                if finished or stop_signal or (every and self.step % every == 0):
+                    last_ckpt = self.save()
+                    if last_ckpt is not None:
+                        say(f"saved checkpoint {last_ckpt}")
+                if stop_signal:
+                    say(f"received signal {stop_signal}: saved step {self.step} and stopped")
+                    result.reason, result.exit_code = "signal", 128 + stop_signal
+                    break
+            else:
+                if self.step < t.max_steps:
+                    result.reason = "stopped"
+        finally:
+            signals.restore()
+            progress.close()
+            if writer is not None:
+                writer.close()
+        result.step, result.checkpoint = self.step, last_ckpt
+        if main and cfg.logging.plots and result.reason != "nonfinite":
+            self._plot(say)
+        return result
+
+    def _plot(self, say: Callable[[str], None]) -> None:
+        try:
+            from iha.train.plot import plot_runs
+        except ImportError as e:  # matplotlib missing
+            say(f"no plots: {e}")
+            return
+        try:
+            files = plot_runs([self.run_dir], self.run_dir / "plots")
+        except ImportError as e:
+            say(f"no plots: {e}")
+            return
+        say(f"plots: {', '.join(str(f) for f in files)}")
+
+    def close(self) -> None:
+        D.teardown(self.info)
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> Iterator[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            yield from _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+    elif a != b:
+        yield prefix.rstrip(".")
+
+
+def train(
+    cfg: RunConfig,
+    resume: bool = False,
+    model_factory: ModelFactory | None = None,
+    stop_at: int | None = None,
+) -> TrainResult:
+    """Run (or resume) training as configured; see :class:`Trainer`."""
+    trainer = Trainer(cfg, resume=resume, model_factory=model_factory, stop_at=stop_at)
+    try:
+        trainer.prepare()
+        return trainer.run()
+    finally:
+        if hasattr(trainer, "info"):
+            trainer.close()
