@@ -18,6 +18,7 @@ def test_byte_tokenizer_special_ids_distinct_and_outside_bytes():
     assert len(specials) == 3
     assert all(256 <= s < tok.vocab_size for s in specials)
     assert tok.vocab_size == 259
+    assert tok.uses_bos
     assert isinstance(tok, Tokenizer)
 
 
@@ -84,6 +85,7 @@ def test_load_local_hf_tokenizer_built_offline(tmp_path):
     assert len(ids) == 5 and len(set(ids[1:4])) == 3
     assert tok.decode(ids) == "the cat sat"
     assert tok.pad_token_id == tok.eos_token_id  # no pad token: falls back to eos
+    assert tok.uses_bos
     # no chat template of its own: the plain template ends assistant turns with eos text
     text = tok.apply_chat_template([{"role": "assistant", "content": "x"}])
     assert text.endswith("</s>")

@@ -26,6 +26,7 @@ class Tokenizer(Protocol):
     bos_token_id: int
     eos_token_id: int
     pad_token_id: int
+    uses_bos: bool  # whether sequences should start with bos_token_id
 
     def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]: ...
 
@@ -87,6 +88,7 @@ class ByteTokenizer:
         self.eos_token_id = 257
         self.pad_token_id = 258
         self.vocab_size = 259
+        self.uses_bos = True
         self.eos_token = "<|eos|>"
         self._special_to_id = {s: 256 + i for i, s in enumerate(self.SPECIAL_TOKENS)}
         self._id_to_special = {i: s for s, i in self._special_to_id.items()}
@@ -139,7 +141,8 @@ class HFTokenizer:
     """A ``transformers`` tokenizer behind the :class:`Tokenizer` interface.
 
     ``encode`` never lets the Hugging Face tokenizer add its own special tokens; ``add_bos`` and
-    ``add_eos`` are explicit. A missing pad token falls back to eos, a missing bos to eos.
+    ``add_eos`` are explicit. A missing pad token falls back to eos. A tokenizer without a bos
+    token (Qwen, for one) has ``uses_bos = False`` and ``bos_token_id`` falls back to eos.
     ``apply_chat_template`` uses the tokenizer's own chat template when it has one, else
     :func:`plain_chat_template` ending assistant turns with the eos token text.
     """
@@ -152,6 +155,7 @@ class HFTokenizer:
         self.eos_token_id = int(eos)
         self.eos_token = tokenizer.eos_token
         bos = tokenizer.bos_token_id
+        self.uses_bos = bos is not None
         self.bos_token_id = int(bos) if bos is not None else self.eos_token_id
         pad = tokenizer.pad_token_id
         self.pad_token_id = int(pad) if pad is not None else self.eos_token_id
