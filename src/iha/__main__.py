@@ -1,0 +1,5 @@
+import sys
+
+from iha.cli import main
+
+sys.exit(main())

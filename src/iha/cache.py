@@ -1,0 +1,91 @@
+"""A per-layer key/value cache for incremental decoding.
+
+Two policies for IHA layers (they give the same outputs):
+- ``"raw"``: store the projected, unmixed, un-rotated keys/values (B, G, L, d); the mixing and
+  RoPE are recomputed over the cache at every step. 1/P of the memory of ``"pseudo"``.
+- ``"pseudo"``: store the mixed, rotated pseudo keys/values (B, G, L*P, d); no recomputation.
+
+``max_tokens`` bounds what is kept between steps (a sliding-window layer needs only its last
+``window`` tokens), so decode memory of local layers does not grow with the length.
+"""
+
+from __future__ import annotations
+
+import torch
+
+CACHE_POLICIES = ("raw", "pseudo")
+
+
+class KVCache:
+    """Keys, values, key-padding mask and token offset of one attention layer."""
+
+    def __init__(self, policy: str = "raw", max_tokens: int | None = None) -> None:
+        if policy not in CACHE_POLICIES:
+            raise ValueError(
+                f"policy={policy!r} is not supported; expected one of {CACHE_POLICIES}"
+            )
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens={max_tokens} must be None or >= 1")
+        self.policy = policy
+        self.max_tokens = max_tokens
+        self.keys: torch.Tensor | None = None  # (B, G, L*U, d); U = P for "pseudo", else 1
+        self.values: torch.Tensor | None = None
+        self.key_padding_mask: torch.Tensor | None = None  # (B, L) bool, True = real
+        self.offset = 0  # tokens seen so far (absolute index of the next token)
+        self._held = 0  # tokens currently held (<= offset when bounded)
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens currently held (<= offset when bounded)."""
+        return self._held
+
+    def update(
+        self,
+        keys: torch.Tensor,  # (B, G, n*U, d)
+        values: torch.Tensor,
+        n_new: int,
+        key_padding_mask: torch.Tensor | None = None,  # (B, n_new) bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+        """Append ``n_new`` tokens. Returns (keys, values, key_padding_mask) covering the kept
+        prefix plus the new tokens, and the offset of the first new token."""
+        start = self.offset
+        B = keys.shape[0]
+        if self.keys is None:
+            all_k, all_v = keys, values
+        else:
+            if self.keys.shape[0] != B:
+                raise ValueError(f"cache holds batch {self.keys.shape[0]}, got batch {B}")
+            all_k = torch.cat([self.keys, keys], dim=2)
+            all_v = torch.cat([self.values, values], dim=2)
+        if key_padding_mask is not None or self.key_padding_mask is not None:
+            old = self.key_padding_mask
+            if old is None:
+                old = torch.ones(B, self._held, dtype=torch.bool, device=keys.device)
+            new = key_padding_mask
+            if new is None:
+                new = torch.ones(B, n_new, dtype=torch.bool, device=keys.device)
+            all_m = torch.cat([old, new], dim=1)
+        else:
+            all_m = None
+        held = self._held + n_new
+        per_token = all_k.shape[2] // held
+        keep = held if self.max_tokens is None else min(held, self.max_tokens)
+        self.keys = all_k[:, :, (held - keep) * per_token :]
+        self.values = all_v[:, :, (held - keep) * per_token :]
+        self.key_padding_mask = None if all_m is None else all_m[:, held - keep :]
+        self._held = keep
+        self.offset = start + n_new
+        return all_k, all_v, all_m, start
+
+    def nbytes(self) -> int:
+        """Bytes held by the cached keys and values."""
+        if self.keys is None:
+            return 0
+        return self.keys.numel() * self.keys.element_size() * 2
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows (beam search / dropping finished sequences)."""
+        if self.keys is not None:
+            self.keys, self.values = self.keys[index], self.values[index]
+        if self.key_padding_mask is not None:
+            self.key_padding_mask = self.key_padding_mask[index]

@@ -1,0 +1,53 @@
+"""The `iha` command line: one entry point, subcommands live next to the code they drive.
+
+Each subcommand is a module exposing ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported lazily so that ``iha --help`` stays fast and optional extras
+(transformers, matplotlib) are only needed by the subcommands that use them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("iha.demo", "train MHA vs IHA on a small synthetic task and print a comparison"),
+}
+
+
+def register(name: str, module: str, help: str) -> None:
+    """Add a subcommand (used by packages that ship their own CLI module)."""
+    SUBCOMMANDS[name] = (module, help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="iha", description="Interleaved Head Attention: train, evaluate, analyse."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ImportError as e:  # an optional extra is missing: say so when it is run
+            p.set_defaults(_import_error=e)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if getattr(args, "_import_error", None) is not None:
+        print(f"iha {args.command}: missing dependency: {args._import_error}", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The one FLOP and parameter counter of `iha`.
+
+Conventions: a multiply-add is 2 FLOPs; counts are for one forward pass (training is about 3x);
+attention FLOPs count exactly the (query, key) pairs the mask allows, so causal masking and
+windows are counted properly. ``paper_attention_cost`` is the paper's appendix-C formula, which
+charges every query its full key range (no causal discount).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+def _tokens_seen(n_tokens: int, window: int | None) -> int:
+    """sum over n in [0, N) of min(n + 1, window): keys seen by causal queries."""
+    if window is None or window >= n_tokens:
+        return n_tokens * (n_tokens + 1) // 2
+    return window * (window + 1) // 2 + (n_tokens - window) * window
+
+
+def attention_pairs(
+    seq_len: int, n_pseudo: int = 1, mask: str = "flat", window: int | None = None
+) -> int:
+    """Number of (pseudo query, pseudo key) pairs the mask allows for one head.
+
+    ``window`` is in original tokens, as everywhere in `iha`.
+    """
+    if mask == "none":
+        return (seq_len * n_pseudo) ** 2
+    if mask == "flat":
+        return _tokens_seen(seq_len * n_pseudo, None if window is None else window * n_pseudo)
+    if mask == "token":
+        return n_pseudo**2 * _tokens_seen(seq_len, window)
+    raise ValueError(f"mask={mask!r} is not supported; expected one of ['flat', 'token', 'none']")
+
+
+def attention_flops(
+    seq_len: int,
+    n_heads: int,
+    head_dim: int,
+    n_pseudo: int = 1,
+    mask: str = "flat",
+    window: int | None = None,
+) -> int:
+    """Forward FLOPs of scores (QK^T) and weighted values (AV) over all heads, whole sequence."""
+    return 4 * head_dim * n_heads * attention_pairs(seq_len, n_pseudo, mask, window)
+
+
+def paper_attention_cost(
+    seq_len: int, n_heads: int, head_dim: int, n_pseudo: int = 1, window: int | None = None
+) -> int:
+    """The paper's cost H * (N*P) * (keys per query) * d, keys = N*P globally or W*P in a window."""
+    keys = seq_len * n_pseudo if window is None else min(window, seq_len) * n_pseudo
+    return n_heads * seq_len * n_pseudo * keys * head_dim
+
+
+def mixing_parameters(
+    n_heads: int, n_pseudo: int, n_kv_heads: int | None = None, collapse: str = "global"
+) -> int:
+    """IHA parameters on top of MHA: alphas (H^2 P + 2 G^2 P) and the collapse (H^2 P or H P).
+
+    With G = H and a global collapse this is the paper's 4 H^2 P.
+    """
+    G = n_heads if n_kv_heads is None else n_kv_heads
+    R = n_heads * n_heads * n_pseudo if collapse == "global" else n_heads * n_pseudo
+    return n_heads * n_heads * n_pseudo + 2 * G * G * n_pseudo + R
+
+
+@dataclass(frozen=True)
+class LayerFlops:
+    """Forward FLOPs of one attention layer over a whole sequence of ``seq_len`` tokens."""
+
+    projections: int
+    mixing: int
+    attention: int
+    collapse: int
+
+    @property
+    def total(self) -> int:
+        return self.projections + self.mixing + self.attention + self.collapse
+
+    def as_dict(self) -> dict[str, int]:
+        return {**asdict(self), "total": self.total}
+
+
+def layer_flops(
+    d_model: int,
+    n_heads: int,
+    seq_len: int,
+    n_pseudo: int = 1,
+    n_kv_heads: int | None = None,
+    head_dim: int | None = None,
+    collapse: str | None = "global",
+    mask: str = "flat",
+    window: int | None = None,
+) -> LayerFlops:
+    """FLOPs of an attention layer. ``collapse=None`` (or n_pseudo=1 MHA) means no mixing."""
+    G = n_heads if n_kv_heads is None else n_kv_heads
+    d = d_model // n_heads if head_dim is None else head_dim
+    N, H, P = seq_len, n_heads, n_pseudo
+    projections = 2 * N * d_model * d * (2 * H + 2 * G)  # q, o: H*d; k, v: G*d
+    if collapse is None:
+        mixing = collapse_flops = 0
+    else:
+        mixing = 2 * N * d * P * (H * H + 2 * G * G)
+        collapse_flops = 2 * N * d * H * P * (H if collapse == "global" else 1)
+    attention = attention_flops(N, H, d, P, mask, window)
+    return LayerFlops(projections, mixing, attention, collapse_flops)

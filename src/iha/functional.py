@@ -1,0 +1,236 @@
+"""The functional core of Interleaved Head Attention, step by step as in SPEC.md.
+
+``interleaved_head_attention`` = mix -> interleave -> RoPE -> masked attention -> collapse.
+The steps are also exposed one by one (``mix_heads``, ``rope_pseudo``, ``attend``,
+``collapse_heads``) so that the module can cache pseudo keys/values between decoding steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from iha.backends import BACKENDS
+from iha.masks import MASK_MODES, MaskSpec
+from iha.rope import apply_rope, rope_cos_sin
+
+POSITION_MODES = ("virtual", "token")
+KERNELS = ("softmax", "linear")
+BACKEND_NAMES = ("auto", *BACKENDS)
+
+
+def mix_heads(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Mix heads and interleave: (B, M, N, d) with alpha (M, M', P) -> (B, M', N*P, d).
+
+    ``out[b, h, n*P + p] = sum_m alpha[m, h, p] * x[b, m, n]`` (SPEC.md steps 1-2).
+    """
+    B, M, N, d = x.shape
+    P = alpha.shape[-1]
+    out = torch.einsum("bmnd,mhp->bhnpd", x, alpha.to(x.dtype))  # (B, M', N, P, d)
+    return out.reshape(B, alpha.shape[1], N * P, d)
+
+
+def pseudo_positions(
+    start: int, n_tokens: int, n_pseudo: int, positions: str, device: torch.device
+) -> torch.Tensor:
+    """RoPE position of each pseudo token of tokens start .. start+n_tokens-1: (n_tokens*P,)."""
+    if positions == "virtual":
+        return torch.arange(start * n_pseudo, (start + n_tokens) * n_pseudo, device=device)
+    tokens = torch.arange(start, start + n_tokens, device=device)
+    return tokens.repeat_interleave(n_pseudo)
+
+
+def rope_pseudo(
+    xt: torch.Tensor, start: int, n_pseudo: int, rope_theta: float | None, positions: str
+) -> torch.Tensor:
+    """Apply RoPE to interleaved pseudo tokens (B, H, N*P, d) whose first token is ``start``."""
+    if rope_theta is None:
+        return xt
+    n_tokens = xt.shape[2] // n_pseudo
+    pos = pseudo_positions(start, n_tokens, n_pseudo, positions, xt.device)
+    cos, sin = rope_cos_sin(pos, xt.shape[-1], rope_theta, xt.dtype)
+    return apply_rope(xt, cos, sin)
+
+
+def collapse_heads(o: torch.Tensor, collapse: torch.Tensor, n_pseudo: int) -> torch.Tensor:
+    """De-interleave and collapse: (B, H, N*P, d) -> (B, H, N, d) (SPEC.md step 6).
+
+    ``collapse`` is (H, P) per-head or (H, H*P) global.
+    """
+    B, H, L, d = o.shape
+    o5 = o.view(B, H, L // n_pseudo, n_pseudo, d)  # (B, H, N, P, d)
+    R = collapse.to(o.dtype)
+    if R.shape[1] == n_pseudo:
+        return torch.einsum("bhnpd,hp->bhnd", o5, R)
+    return torch.einsum("bknpd,hkp->bhnd", o5, R.view(H, H, n_pseudo))
+
+
+def choose_backend(
+    backend: str, spec: MaskSpec, kernel: str, key_padding_mask: torch.Tensor | None
+) -> str:
+    """The backend 'auto' resolves to for these inputs."""
+    if backend != "auto":
+        return backend
+    if kernel != "softmax":
+        return "reference"
+    return "sdpa"
+
+
+def attend(
+    qt: torch.Tensor,  # (B, H, Nq*P, d)
+    kt: torch.Tensor,  # (B, G, Nk*P, d)
+    vt: torch.Tensor,  # (B, G, Nk*P, d)
+    spec: MaskSpec,
+    *,
+    scale: float,
+    key_padding_mask: torch.Tensor | None = None,
+    kernel: str = "softmax",
+    backend: str = "auto",
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Masked attention of pseudo queries over pseudo keys (SPEC.md steps 4-5)."""
+    name = choose_backend(backend, spec, kernel, key_padding_mask)
+    return BACKENDS[name](
+        qt,
+        kt,
+        vt,
+        spec,
+        scale=scale,
+        key_padding_mask=key_padding_mask,
+        kernel=kernel,
+        dropout_p=dropout_p,
+    )
+
+
+def _check_choice(name: str, value, accepted) -> None:
+    if value not in accepted:
+        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(accepted)}")
+
+
+def check_options(
+    *, mask: str, window: int | None, positions: str, kernel: str = "softmax", backend: str = "auto"
+) -> None:
+    """Validate the keyword options shared by the functional core and the module."""
+    _check_choice("mask", mask, MASK_MODES)
+    _check_choice("positions", positions, POSITION_MODES)
+    _check_choice("kernel", kernel, KERNELS)
+    _check_choice("backend", backend, BACKEND_NAMES)
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window={window!r} must be None or an int >= 1 (tokens)")
+        if mask == "none":
+            raise ValueError("window is only defined for mask='flat' or mask='token', not 'none'")
+
+
+def _check_inputs(q, k, v, alpha_q, alpha_k, alpha_v, collapse, key_padding_mask, offset):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            raise ValueError(f"{name} must be a 4-D tensor (B, heads, N, d), got {_shape(t)}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating tensor, got dtype {t.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    B, H, Nq, d = q.shape
+    if k.shape != v.shape:
+        raise ValueError(
+            f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}"
+        )
+    if k.shape[0] != B or k.shape[3] != d:
+        raise ValueError(f"k {tuple(k.shape)} must match q {tuple(q.shape)} in batch and head dim")
+    G, Nk = k.shape[1], k.shape[2]
+    if H % G:
+        raise ValueError(f"k has {G} heads, which must divide the {H} query heads")
+    if alpha_q.dim() != 3 or alpha_q.shape[:2] != (H, H):
+        raise ValueError(f"alpha_q must be (H, H, P) = ({H}, {H}, P), got {tuple(alpha_q.shape)}")
+    P = alpha_q.shape[2]
+    for name, a in (("alpha_k", alpha_k), ("alpha_v", alpha_v)):
+        if tuple(a.shape) != (G, G, P):
+            raise ValueError(f"{name} must be (G, G, P) = ({G}, {G}, {P}), got {tuple(a.shape)}")
+    if collapse.dim() != 2 or collapse.shape[0] != H or collapse.shape[1] not in (P, H * P):
+        raise ValueError(
+            f"collapse must be (H, P) = ({H}, {P}) or (H, H*P) = ({H}, {H * P}), "
+            f"got {tuple(collapse.shape)}"
+        )
+    if Nk < Nq:
+        raise ValueError(f"k covers {Nk} tokens, fewer than the {Nq} query tokens")
+    if offset < Nk - Nq:
+        raise ValueError(
+            f"position_offset={offset} must be >= {Nk - Nq} (keys cover {Nk} tokens ending at the "
+            f"last query)"
+        )
+    if key_padding_mask is not None and (
+        key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (B, Nk)
+    ):
+        raise ValueError(
+            f"key_padding_mask must be a bool tensor (B, N_keys) = ({B}, {Nk}), "
+            f"got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+        )
+    return P
+
+
+def _shape(t) -> str:
+    return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def interleaved_head_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    alpha_q: torch.Tensor,
+    alpha_k: torch.Tensor,
+    alpha_v: torch.Tensor,
+    collapse: torch.Tensor,
+    *,
+    mask: str = "flat",
+    window: int | None = None,
+    rope_theta: float | None = None,
+    positions: str = "virtual",
+    position_offset: int = 0,
+    key_padding_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    backend: str = "auto",
+    kernel: str = "softmax",
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Interleaved Head Attention (SPEC.md). Returns collapsed per-head outputs (B, H, Nq, d).
+
+    Args:
+        q: (B, H, Nq, d) projected queries, not mixed, no RoPE.
+        k, v: (B, G, Nk, d) projected keys/values; Nk >= Nq. With a KV cache, k and v cover the
+            prefix and q the last Nq tokens (bottom-right aligned).
+        alpha_q: (H, H, P); alpha_k, alpha_v: (G, G, P), indexed [source, target, pseudo].
+        collapse: (H, P) per-head or (H, H*P) global collapse.
+        mask: "flat" (causal on the interleaved sequence), "token" (block causal) or "none".
+        window: sliding window in original tokens, or None.
+        rope_theta: RoPE base, or None for no RoPE.
+        positions: "virtual" (pseudo token (n, p) at n*P + p) or "token" (at n).
+        position_offset: absolute token index of q's first token.
+        key_padding_mask: (B, Nk) bool, True = real token.
+        scale: softmax scale, default 1/sqrt(d).
+        backend: "auto", "reference" or "sdpa".
+        kernel: "softmax", or "linear" (masked scores used as weights; for the theory).
+        dropout_p: dropout on the attention weights (training only).
+    """
+    check_options(mask=mask, window=window, positions=positions, kernel=kernel, backend=backend)
+    P = _check_inputs(
+        q, k, v, alpha_q, alpha_k, alpha_v, collapse, key_padding_mask, position_offset
+    )
+    Nq, Nk, d = q.shape[2], k.shape[2], q.shape[3]
+    k_start = position_offset + Nq - Nk
+    spec = MaskSpec(mask, P, Nq, Nk, q_start=position_offset, k_start=k_start, window=window)
+    qt = rope_pseudo(mix_heads(q, alpha_q), position_offset, P, rope_theta, positions)
+    kt = rope_pseudo(mix_heads(k, alpha_k), k_start, P, rope_theta, positions)
+    vt = mix_heads(v, alpha_v)
+    o = attend(
+        qt,
+        kt,
+        vt,
+        spec,
+        scale=1.0 / math.sqrt(d) if scale is None else scale,
+        key_padding_mask=key_padding_mask,
+        kernel=kernel,
+        backend=backend,
+        dropout_p=dropout_p,
+    )  # (B, H, Nq*P, d)
+    return collapse_heads(o, collapse, P)

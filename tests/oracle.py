@@ -1,0 +1,106 @@
+"""An independent, deliberately naive implementation of SPEC.md for tests (float64 loops).
+
+It shares no code with `iha`: its own RoPE, its own mask, its own mixing and collapse.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
+    # x (..., L, d), pos (L,): Llama rotate_half convention
+    d = x.shape[-1]
+    out = torch.empty_like(x)
+    for i in range(d // 2):
+        freq = theta ** (-2.0 * i / d)
+        ang = pos.double() * freq
+        c, s = torch.cos(ang).to(x.dtype), torch.sin(ang).to(x.dtype)
+        a, b = x[..., i], x[..., i + d // 2]
+        out[..., i] = a * c - b * s
+        out[..., i + d // 2] = b * c + a * s
+    return out
+
+
+def oracle_iha(q, k, v, alpha_q, alpha_k, alpha_v, collapse, *, mask="flat", window=None,
+               rope_theta=None, positions="virtual", position_offset=0, key_padding_mask=None,
+               scale=None, kernel="softmax"):
+    B, H, Nq, d = q.shape
+    G, Nk = k.shape[1], k.shape[2]
+    P = alpha_q.shape[2]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    k_start = position_offset + Nq - Nk
+    qt = torch.einsum("bmnd,mhp->bhnpd", q, alpha_q).reshape(B, H, Nq * P, d)
+    kt = torch.einsum("bmnd,mhp->bhnpd", k, alpha_k).reshape(B, G, Nk * P, d)
+    vt = torch.einsum("bmnd,mhp->bhnpd", v, alpha_v).reshape(B, G, Nk * P, d)
+    q_tok = torch.tensor([position_offset + i // P for i in range(Nq * P)])
+    q_p = torch.tensor([i % P for i in range(Nq * P)])
+    k_tok = torch.tensor([k_start + i // P for i in range(Nk * P)])
+    k_p = torch.tensor([i % P for i in range(Nk * P)])
+    if rope_theta is not None:
+        if positions == "virtual":
+            qpos, kpos = q_tok * P + q_p, k_tok * P + k_p
+        else:
+            qpos, kpos = q_tok, k_tok
+        qt, kt = _rope(qt, qpos, rope_theta), _rope(kt, kpos, rope_theta)
+    out = torch.zeros(B, H, Nq * P, d, dtype=q.dtype)
+    for b in range(B):
+        for h in range(H):
+            g = h // (H // G)
+            for i in range(Nq * P):
+                tq = q_tok[i] * P + q_p[i]
+                keys = []
+                for j in range(Nk * P):
+                    tk = k_tok[j] * P + k_p[j]
+                    if mask == "flat":
+                        ok = tk <= tq and (window is None or tq - tk < window * P)
+                    elif mask == "token":
+                        ok = k_tok[j] <= q_tok[i] and (window is None or q_tok[i] - k_tok[j] < window)
+                    else:
+                        ok = True
+                    if key_padding_mask is not None and not key_padding_mask[b, j // P]:
+                        ok = False
+                    if ok:
+                        keys.append(j)
+                if not keys:
+                    continue
+                s = torch.stack([qt[b, h, i] @ kt[b, g, j] for j in keys]) * scale
+                w = torch.softmax(s, 0) if kernel == "softmax" else s
+                out[b, h, i] = sum(w[t] * vt[b, g, j] for t, j in enumerate(keys))
+    o5 = out.view(B, H, Nq, P, d)
+    if collapse.shape[1] == P:
+        return torch.einsum("bhnpd,hp->bhnd", o5, collapse)
+    return torch.einsum("bknpd,hkp->bhnd", o5, collapse.view(H, H, P))
+
+
+def oracle_mha(x, wq, wk, wv, wo, n_heads, n_kv_heads, *, rope_theta=None, causal=True,
+               window=None, key_padding_mask=None):
+    """Standard (GQA) multi-head attention from weight matrices, token positions, float64."""
+    B, N, D = x.shape
+    H, G = n_heads, n_kv_heads
+    d = wq.shape[0] // H
+    q = (x @ wq.T).view(B, N, H, d).transpose(1, 2)
+    k = (x @ wk.T).view(B, N, G, d).transpose(1, 2)
+    v = (x @ wv.T).view(B, N, G, d).transpose(1, 2)
+    if rope_theta is not None:
+        pos = torch.arange(N)
+        q, k = _rope(q, pos, rope_theta), _rope(k, pos, rope_theta)
+    k = k.repeat_interleave(H // G, dim=1)
+    v = v.repeat_interleave(H // G, dim=1)
+    s = q @ k.transpose(-1, -2) / math.sqrt(d)
+    i = torch.arange(N)[:, None]
+    j = torch.arange(N)[None, :]
+    allowed = torch.ones(N, N, dtype=torch.bool)
+    if causal:
+        allowed &= j <= i
+    if window is not None:
+        allowed &= i - j < window
+    allowed = allowed[None, None].expand(B, H, N, N)
+    if key_padding_mask is not None:
+        allowed = allowed & key_padding_mask[:, None, None, :]
+    s = s.masked_fill(~allowed, float("-inf"))
+    w = torch.softmax(s, -1).nan_to_num(0.0)
+    y = (w @ v).transpose(1, 2).reshape(B, N, H * d)
+    return y @ wo.T
