@@ -115,7 +115,7 @@ def save_checkpoint(
     meta: dict[str, Any],
     keep: int,
 ) -> Path:
-    """Write checkpoint ``step`` under ``root`` atomically, point ``latest`` at it, prune to ``keep``.
+    """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``.
 
     Args:
         root: the checkpoints directory (created if missing).

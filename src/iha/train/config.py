@@ -156,9 +156,9 @@ def _type_name(hint: Any) -> str:
         return " | ".join(repr(a) for a in typing.get_args(hint))
     if origin in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in typing.get_args(hint))
-    if origin is list:
-        (arg,) = typing.get_args(hint) or (Any,)
-        return f"list of {_type_name(arg)}"
+    if origin in (list, tuple):
+        args = typing.get_args(hint) or (Any,)
+        return f"list of {_type_name(args[0])}"
     if origin is dict:
         return "table"
     if hint is type(None):
@@ -201,6 +201,15 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise bad
         return [coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if args and len(args) != len(value):
+            raise bad
+        return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise bad

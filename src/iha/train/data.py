@@ -178,7 +178,8 @@ class LocalFiles(IndexedDocuments):
             fh.seek(start)
             raw = fh.read(end - start).decode("utf-8", errors="replace")
         if self.kind == "text":
-            return encode_document(self.tokenizer, raw, None, self.cfg.append_eos)
+            text = raw.rstrip("\r\n")  # the paragraph without its line break
+            return encode_document(self.tokenizer, text, None, self.cfg.append_eos)
         where = f"{self.files[fi]} (document {index})"
         try:
             record = json.loads(raw)

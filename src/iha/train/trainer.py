@@ -333,7 +333,8 @@ class Trainer:
         elif self.resume:
             say(f"no checkpoint in {self.ckpt_root}; starting from scratch")
         say(
-            f"model {self.n_params / 1e6:.2f}M params, {self.flops_per_token:.3g} train FLOPs/token; "
+            f"model {self.n_params / 1e6:.2f}M params, "
+            f"{self.flops_per_token:.3g} train FLOPs/token; "
             f"{info.world_size} process(es) on {info.device}, "
             f"{'bf16' if self.bf16 else 'fp32'}; batch {t.batch_size} x {cfg.data.seq_len} tokens "
             f"= micro {self.micro_batch} x accum {self.accum} x world {info.world_size}"
@@ -352,9 +353,9 @@ class Trainer:
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     self.optimizer.zero_grad(set_to_none=True)
                     where = last_ckpt if last_ckpt is not None else "none was written"
+                    what, value = ("loss", loss) if not math.isfinite(loss) else ("grad norm", norm)
                     say(
-                        f"stopping: non-finite {'loss' if not math.isfinite(loss) else 'grad norm'} "
-                        f"({loss if not math.isfinite(loss) else norm}) at step {self.step + 1}; "
+                        f"stopping: non-finite {what} ({value}) at step {self.step + 1}; "
                         f"the update was not applied. Last good checkpoint: {where}"
                     )
                     result.reason, result.exit_code = "nonfinite", EXIT_NONFINITE
@@ -464,3 +465,20 @@ def train(
     finally:
         if hasattr(trainer, "info"):
             trainer.close()
+
+
+def load_trained_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    model_factory: ModelFactory | None = None,
+) -> tuple[nn.Module, dict[str, Any], Path]:
+    """The model of a checkpoint (a run dir, its checkpoints dir or one checkpoint dir).
+
+    Returns ``(model in eval mode on device, the run's config dict, the checkpoint dir)``.
+    """
+    found = ckpt.resolve_checkpoint(path)
+    meta = ckpt.read_meta(found)
+    config = meta["config"]
+    model = (model_factory or build_model)(config["model"])
+    model.load_state_dict(ckpt.load_model_weights(found / ckpt.MODEL_FILE))
+    return model.to(device).eval(), config, found

@@ -1,0 +1,1 @@
+"""``iha`` subcommands of the training engine: train, generate, describe, plot."""

@@ -1,0 +1,57 @@
+"""``iha generate RUN_DIR --prompt TEXT``: sample continuations from a trained checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="run directory, checkpoints directory or checkpoint")
+    parser.add_argument("--prompt", action="append", required=True, help="prompt text (repeatable)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--temperature", type=float, default=0.8, help="0 for greedy decoding (default 0.8)"
+    )
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--tokenizer", help="tokenizer name or directory (default: the run's data.tokenizer)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from iha.models import generate
+    from iha.tokenizers import load_tokenizer
+    from iha.train.distributed import pick_device
+    from iha.train.trainer import load_trained_model
+
+    try:
+        device = pick_device(args.device)
+        model, config, found = load_trained_model(args.checkpoint, device)
+        tokenizer = load_tokenizer(args.tokenizer or config["data"]["tokenizer"])
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"iha generate: error: {e}", file=sys.stderr)
+        return 2
+    print(f"# {found}", file=sys.stderr)
+    for prompt in args.prompt:
+        ids = tokenizer.encode(prompt)
+        if not ids:
+            ids = [tokenizer.bos_token_id]
+        input_ids = torch.tensor([ids], device=device)  # (1, n)
+        new = generate(
+            model,
+            input_ids,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            stop_token_ids=[tokenizer.eos_token_id],
+            seed=args.seed,
+        )  # (1, new)
+        print(prompt + tokenizer.decode(new[0].tolist()))
+    return 0

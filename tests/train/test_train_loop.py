@@ -1,0 +1,111 @@
+"""The training loop: exact resume, stopping on signals and on non-finite losses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from iha_train_stub import TinyLM, tiny_config, tiny_factory, write_corpus
+
+from iha.train import ConfigError, checkpoint as ckpt, train
+
+SECTIONS = {
+    "train": {"max_steps": 6, "batch_size": 4, "micro_batch_size": 2, "val_every": 2},
+    "checkpoint": {"every": 0, "keep": 2},
+}
+
+
+def train_lines(run_dir):
+    out = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        r.pop("time"), r.pop("tokens_per_s", None)
+        out.append(r)
+    return out
+
+
+def final_weights(run_dir):
+    return ckpt.load_checkpoint(ckpt.resolve_checkpoint(run_dir))[0]
+
+
+def test_resume_gives_the_uninterrupted_loss_trajectory(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    straight = train(tiny_config(tmp_path / "a", corpus, **SECTIONS), model_factory=tiny_factory)
+    first = train(
+        tiny_config(tmp_path / "b", corpus, **SECTIONS), model_factory=tiny_factory, stop_at=3
+    )
+    assert first.reason == "stopped" and first.step == 3
+    second = train(
+        tiny_config(tmp_path / "b", corpus, **SECTIONS), resume=True, model_factory=tiny_factory
+    )
+    assert sorted(second.losses) == [4, 5, 6]
+    # exact equality: same data position, optimiser moments, schedule and RNG after the resume
+    assert {**first.losses, **second.losses} == straight.losses
+    assert {**first.val_losses, **second.val_losses} == straight.val_losses
+    assert train_lines(tmp_path / "b") == train_lines(tmp_path / "a")
+    wa, wb = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_without_a_checkpoint_starts_from_scratch(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    cfg = tiny_config(tmp_path / "r", corpus, train={"max_steps": 2})
+    result = train(cfg, resume=True, model_factory=tiny_factory)
+    assert sorted(result.losses) == [1, 2]
+
+
+def test_existing_run_dir_needs_resume(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    cfg = tiny_config(tmp_path / "r", corpus, train={"max_steps": 2})
+    train(cfg, model_factory=tiny_factory)
+    before = (tmp_path / "r" / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match="already holds checkpoints; pass --resume"):
+        train(cfg, model_factory=tiny_factory)
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
+
+
+class _Trap(TinyLM):
+    """Stand-in whose forward does something at a given call (counting forwards in train mode)."""
+
+    def __init__(self, at_call, action, **kw):
+        super().__init__(**kw)
+        self.at_call, self.action, self.calls = at_call, action, 0
+
+    def forward(self, input_ids, attention_mask=None):
+        logits = super().forward(input_ids)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at_call:
+                if self.action == "nan":
+                    return logits * float("nan")
+                os.kill(os.getpid(), signal.SIGTERM)
+        return logits
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    cfg = tiny_config(tmp_path / "r", corpus, checkpoint={"every": 2})
+    result = train(cfg, model_factory=lambda m: _Trap(5, "nan", **m))  # step 5 (batch 4, micro 4)
+    assert result.reason == "nonfinite" and result.exit_code == 3 and result.step == 4
+    assert "non-finite loss (nan) at step 5" in capsys.readouterr().err
+    latest = ckpt.latest_checkpoint(tmp_path / "r" / "checkpoints")
+    assert latest.name == "step_00000004"
+    weights = ckpt.load_checkpoint(latest)[0]
+    assert all(bool(torch.isfinite(w).all()) for w in weights.values())
+    assert max(json.loads(x)["step"] for x in (tmp_path / "r" / "metrics.jsonl").open()) == 4
+
+
+def test_sigterm_finishes_the_step_saves_and_resumes_exactly(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    straight = train(tiny_config(tmp_path / "a", corpus), model_factory=tiny_factory)
+    cfg = tiny_config(tmp_path / "b", corpus)
+    stopped = train(cfg, model_factory=lambda m: _Trap(3, "sigterm", **m))
+    assert stopped.reason == "signal" and stopped.exit_code == 128 + signal.SIGTERM
+    assert stopped.step == 3 and sorted(stopped.losses) == [1, 2, 3]
+    assert ckpt.latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step_00000003"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    resumed = train(cfg, resume=True, model_factory=tiny_factory)
+    assert {**stopped.losses, **resumed.losses} == straight.losses
