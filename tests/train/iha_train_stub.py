@@ -84,3 +84,30 @@ def tiny_config(run_dir: Path, corpus: Path, **sections: dict[str, Any]) -> RunC
     for name, table in sections.items():
         raw[name] = {**raw.get(name, {}), **table}
     return config_from_dict(raw, resolve_model=False)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def distributed_worker(rank: int, world_size: int, port: int, cfg_dict: dict[str, Any]) -> None:
+    """One torchrun-like process (env:// rendezvous on localhost) training the stand-in model."""
+    import os
+
+    from iha.train import train
+
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    cfg = config_from_dict(cfg_dict, resolve_model=False)
+    result = train(cfg, model_factory=tiny_factory)
+    if result.exit_code != 0:
+        raise RuntimeError(f"rank {rank} ended with {result.reason}")

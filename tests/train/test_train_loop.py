@@ -10,7 +10,8 @@ import pytest
 import torch
 from iha_train_stub import TinyLM, tiny_config, tiny_factory, write_corpus
 
-from iha.train import ConfigError, checkpoint as ckpt, train
+from iha.train import ConfigError, train
+from iha.train import checkpoint as ckpt
 
 SECTIONS = {
     "train": {"max_steps": 6, "batch_size": 4, "micro_batch_size": 2, "val_every": 2},
