@@ -14,6 +14,11 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("iha.demo", "train MHA vs IHA on a small synthetic task and print a comparison"),
+    "eval": ("iha.eval.cli", "evaluate a checkpoint or HF model: RULER, GSM8K, MATH-500"),
+    "train": ("iha.train.commands.train", "train or resume a model from a TOML config"),
+    "generate": ("iha.train.commands.generate", "sample text from a trained checkpoint"),
+    "describe": ("iha.train.commands.describe", "parameters and FLOPs per token of model configs"),
+    "plot": ("iha.train.commands.plot", "plot loss vs tokens and vs FLOPs for run directories"),
 }
 
 

@@ -337,12 +337,6 @@ class PackedStream:
 # ---------------------------------------------------------------------------------------------
 # synthetic tasks
 
-_TASKS = {
-    "cpm3": "iha.tasks.cpm3:CPM3Task",
-    "relations": "iha.tasks.relations:RelationCompositionTask",
-    "polynomial": "iha.tasks.polynomial:PolynomialTask",
-}
-
 
 def _import_object(spec: str) -> Any:
     module, _, name = spec.partition(":")
@@ -353,21 +347,13 @@ def _import_object(spec: str) -> Any:
 
 
 def build_task(name: str, task_args: dict[str, Any], seed: int) -> Any:
-    """A synthetic task object from :mod:`iha.tasks` by short name or ``module:Class``."""
+    """A synthetic task: a name known to :func:`iha.tasks.make_task`, or ``module:Class``."""
     try:
-        tasks = importlib.import_module("iha.tasks")
-    except ImportError:
-        tasks = None
-    getter = getattr(tasks, "get_task", None)
-    if getter is not None and ":" not in name:
-        return getter(name, seed=seed, **task_args)
-    spec = _TASKS.get(name, name)
-    if ":" not in spec:
-        raise ValueError(
-            f"data.task={name!r}: accepted values are {', '.join(_TASKS)} or 'module:Class'"
-        )
-    try:
-        return _import_object(spec)(seed=seed, **task_args)
+        if ":" in name:
+            return _import_object(name)(seed=seed, **task_args)
+        from iha.tasks import make_task
+
+        return make_task(name, seed=seed, **task_args)
     except TypeError as e:
         raise ValueError(f"data.task_args do not fit task {name!r}: {e}") from e
 
@@ -437,6 +423,7 @@ class TrainData:
     train: PackedStream | TaskStream
     val: list[Batch]
     vocab_size: int  # ids the data can contain (the model's vocabulary must cover them)
+    seq_len: int  # tokens per sequence (data.seq_len, or the task's own length)
 
 
 def build_data(
@@ -456,7 +443,7 @@ def build_data(
         val = [task_batch(b) for b in itertools.islice(val_iter, val_batches)]
         val = [b for b in val if b.inputs.shape[0] == batch_size]
         vocab = max(int(task.vocab_size or 0), int(task.num_classes), 2)
-        return TrainData(train, val, vocab)
+        return TrainData(train, val, vocab, int(task.seq_len))
 
     val_source: DocumentSource | None = None
     if cfg.source in ("text", "jsonl"):
@@ -490,4 +477,4 @@ def build_data(
     if val_source is not None and val_batches:
         vstream = PackedStream(val_source, cfg.seq_len, batch_size, False, 0)
         val = [vstream.next_batch() for _ in range(val_batches)]
-    return TrainData(train, val, int(tokenizer.vocab_size))
+    return TrainData(train, val, int(tokenizer.vocab_size), cfg.seq_len)

@@ -108,7 +108,10 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
         ids = [info.device.index] if info.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        try:
+            from torch.distributed.fsdp import fully_shard
+        except ImportError:  # torch < 2.6
+            from torch.distributed._composable.fsdp import fully_shard
 
         for module in list(model.modules()):
             if isinstance(module, nn.ModuleList):

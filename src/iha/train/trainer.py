@@ -164,10 +164,15 @@ class Trainer:
                 f"config key 'model.vocab_size'={model_vocab} is smaller than the data's "
                 f"vocabulary ({self.data.vocab_size} ids)"
             )
+        context = cfg.model.get("max_position_embeddings")
+        if isinstance(context, int) and context < self.data.seq_len:
+            raise ConfigError(
+                f"config key 'model.max_position_embeddings'={context} is shorter than the "
+                f"training sequences ({self.data.seq_len} tokens)"
+            )
         model = self.model_factory(cfg.model)
         self.n_params = sum(p.numel() for p in model.parameters())
-        seq_len = int(self.data.val[0].inputs.shape[1]) if self.data.val else cfg.data.seq_len
-        self.flops_per_token = 3.0 * forward_flops_per_token(model, seq_len)
+        self.flops_per_token = 3.0 * forward_flops_per_token(model, self.data.seq_len)
         if t.init_from:
             state = ckpt.load_model_weights(ckpt.resolve_checkpoint(t.init_from) / ckpt.MODEL_FILE)
             model.load_state_dict(state)
@@ -307,12 +312,8 @@ class Trainer:
         (self.run_dir / "config.toml").write_text(header + dump_toml(cfg_dict), encoding="utf-8")
         (self.run_dir / "config.json").write_text(json.dumps(cfg_dict, indent=1), encoding="utf-8")
 
-    def run(self) -> TrainResult:
-        """Train until ``max_steps`` (or ``stop_at``, a signal, a non-finite loss)."""
-        if not self.prepared:
-            self.prepare()
-        cfg, t, info = self.cfg, self.cfg.train, self.info
-        main = info.is_main
+    def _open_outputs(self) -> tuple[MetricsWriter | None, Progress]:
+        cfg, main = self.cfg, self.info.is_main
         writer = None
         if main:
             self._write_run_files()
@@ -321,11 +322,11 @@ class Trainer:
                 writer.truncate_after(self.step)
             else:
                 writer.reset()
-        end = min(t.max_steps, self.stop_at) if self.stop_at is not None else t.max_steps
-        progress = Progress(
-            t.max_steps, self.step, cfg.logging.progress if main else "none", t.log_every
-        )
-        say = progress.message if main else (lambda _text: None)
+        mode = cfg.logging.progress if main else "none"
+        return writer, Progress(cfg.train.max_steps, self.step, mode, cfg.train.log_every)
+
+    def _announce(self, say: Callable[[str], None]) -> None:
+        t, info = self.cfg.train, self.info
         if self.resumed_from is not None:
             say(f"resumed from {self.resumed_from} at step {self.step}")
             if self.config_changes:
@@ -335,28 +336,35 @@ class Trainer:
         say(
             f"model {self.n_params / 1e6:.2f}M params, "
             f"{self.flops_per_token:.3g} train FLOPs/token; "
-            f"{info.world_size} process(es) on {info.device}, "
-            f"{'bf16' if self.bf16 else 'fp32'}; batch {t.batch_size} x {cfg.data.seq_len} tokens "
-            f"= micro {self.micro_batch} x accum {self.accum} x world {info.world_size}"
+            f"{info.world_size} process(es) on {info.device}, {'bf16' if self.bf16 else 'fp32'}; "
+            f"batch {t.batch_size} x {self.data.seq_len} tokens = micro {self.micro_batch} "
+            f"x accum {self.accum} x world {info.world_size}"
         )
-        signals = _StopSignals()
-        signals.install()
+
+    def run(self) -> TrainResult:
+        """Train until ``max_steps`` (or ``stop_at``, a signal, a non-finite loss)."""
+        if not self.prepared:
+            self.prepare()
+        cfg, t, info = self.cfg, self.cfg.train, self.info
+        writer, progress = self._open_outputs()
+        say = progress.message if info.is_main else (lambda _text: None)
+        self._announce(say)
+        end = min(t.max_steps, self.stop_at) if self.stop_at is not None else t.max_steps
         result = TrainResult(self.run_dir, self.step, "done", EXIT_OK)
         last_ckpt: Path | None = self.resumed_from
-        tokens_per_step = t.batch_size * cfg.data.seq_len
+        signals = _StopSignals()
+        signals.install()
         try:
             while self.step < end:
                 t0 = time.perf_counter()
                 batch = self.data.train.next_batch()
-                tokens_per_step = batch.inputs.numel()
                 loss, norm = self.train_step(batch)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     self.optimizer.zero_grad(set_to_none=True)
-                    where = last_ckpt if last_ckpt is not None else "none was written"
                     what, value = ("loss", loss) if not math.isfinite(loss) else ("grad norm", norm)
                     say(
-                        f"stopping: non-finite {what} ({value}) at step {self.step + 1}; "
-                        f"the update was not applied. Last good checkpoint: {where}"
+                        f"stopping: non-finite {what} ({value}) at step {self.step + 1}; the "
+                        f"update was not applied. Last good checkpoint: {last_ckpt or 'none'}"
                     )
                     result.reason, result.exit_code = "nonfinite", EXIT_NONFINITE
                     break
@@ -365,26 +373,17 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
                 self.step += 1
-                self.tokens += tokens_per_step
-                self.flops += self.flops_per_token * tokens_per_step
+                self.tokens += batch.inputs.numel()
+                self.flops += self.flops_per_token * batch.inputs.numel()
                 result.losses[self.step] = loss
-                dt = time.perf_counter() - t0
+                speed = batch.inputs.numel() / (time.perf_counter() - t0)
                 if writer is not None and (self.step % t.log_every == 0 or self.step == end):
                     writer.write(
-                        {
-                            "split": "train",
-                            "step": self.step,
-                            "loss": loss,
-                            "lr": lr,
-                            "grad_norm": norm,
-                            "tokens": self.tokens,
-                            "flops": self.flops,
-                            "tokens_per_s": tokens_per_step / dt,
-                            "time": time.time(),
-                        }
-                    )
-                progress.update(self.step, loss, lr, tokens_per_step / dt)
-                finished = self.step >= end
+                        {"split": "train", "step": self.step, "loss": loss, "lr": lr,
+                         "grad_norm": norm, "tokens": self.tokens, "flops": self.flops,
+                         "tokens_per_s": speed, "time": time.time()}
+                    )  # fmt: skip
+                progress.update(self.step, loss, lr, speed)
                 if (t.val_every and self.step % t.val_every == 0) or self.step == t.max_steps:
                     val = self.validate()
                     if val is not None:
@@ -392,19 +391,14 @@ class Trainer:
                         say(f"step {self.step}: val loss {val:.4f}")
                         if writer is not None:
                             writer.write(
-                                {
-                                    "split": "val",
-                                    "step": self.step,
-                                    "loss": val,
-                                    "tokens": self.tokens,
-                                    "flops": self.flops,
-                                    "time": time.time(),
-                                }
-                            )
+                                {"split": "val", "step": self.step, "loss": val,
+                                 "tokens": self.tokens, "flops": self.flops, "time": time.time()}
+                            )  # fmt: skip
+                # every rank must agree to stop at the same step
                 flag = torch.tensor(float(signals.signum or 0), device=info.device)
                 stop_signal = int(D.all_reduce_max(flag, info))
                 every = cfg.checkpoint.every
-                if finished or stop_signal or (every and self.step % every == 0):
+                if self.step >= end or stop_signal or (every and self.step % every == 0):
                     last_ckpt = self.save()
                     if last_ckpt is not None:
                         say(f"saved checkpoint {last_ckpt}")
@@ -421,7 +415,7 @@ class Trainer:
             if writer is not None:
                 writer.close()
         result.step, result.checkpoint = self.step, last_ckpt
-        if main and cfg.logging.plots and result.reason != "nonfinite":
+        if info.is_main and cfg.logging.plots and result.reason != "nonfinite":
             self._plot(say)
         return result
 

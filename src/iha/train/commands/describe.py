@@ -1,0 +1,76 @@
+"""``iha describe [PRESET_OR_CONFIG]``: parameters and FLOPs per token of a model config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source",
+        nargs="?",
+        default="tiny",
+        help="model preset name (iha.models.list_presets()), config file or run dir "
+        "(default: tiny)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model key, e.g. --set model.num_pseudo_heads=2 (repeatable)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--list", action="store_true", help="list the model presets and exit")
+
+
+def _model_table(source: str, overrides: list[str]) -> dict[str, Any]:
+    from iha.models import list_presets
+    from iha.train.config import apply_overrides, find_config, read_config_file
+
+    if source in list_presets():
+        raw: dict[str, Any] = {"model": {"preset": source}}
+    elif Path(source).is_dir() and (Path(source) / "config.json").is_file():
+        raw = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
+    else:
+        raw = read_config_file(find_config(source))
+    for item in overrides:
+        if not item.startswith("model."):
+            raise ValueError(f"--set {item!r}: describe only takes model.* keys")
+    return apply_overrides({"model": raw.get("model", {})}, overrides)["model"]
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from iha.models import ModelConfig, describe, list_presets
+    from iha.train.config import resolve_model_dict
+
+    if args.list:
+        print("\n".join(list_presets()))
+        return 0
+    try:
+        cfg = ModelConfig.from_dict(resolve_model_dict(_model_table(args.source, args.overrides)))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"iha describe: error: {e}", file=sys.stderr)
+        return 2
+    out = describe(cfg)
+    if args.json:
+        print(json.dumps(out, indent=1, default=str))
+    elif isinstance(out, str):
+        print(out)
+    else:
+        print(_markdown(list(out)))
+    return 0
