@@ -1,0 +1,465 @@
+"""Evaluation runners: sampled GSM8K / MATH-500 (Pass@1, Maj@k) and greedy RULER.
+
+The runners talk to a model only through a :class:`Generator`: a callable that takes a batch of
+prompts (lists of token ids) and :class:`SamplingParams` and returns the generated token ids of
+each prompt (new tokens only, cut before the first stop token). Two adapters are provided:
+
+- :class:`ModelGenerator` for ``iha`` models, through ``iha.models.generate(model, input_ids,
+  attention_mask=..., max_new_tokens=..., temperature=..., top_p=..., top_k=...,
+  stop_token_ids=..., seed=...)`` (left-padded batches, KV-cache decoding);
+- :class:`HFGenerator` for any Hugging Face causal LM (``model.generate``), for baselines.
+
+Sampling follows the paper (section 5): n samples per problem at temperature 0.6, Pass@1 is the
+mean accuracy over samples, Maj@n the accuracy of the majority answer; both come with seeded
+bootstrap confidence intervals over problems (:mod:`iha.eval.metrics`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from iha.eval import gsm8k as gsm8k_mod
+from iha.eval import math as math_mod
+from iha.eval import metrics, ruler
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings. ``temperature=0`` is greedy; ``top_k=0`` and ``top_p=1`` disable."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.6
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = 0
+    stop_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k} must be >= 0 (0 = off)")
+
+
+class Generator(Protocol):
+    """Prompts (token id lists) -> generated ids of each prompt (new tokens, before any stop)."""
+
+    def __call__(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams
+    ) -> list[list[int]]: ...
+
+
+def _left_pad(
+    prompts: Sequence[Sequence[int]], pad_token_id: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N) left-padded ids and (B, N) attention mask (1 = real token)."""
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    n = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), n), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), n), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, n - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+        mask[i, n - len(p) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _cut_at_stop(rows: torch.Tensor, stop_token_ids: Sequence[int]) -> list[list[int]]:
+    out = []
+    stops = set(stop_token_ids)
+    for row in rows.tolist():
+        for j, t in enumerate(row):
+            if t in stops:
+                row = row[:j]
+                break
+        out.append(row)
+    return out
+
+
+class ModelGenerator:
+    """An ``iha`` decoder LM behind the :class:`Generator` interface.
+
+    ``generate_fn`` defaults to ``iha.models.generate`` (imported on first use); any function
+    with its signature works (the tests pass a stand-in).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        pad_token_id: int,
+        device: torch.device | str = "cpu",
+        generate_fn: Callable[..., torch.Tensor] | None = None,
+    ) -> None:
+        self.model, self.pad_token_id, self.device = model, pad_token_id, device
+        self.generate_fn = generate_fn
+
+    def __call__(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[int]]:
+        fn = self.generate_fn
+        if fn is None:
+            from iha.models import generate as fn
+        ids, mask = _left_pad(prompts, self.pad_token_id, self.device)
+        with torch.no_grad():
+            new = fn(
+                self.model,
+                ids,
+                attention_mask=mask,
+                max_new_tokens=params.max_new_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+                stop_token_ids=list(params.stop_token_ids) or None,
+                seed=params.seed,
+            )  # (B, new)
+        return _cut_at_stop(new, params.stop_token_ids)
+
+
+class HFGenerator:
+    """A Hugging Face causal LM (``transformers``) behind the :class:`Generator` interface."""
+
+    def __init__(self, model: Any, pad_token_id: int, device: torch.device | str = "cpu") -> None:
+        self.model, self.pad_token_id, self.device = model, pad_token_id, device
+
+    def __call__(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[int]]:
+        ids, mask = _left_pad(prompts, self.pad_token_id, self.device)
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=params.max_new_tokens,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=list(params.stop_token_ids) or None,
+        )
+        if params.temperature > 0:
+            kwargs.update(
+                do_sample=True,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k or None,
+            )
+        else:
+            kwargs.update(do_sample=False)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        with torch.no_grad():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)  # (B, N+new)
+        return _cut_at_stop(out[:, ids.shape[1] :], params.stop_token_ids)
+
+
+def _batch_seed(seed: int | None, *parts: object) -> int | None:
+    if seed is None:
+        return None
+    digest = hashlib.blake2b(f"{seed}/{'/'.join(map(str, parts))}".encode(), digest_size=4)
+    return int.from_bytes(digest.digest(), "little")
+
+
+def generate_all(
+    generator: Generator,
+    prompts: Sequence[Sequence[int]],
+    params: SamplingParams,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[list[int]]:
+    """Run ``prompts`` through ``generator`` in batches of ``batch_size`` (batch b gets the seed
+    derived from ``(params.seed, b)``, so results do not depend on what ran before)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    out: list[list[int]] = []
+    for b, start in enumerate(range(0, len(prompts), batch_size)):
+        chunk = prompts[start : start + batch_size]
+        got = generator(chunk, replace(params, seed=_batch_seed(params.seed, b)))
+        if len(got) != len(chunk):
+            raise ValueError(f"generator returned {len(got)} outputs for {len(chunk)} prompts")
+        out.extend(got)
+        if progress is not None:
+            progress(len(out), len(prompts))
+    return out
+
+
+# ---------------------------------------------------------------- GSM8K / MATH-500
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """How to prompt, extract and score one sampled benchmark."""
+
+    name: str
+    fewshot_prompt: Callable[[str], str]
+    chat_messages: Callable[[str], list[dict[str, str]]]
+    stop_strings: tuple[str, ...]
+    extract: Callable[[str], str | None]
+    is_correct: Callable[[str | None, str | None], bool]
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "gsm8k": Benchmark(
+        "gsm8k",
+        gsm8k_mod.fewshot_prompt,
+        gsm8k_mod.chat_messages,
+        gsm8k_mod.STOP_STRINGS,
+        gsm8k_mod.extract_answer,
+        gsm8k_mod.is_correct,
+    ),
+    "math500": Benchmark(
+        "math500",
+        math_mod.fewshot_prompt,
+        math_mod.chat_messages,
+        math_mod.STOP_STRINGS,
+        math_mod.extract_math_answer,
+        math_mod.is_equiv,
+    ),
+}
+
+
+def build_prompt(tokenizer: Any, bench: Benchmark, question: str, style: str) -> list[int]:
+    """Token ids of one prompt: ``style="fewshot"`` (base models) or ``"chat"`` (the tokenizer's
+    chat template with the generation prompt), with BOS when the tokenizer uses one."""
+    if style == "fewshot":
+        text = bench.fewshot_prompt(question)
+    elif style == "chat":
+        text = tokenizer.apply_chat_template(
+            bench.chat_messages(question), add_generation_prompt=True
+        )
+    else:
+        raise ValueError(f"style={style!r} is not one of 'fewshot', 'chat'")
+    ids = tokenizer.encode(text)
+    if getattr(tokenizer, "uses_bos", True) and ids[:1] != [tokenizer.bos_token_id]:
+        ids.insert(0, tokenizer.bos_token_id)
+    return ids
+
+
+def _cut_text(text: str, stop_strings: Sequence[str]) -> str:
+    cut = len(text)
+    for s in stop_strings:
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+@dataclass
+class SampledResult:
+    """Everything a sampled run produced: settings, metrics and per-problem records."""
+
+    benchmark: str
+    settings: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"benchmark": self.benchmark, "settings": self.settings, "metrics": self.metrics}
+
+    def markdown(self) -> str:
+        s = self.settings
+        lines = [
+            f"## {self.benchmark}: {s['n_problems']} problems x {s['n_samples']} samples "
+            f"(temperature {s['temperature']}, {s['prompt_style']} prompt)",
+            "",
+            f"| metric | value | {int(100 * s['confidence'])}% CI ({s['ci_method']}) |",
+            "|---|---|---|",
+        ]
+        for name, m in self.metrics.items():
+            ci = f"[{100 * m['low']:.1f}, {100 * m['high']:.1f}]" if "low" in m else "-"
+            lines.append(f"| {name} | {100 * m['value']:.1f} | {ci} |")
+        return "\n".join(lines)
+
+
+def run_sampled_eval(
+    benchmark: str,
+    problems: Sequence[Any],
+    generator: Generator,
+    tokenizer: Any,
+    n_samples: int = 16,
+    params: SamplingParams | None = None,
+    batch_size: int = 16,
+    prompt_style: str = "chat",
+    confidence: float = 0.95,
+    progress: Callable[[int, int], None] | None = None,
+) -> SampledResult:
+    """Sample ``n_samples`` completions per problem and score them.
+
+    ``problems`` are :class:`~iha.eval.gsm8k.GSM8KProblem` (``benchmark="gsm8k"``) or
+    :class:`~iha.eval.math.MathProblem` (``"math500"``). Reports Pass@1, Maj@n_samples and the
+    unbiased pass@n_samples, each with a bootstrap CI over problems (seed ``params.seed``).
+    Greedy decoding (temperature 0) requires ``n_samples=1``.
+    """
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"benchmark={benchmark!r} is not one of {', '.join(BENCHMARKS)}")
+    bench = BENCHMARKS[benchmark]
+    params = params or SamplingParams()
+    if tokenizer.eos_token_id not in params.stop_token_ids:  # always stop at end of sequence
+        params = replace(params, stop_token_ids=(*params.stop_token_ids, tokenizer.eos_token_id))
+    if n_samples < 1:
+        raise ValueError(f"n_samples={n_samples} must be >= 1")
+    if params.temperature == 0 and n_samples > 1:
+        raise ValueError(f"n_samples={n_samples} with temperature=0: greedy samples are identical")
+    if not problems:
+        raise ValueError("problems must not be empty")
+    questions = [p.question if benchmark == "gsm8k" else p.problem for p in problems]
+    references = [p.answer for p in problems]
+    prompt_ids = [build_prompt(tokenizer, bench, q, prompt_style) for q in questions]
+    flat = [ids for ids in prompt_ids for _ in range(n_samples)]  # problem-major
+    outputs = generate_all(generator, flat, params, batch_size, progress)
+
+    records = []
+    answers: list[list[str | None]] = []
+    correct: list[list[bool]] = []
+    for i, ref in enumerate(references):
+        texts = [
+            _cut_text(tokenizer.decode(o), bench.stop_strings)
+            for o in outputs[i * n_samples : (i + 1) * n_samples]
+        ]
+        ans = [bench.extract(t) for t in texts]
+        ok = [bool(bench.is_correct(a, ref)) for a in ans]
+        answers.append(ans)
+        correct.append(ok)
+        vote = metrics.majority_vote(ans)
+        records.append(
+            {
+                "index": i,
+                "reference": ref,
+                "answers": ans,
+                "correct": ok,
+                "majority": vote,
+                "majority_correct": bool(bench.is_correct(vote, ref)),
+                "completions": texts,
+            }
+        )
+
+    seed = params.seed or 0
+    pass1 = metrics.pass_at_1(correct, confidence=confidence, seed=seed)
+    maj = metrics.maj_at_k(
+        answers,
+        references,
+        k=n_samples,
+        is_correct=bench.is_correct,
+        confidence=confidence,
+        seed=seed,
+    )
+    pass_n = metrics.bootstrap_ci(
+        [metrics.pass_at_k(n_samples, sum(c), n_samples) for c in correct],
+        confidence=confidence,
+        seed=seed,
+    )
+    settings = {
+        "n_problems": len(problems),
+        "n_samples": n_samples,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "max_new_tokens": params.max_new_tokens,
+        "seed": params.seed,
+        "prompt_style": prompt_style,
+        "confidence": confidence,
+        "ci_method": "percentile bootstrap over problems, 1000 resamples",
+    }
+    metric_table = {
+        "pass@1": pass1.as_dict(),
+        f"maj@{n_samples}": maj.as_dict(),
+        f"pass@{n_samples}": pass_n.as_dict(),
+    }
+    return SampledResult(benchmark, settings, metric_table, records)
+
+
+# ---------------------------------------------------------------- RULER
+
+
+@dataclass
+class RulerResult:
+    """Scores per task and length, settings and the per-sample predictions."""
+
+    scores: dict[str, dict[int, float]]
+    settings: dict[str, Any]
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "benchmark": "ruler",
+            "settings": self.settings,
+            "scores": {t: {str(n): v for n, v in by.items()} for t, by in self.scores.items()},
+        }
+
+    def markdown(self) -> str:
+        return "## RULER (string_match_all, %)\n\n" + ruler.format_table(self.scores)
+
+
+def run_ruler_eval(
+    samples: Sequence[ruler.RulerSample],
+    generator: Generator,
+    tokenizer: Any,
+    max_new_tokens: int = 128,
+    batch_size: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> RulerResult:
+    """Greedy-decode every RULER sample and score it with ``string_match_all``."""
+    if not samples:
+        raise ValueError("samples must not be empty")
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        seed=None,
+        stop_token_ids=(tokenizer.eos_token_id,),
+    )
+    prompts = []
+    for s in samples:
+        ids = tokenizer.encode(s.input)
+        if getattr(tokenizer, "uses_bos", True):
+            ids.insert(0, tokenizer.bos_token_id)
+        prompts.append(ids)
+    outputs = generate_all(generator, prompts, params, batch_size, progress)
+    texts = [tokenizer.decode(o) for o in outputs]
+    scores = ruler.score_samples(samples, texts)
+    preds = [
+        {
+            "task": s.task,
+            "length": s.length,
+            "index": s.index,
+            "outputs": s.outputs,
+            "prediction": t,
+            "score": ruler.string_match_all(t, s.outputs),
+        }
+        for s, t in zip(samples, texts)
+    ]
+    settings = {
+        "tasks": sorted({s.task for s in samples}),
+        "lengths": sorted({s.length for s in samples}),
+        "num_samples": len(samples),
+        "max_new_tokens": max_new_tokens,
+        "decoding": "greedy",
+    }
+    return RulerResult(scores, settings, preds)
+
+
+# ---------------------------------------------------------------- output
+
+
+def write_results(
+    out_dir: str | Path,
+    name: str,
+    result: SampledResult | RulerResult,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write ``{name}.json`` (settings + metrics), ``{name}.md`` (the table) and
+    ``{name}.samples.jsonl`` (per-problem or per-sample records) under ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {**(extra or {}), **result.summary()}
+    paths = {
+        "json": out / f"{name}.json",
+        "markdown": out / f"{name}.md",
+        "samples": out / f"{name}.samples.jsonl",
+    }
+    paths["json"].write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    paths["markdown"].write_text(result.markdown() + "\n")
+    rows = result.problems if isinstance(result, SampledResult) else result.predictions
+    with paths["samples"].open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return paths
