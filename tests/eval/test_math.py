@@ -164,3 +164,34 @@ def test_fewshot_prompt_and_exemplars():
     assert prompt.endswith("Problem:\nWhat is $1+1$?\n\nSolution:")
     with pytest.raises(ValueError, match="n_shots"):
         m.fewshot_prompt("x", n_shots=-1)
+
+
+def test_sympy_time_limit_keeps_an_outer_alarm():
+    import signal
+
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no interval timers on this platform")
+    pytest.importorskip("sympy")
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *a: fired.append(True))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30.0)
+        assert is_equiv("2\\sqrt{2}", "\\sqrt{8}")
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 20.0 < remaining <= 30.0  # the outer alarm is still pending
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not fired
+
+
+def test_time_limit_interrupts_a_long_computation():
+    import signal
+
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no interval timers on this platform")
+    t0 = time.perf_counter()
+    with pytest.raises(TimeoutError), m._time_limit(0.2):
+        while time.perf_counter() - t0 < 5.0:
+            pass
+    assert time.perf_counter() - t0 < 1.0

@@ -22,6 +22,7 @@ import random
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -332,7 +333,11 @@ def _latex_to_python(s: str) -> str:
 
 @contextlib.contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
-    """Raise TimeoutError after ``seconds`` (main thread on Unix only; elsewhere no limit)."""
+    """Raise TimeoutError after ``seconds`` (main thread on Unix only; elsewhere no limit).
+
+    An alarm already pending (pytest-timeout's, for one) is put back afterwards with the time
+    it had left, so this never cancels someone else's timer.
+    """
     usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     if not usable:
         yield
@@ -342,12 +347,16 @@ def _time_limit(seconds: float) -> Iterator[None]:
         raise TimeoutError("sympy comparison timed out")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    start = time.monotonic()
+    pending, _ = signal.getitimer(signal.ITIMER_REAL)
+    signal.setitimer(signal.ITIMER_REAL, min(seconds, pending) if pending > 0 else seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if pending > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(1e-3, pending - (time.monotonic() - start)))
 
 
 def _to_sympy(s: str):  # -> sympy.Basic | tuple, or raises
