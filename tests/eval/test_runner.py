@@ -312,3 +312,26 @@ def test_iha_eval_cli_reports_bad_input(tmp_path, capsys):
     )
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_model_generator_with_iha_decoder_lm_matches_manual_greedy():
+    models = pytest.importorskip("iha.models")  # runs once the model package is present
+    torch.manual_seed(0)
+    cfg = models.ModelConfig(
+        vocab_size=TOK.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+        attention_variant="iha_global",
+    )
+    model = models.DecoderLM(cfg).eval()
+    gen = ModelGenerator(model, pad_token_id=TOK.pad_token_id)
+    prompts = [TOK.encode("abc", add_bos=True), TOK.encode("a", add_bos=True)]
+    out = gen(prompts, SamplingParams(max_new_tokens=4, temperature=0.0, seed=None))
+    for p, got in zip(prompts, out):
+        ids = list(p)
+        for _ in range(4):  # reference: unpadded full forward, argmax, one token at a time
+            with torch.no_grad():
+                ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+        assert got == ids[len(p) :]
