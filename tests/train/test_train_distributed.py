@@ -44,9 +44,7 @@ def single(tmp_path_factory):
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_process_run_matches_one_process_with_the_same_global_batch(
-    single, tmp_path, strategy
-):
+def test_two_process_run_matches_one_process_with_the_same_global_batch(single, tmp_path, strategy):
     corpus, single_dir = single
     run = tmp_path / strategy
     cfg = tiny_config(run, corpus, distributed={"strategy": strategy}, **SECTIONS)

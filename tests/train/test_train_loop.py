@@ -141,3 +141,12 @@ def test_trains_on_a_synthetic_task_with_its_own_sequence_length(tmp_path):
     assert 3 in result.val_losses
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").open()]
     assert rows[0]["tokens"] == 4 * 9  # batch 4 x (2 * 3 pairs + 3 queries)
+
+
+def test_bf16_autocast_runs_where_supported(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    cfg = tiny_config(tmp_path / "r", corpus, train={"max_steps": 2, "precision": "bf16"})
+    result = train(cfg, model_factory=tiny_factory)
+    assert result.reason == "done" and all(v == v for v in result.losses.values())
+    weights = ckpt.load_checkpoint(ckpt.resolve_checkpoint(tmp_path / "r"))[0]
+    assert all(w.dtype == torch.float32 for w in weights.values())  # master weights stay fp32
