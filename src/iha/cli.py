@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("iha.train.commands.generate", "sample text from a trained checkpoint"),
     "describe": ("iha.train.commands.describe", "parameters and FLOPs per token of model configs"),
     "plot": ("iha.train.commands.plot", "plot loss vs tokens and vs FLOPs for run directories"),
+    "theory": ("iha.theory.cli", "check the paper's theory: constructions as real weights"),
 }
 
 
