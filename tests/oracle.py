@@ -57,7 +57,8 @@ def oracle_iha(q, k, v, alpha_q, alpha_k, alpha_v, collapse, *, mask="flat", win
                     if mask == "flat":
                         ok = tk <= tq and (window is None or tq - tk < window * P)
                     elif mask == "token":
-                        ok = k_tok[j] <= q_tok[i] and (window is None or q_tok[i] - k_tok[j] < window)
+                        dist = q_tok[i] - k_tok[j]
+                        ok = dist >= 0 and (window is None or dist < window)
                     else:
                         ok = True
                     if key_padding_mask is not None and not key_padding_mask[b, j // P]:

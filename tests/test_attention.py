@@ -38,7 +38,7 @@ def test_exact_mha_init_matches_mha_token_mask(n_kv_heads, collapse, window):
 
 
 @pytest.mark.parametrize("positions,rope", [("token", 10000.0), ("virtual", None)])
-def test_exact_mha_init_under_flat_mask_is_mha_with_token_positions_or_without_rope(positions, rope):
+def test_exact_mha_init_under_flat_mask_is_mha_with_token_positions_or_no_rope(positions, rope):
     m = _layer(n_pseudo=4, n_kv_heads=2, positions=positions, rope_theta=rope, init="exact_mha")
     x = torch.randn(2, 6, 16, dtype=torch.float64)
     want = oracle_mha(x, *_mha_weights(m), 4, 2, rope_theta=rope)
@@ -128,7 +128,8 @@ def test_strictness_example_mha_linear_iha_not():
     for c in cs:
         torch.testing.assert_close(f(mha, c), c * f(mha, 1.0), rtol=0, atol=1e-12)
         torch.testing.assert_close(f(iha_same_v, c), c * f(iha_same_v, 1.0), rtol=0, atol=1e-12)
-    assert max((f(iha_signed_v, c) - c * f(iha_signed_v, 1.0)).abs().max().item() for c in cs) > 1e-3
+    defect = [(f(iha_signed_v, c) - c * f(iha_signed_v, 1.0)).abs().max().item() for c in cs]
+    assert max(defect) > 1e-3
     # closed form tanh(S_h) v_h per head, S_h = <q_h, k_h> / sqrt(d)
     for c in cs:
         x = c * t
@@ -208,7 +209,8 @@ def test_bad_forward_input_raises_value_error():
     with pytest.raises(ValueError, match="d_model"):
         m(torch.randn(2, 3, 15, dtype=torch.float64))
     with pytest.raises(ValueError, match="key_padding_mask"):
-        m(torch.randn(2, 3, 16, dtype=torch.float64), key_padding_mask=torch.ones(3, dtype=torch.bool))
+        x = torch.randn(2, 3, 16, dtype=torch.float64)
+        m(x, key_padding_mask=torch.ones(3, dtype=torch.bool))
 
 
 def test_torch_compile_forward_and_backward():

@@ -90,7 +90,9 @@ def test_float32_error_within_twice_reference_error(c, backend):
 
 
 @pytest.mark.parametrize("backend", ["reference", "sdpa"])
-@pytest.mark.parametrize("mask,window", [("flat", None), ("flat", 2), ("token", None), ("token", 1)])
+@pytest.mark.parametrize(
+    "mask,window", [("flat", None), ("flat", 2), ("token", None), ("token", 1)]
+)
 def test_gradcheck_small(backend, mask, window):
     c = dict(B=1, H=2, G=1, P=2, Nq=3, Nk=3, d=2, mask=mask, window=window, rope=100.0,
              positions="virtual", collapse="global", padding=False, offset_extra=0, seed=3)

@@ -41,7 +41,7 @@ class MaskSpec:
         return self.mode == "none"
 
     def allowed(self, device: torch.device | None = None) -> torch.Tensor:
-        """Dense boolean mask (n_q*P, n_k*P), True = may attend. O((N*P)^2) memory: reference only."""
+        """Dense bool mask (n_q*P, n_k*P), True = may attend. O((N*P)^2) memory: reference only."""
         P = self.n_pseudo
         tq = torch.arange(self.q_start * P, (self.q_start + self.n_q) * P, device=device)
         tk = torch.arange(self.k_start * P, (self.k_start + self.n_k) * P, device=device)
