@@ -1,0 +1,243 @@
+"""``ModelConfig``: one decoder-LM config for the paper's five attention variants.
+
+Field names follow Hugging Face (``hidden_size``, ``num_attention_heads``, ...). The attention of
+each layer comes from ``attention_variant`` (or an explicit ``layer_schedule``), resolved by
+:meth:`ModelConfig.layer_kinds` into one *layer kind* per layer:
+
+=============  ======  =====================================================================
+kind           letter  layer
+=============  ======  =====================================================================
+global         G       causal GQA multi-head attention over the whole prefix
+local          L       the same with a sliding window of ``sliding_window`` tokens
+talking_heads  T       talking-heads attention (Shazeer et al. 2020), global
+diff           D       differential attention (Ye et al. 2024), global
+iha_local      I       IHA with a sliding window of ``iha_window`` tokens (the paper's IHA layer)
+iha_global     H       IHA over the whole prefix
+=============  ======  =====================================================================
+
+Variants: ``global`` = G every layer; ``global_local`` = LLLLG repeated; ``talking_heads`` = T;
+``diff`` = D; ``iha`` = IIIIG repeated (the paper's FLOP-matched schedule: the fifth layer is
+plain global MHA, as the paper's cost formula charges it H N^2 d); ``iha_global`` = H.
+A schedule shorter than ``num_hidden_layers`` is repeated (26 layers of LLLLG end in L); a
+variant's pattern is cut for fewer than 5 layers (a 2-layer ``iha`` model is II). An explicit
+``layer_schedule`` longer than ``num_hidden_layers`` is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+VARIANTS = ("global", "global_local", "talking_heads", "diff", "iha", "iha_global")
+LAYER_KINDS = ("global", "local", "talking_heads", "diff", "iha_local", "iha_global")
+KIND_LETTERS = {
+    "G": "global",
+    "L": "local",
+    "T": "talking_heads",
+    "D": "diff",
+    "I": "iha_local",
+    "H": "iha_global",
+}
+LETTER_OF_KIND = {kind: letter for letter, kind in KIND_LETTERS.items()}
+VARIANT_SCHEDULES = {
+    "global": "G",
+    "global_local": "LLLLG",
+    "talking_heads": "T",
+    "diff": "D",
+    "iha": "IIIIG",
+    "iha_global": "H",
+}
+IHA_COLLAPSES = ("global", "per_head")
+IHA_MASKS = ("flat", "token")
+IHA_POSITIONS = ("virtual", "token")
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{name}={value!r} must be a positive int{extra}")
+
+
+def _choice(name: str, value: Any, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(accepted)}")
+
+
+@dataclass
+class ModelConfig:
+    """A Llama-style decoder LM (RMSNorm, SwiGLU, RoPE) with a per-layer attention choice.
+
+    See the module docstring for ``attention_variant`` and ``layer_schedule``.
+    """
+
+    vocab_size: int = 259
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int | None = None  # None = num_attention_heads (no GQA)
+    intermediate_size: int | None = None  # None = 8/3 * hidden rounded up to a multiple of 8
+    max_position_embeddings: int = 256  # training context N
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = False
+    attention_variant: str = "global"
+    num_pseudo_heads: int | None = None  # P of IHA layers; None = num_attention_heads
+    sliding_window: int = 512  # window (tokens) of "local" MHA layers
+    iha_window: int | None = None  # window (tokens) of "iha_local" layers; None = N / (2 P^2)
+    layer_schedule: str | list[str] | None = None  # letters ("LLLLG") or kind names
+    iha_collapse: str = "global"
+    iha_mask: str = "flat"
+    iha_positions: str = "virtual"
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "max_position_embeddings",
+            "sliding_window",
+        ):
+            _positive_int(name, getattr(self, name))
+        for name in ("num_key_value_heads", "intermediate_size", "num_pseudo_heads", "iha_window"):
+            _positive_int(name, getattr(self, name), allow_none=True)
+        H, G = self.num_attention_heads, self.n_kv_heads
+        if self.hidden_size % H:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={H}"
+            )
+        if H % G:
+            raise ValueError(f"num_key_value_heads={G} must divide num_attention_heads={H}")
+        if self.head_dim % 2:
+            raise ValueError(
+                f"head_dim = hidden_size / num_attention_heads = {self.head_dim} must be even "
+                "(RoPE rotates pairs of dimensions)"
+            )
+        for name in ("rope_theta", "rms_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be a positive number")
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ValueError(f"tie_word_embeddings={self.tie_word_embeddings!r} must be a bool")
+        _choice("attention_variant", self.attention_variant, VARIANTS)
+        _choice("iha_collapse", self.iha_collapse, IHA_COLLAPSES)
+        _choice("iha_mask", self.iha_mask, IHA_MASKS)
+        _choice("iha_positions", self.iha_positions, IHA_POSITIONS)
+        if isinstance(self.layer_schedule, tuple):
+            self.layer_schedule = list(self.layer_schedule)
+        kinds = self.layer_kinds()  # validates the schedule
+        if "diff" in kinds and (H % 2 or G % 2):
+            raise ValueError(
+                f"diff layers pair heads: num_attention_heads={H} and num_key_value_heads={G} "
+                "must both be even"
+            )
+
+    # ------------------------------------------------------------------ derived quantities
+    @property
+    def n_kv_heads(self) -> int:
+        """G: key/value heads."""
+        return (
+            self.num_attention_heads
+            if self.num_key_value_heads is None
+            else (self.num_key_value_heads)
+        )
+
+    @property
+    def head_dim(self) -> int:
+        """d = hidden_size / num_attention_heads."""
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def n_pseudo(self) -> int:
+        """P: pseudo-heads per head in IHA layers."""
+        return (
+            self.num_attention_heads if self.num_pseudo_heads is None else (self.num_pseudo_heads)
+        )
+
+    @property
+    def ffn_size(self) -> int:
+        """SwiGLU hidden size: ``intermediate_size`` or 8/3 * hidden rounded up to 8."""
+        if self.intermediate_size is not None:
+            return self.intermediate_size
+        ideal = -(-8 * self.hidden_size // 3)  # ceil(8/3 * hidden)
+        return -(-ideal // 8) * 8
+
+    @property
+    def iha_window_tokens(self) -> int:
+        """Window (tokens) of ``iha_local`` layers: ``iha_window`` or max(1, N // (2 P^2))."""
+        if self.iha_window is not None:
+            return self.iha_window
+        return max(1, self.max_position_embeddings // (2 * self.n_pseudo**2))
+
+    def layer_kinds(self) -> list[str]:
+        """The attention kind of every layer (see the module docstring)."""
+        sched = self.layer_schedule
+        if sched is None:
+            sched = VARIANT_SCHEDULES[self.attention_variant]
+        if isinstance(sched, str):
+            bad = sorted(set(sched) - set(KIND_LETTERS))
+            if not sched or bad:
+                legend = ", ".join(f"{k}={v}" for k, v in KIND_LETTERS.items())
+                raise ValueError(
+                    f"layer_schedule={sched!r} must be a non-empty string of the letters "
+                    f"{''.join(KIND_LETTERS)} ({legend})"
+                )
+            kinds = [KIND_LETTERS[c] for c in sched]
+        elif isinstance(sched, list) and sched:
+            for i, kind in enumerate(sched):
+                if kind not in LAYER_KINDS:
+                    raise ValueError(
+                        f"layer_schedule[{i}]={kind!r} is not supported; expected one of "
+                        f"{list(LAYER_KINDS)}"
+                    )
+            kinds = list(sched)
+        else:
+            raise ValueError(
+                f"layer_schedule={sched!r} must be None, a string of letters or a non-empty list "
+                "of layer kinds"
+            )
+        L = self.num_hidden_layers
+        if self.layer_schedule is not None and len(kinds) > L:
+            raise ValueError(
+                f"layer_schedule has {len(kinds)} entries, more than num_hidden_layers={L}"
+            )
+        return [kinds[i % len(kinds)] for i in range(L)]
+
+    def schedule_string(self) -> str:
+        """The resolved schedule as letters, one per layer (e.g. ``"IIIIGIIIIG"``)."""
+        return "".join(LETTER_OF_KIND[k] for k in self.layer_kinds())
+
+    def layer_window(self, kind: str) -> int | None:
+        """Window in tokens of a layer of this kind (None = global)."""
+        if kind == "local":
+            return self.sliding_window
+        if kind == "iha_local":
+            return self.iha_window_tokens
+        return None
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain data (``from_dict(to_dict())`` round-trips)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if isinstance(out["layer_schedule"], list):
+            out["layer_schedule"] = list(out["layer_schedule"])
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Build from a dict; an unknown key raises ValueError naming it."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown ModelConfig key(s) {unknown}; accepted keys: {sorted(names)}"
+            )
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with some fields changed (validated)."""
+        return ModelConfig.from_dict({**self.to_dict(), **changes})

@@ -1,0 +1,173 @@
+"""Autoregressive generation for ``DecoderLM``: greedy or sampled, KV cache, left padding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from iha.cache import CACHE_POLICIES
+from iha.models.model import DecoderLM
+
+
+def _unwrap(model: nn.Module) -> DecoderLM:
+    """The ``DecoderLM`` inside ``model`` (itself, or the ``.model`` of the HF wrapper)."""
+    if isinstance(model, DecoderLM):
+        return model
+    inner = getattr(model, "model", None)
+    if isinstance(inner, DecoderLM):
+        return inner
+    raise ValueError(f"model must be an iha DecoderLM (or wrap one), got {type(model).__name__}")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set to -inf every logit outside the top-k and outside the nucleus of mass ``top_p``.
+
+    logits: (B, V). The most likely token always survives. ``top_k=0`` and ``top_p=1`` disable.
+    """
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens ranked above it already hold top_p of the mass
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Next token ids (B,) from logits (B, V): argmax when ``temperature == 0``."""
+    logits = logits.float()
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    logits = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _check_args(max_new_tokens, temperature, top_p, top_k, cache_policy) -> None:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or (max_new_tokens < 0)
+    ):
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 0")
+    if not temperature >= 0:
+        raise ValueError(f"temperature={temperature!r} must be >= 0 (0 = greedy)")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p!r} must be in (0, 1]")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k={top_k!r} must be an int >= 0 (0 = off)")
+    if cache_policy not in CACHE_POLICIES:
+        raise ValueError(
+            f"cache_policy={cache_policy!r} is not supported; expected one of {CACHE_POLICIES}"
+        )
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    max_new_tokens: int = 16,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    stop_token_ids: Sequence[int] | None = None,
+    seed: int | None = None,
+    *,
+    use_cache: bool = True,
+    cache_policy: str = "raw",
+    return_logits: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Generate up to ``max_new_tokens`` tokens after each prompt.
+
+    Args:
+        model: a ``DecoderLM`` (or the HF ``IHAForCausalLM`` wrapping one).
+        input_ids: (B, N) prompts, left-padded when their lengths differ.
+        attention_mask: (B, N), 1 = real token, 0 = padding; None = no padding.
+        temperature: 0 = greedy (argmax); otherwise sample from softmax(logits / temperature)
+            restricted to the ``top_k`` most likely tokens (0 = all) and the nucleus of mass
+            ``top_p`` (1 = all).
+        stop_token_ids: a row that emits one of these tokens is finished: the stop token is
+            kept and the rest of the row repeats it. Generation ends when every row finished.
+        seed: seeds a private ``torch.Generator`` for sampling (None: the global RNG).
+        use_cache: decode with a KV cache (``model.make_cache(B, cache_policy)``); False runs
+            the whole sequence at every step (the reference the cache is tested against).
+        cache_policy: "raw" or "pseudo" for IHA layers (same outputs, different memory).
+        return_logits: also return the logits (B, new, V) each token was chosen from.
+
+    Returns:
+        (B, new) int64 new tokens only, new <= max_new_tokens (fewer when every row stopped);
+        with ``return_logits``, the pair (tokens, logits).
+    """
+    lm = _unwrap(model)
+    _check_args(max_new_tokens, temperature, top_p, top_k, cache_policy)
+    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids must be (B, N) with N >= 1, got {tuple(input_ids.shape)}")
+    B = input_ids.shape[0]
+    device = input_ids.device
+    mask = (
+        torch.ones_like(input_ids, dtype=torch.bool)
+        if attention_mask is None
+        else attention_mask.to(device=device).bool()
+    )
+    if mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got "
+            f"{tuple(mask.shape)}"
+        )
+    stops = torch.tensor(list(stop_token_ids or []), dtype=torch.long, device=device)
+    generator = None
+    if seed is not None and temperature > 0:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed)
+
+    tokens: list[torch.Tensor] = []
+    all_logits: list[torch.Tensor] = []
+    if max_new_tokens == 0:
+        empty = torch.empty(B, 0, dtype=torch.long, device=device)
+        return (
+            (empty, torch.empty(B, 0, lm.config.vocab_size, device=device))
+            if (return_logits)
+            else empty
+        )
+    cache = lm.make_cache(B, cache_policy) if use_cache else None
+    seq = input_ids
+    logits = lm(seq, attention_mask=mask, cache=cache)[:, -1]  # (B, V)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    fill = torch.zeros(B, dtype=torch.long, device=device)
+    for step in range(max_new_tokens):
+        nxt = sample_next(logits, temperature, top_p, top_k, generator)  # (B,)
+        nxt = torch.where(finished, fill, nxt)
+        tokens.append(nxt)
+        if return_logits:
+            all_logits.append(logits)
+        if stops.numel():
+            just = ~finished & torch.isin(nxt, stops)
+            fill = torch.where(just, nxt, fill)
+            finished |= just
+            if bool(finished.all()):
+                break
+        if step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool, device=device)], dim=1)
+        if cache is not None:
+            logits = lm(nxt[:, None], attention_mask=mask, cache=cache)[:, -1]
+        else:
+            seq = torch.cat([seq, nxt[:, None]], dim=1)
+            logits = lm(seq, attention_mask=mask)[:, -1]
+    out = torch.stack(tokens, dim=1)  # (B, new)
+    if return_logits:
+        return out, torch.stack(all_logits, dim=1)
+    return out

@@ -1,0 +1,367 @@
+"""The non-IHA attention layers of the decoder and its norm/MLP blocks.
+
+Every attention layer here has the same interface as ``iha.InterleavedHeadAttention``:
+``forward(x (B, N, D), key_padding_mask=None, cache=None) -> (B, N, D)`` and
+``make_cache(policy) -> iha.KVCache``. They use the one RoPE (``iha.rope``, token positions),
+the one mask definition (``iha.masks.MaskSpec`` with P = 1) and the one cache
+(``iha.KVCache``, policy ``"raw"``: keys are stored already rotated at their absolute position).
+
+- :class:`MultiHeadAttention`: causal GQA attention, global or sliding-window, through
+  ``iha.functional.attend`` (``F.scaled_dot_product_attention`` with ``is_causal`` when there is
+  no window and no padding). No mixing parameters.
+- :class:`TalkingHeadsAttention`: Shazeer et al. 2020, arXiv:2003.02436. Learned H x H maps mix
+  the attention logits across heads before the softmax and the weights after it.
+- :class:`DiffAttention`: Differential Transformer, Ye et al. 2024, arXiv:2410.05258.
+  Half as many heads, each the difference of two softmax maps, scaled by a learned lambda.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iha.backends.sdpa import expand_kv
+from iha.cache import CACHE_POLICIES, KVCache
+from iha.functional import attend
+from iha.masks import MaskSpec
+from iha.rope import apply_rope, rope_cos_sin
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm over the last dimension (in at least float32), learned scale."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xw = x.to(torch.promote_types(x.dtype, torch.float32))
+        xw = xw * torch.rsqrt(xw.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xw.to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def rotate(x: torch.Tensor, start: int, theta: float) -> torch.Tensor:
+    """RoPE at token positions start .. start+N-1 for x (B, heads, N, d)."""
+    pos = torch.arange(start, start + x.shape[2], device=x.device)
+    cos, sin = rope_cos_sin(pos, x.shape[-1], theta, x.dtype)
+    return apply_rope(x, cos, sin)
+
+
+def _check_input(x: torch.Tensor, d_model: int) -> None:
+    if x.dim() != 3 or x.shape[-1] != d_model:
+        raise ValueError(f"x must be (B, N, d_model={d_model}), got {tuple(x.shape)}")
+
+
+def _new_padding(key_padding_mask: torch.Tensor | None, n_new: int) -> torch.Tensor | None:
+    """The (B, n_new) padding of the new tokens from a (B, n_new) or (B, offset+n_new) mask."""
+    if key_padding_mask is None:
+        return None
+    if key_padding_mask.dim() != 2 or key_padding_mask.shape[1] < n_new:
+        raise ValueError(
+            f"key_padding_mask must be (B, N) bool, got {tuple(key_padding_mask.shape)}"
+        )
+    return key_padding_mask[:, -n_new:].bool()
+
+
+def _attention_mask(
+    n_q: int,
+    n_k: int,
+    offset: int,
+    window: int | None,
+    key_padding_mask: torch.Tensor | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """Allowed (query, key) pairs, (1 or B, 1, n_q, n_k) bool, keys bottom-right aligned."""
+    spec = MaskSpec("flat", 1, n_q, n_k, q_start=offset, k_start=offset + n_q - n_k, window=window)
+    allowed = spec.allowed(device)[None, None]  # (1, 1, n_q, n_k)
+    if key_padding_mask is not None:
+        allowed = allowed & key_padding_mask[:, None, None, :]  # (B, 1, n_q, n_k)
+    return allowed
+
+
+def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis where ``allowed``; a row with no allowed key is all zero."""
+    alive = allowed.any(dim=-1, keepdim=True)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    scores = scores.masked_fill(~alive, 0.0)  # finite, so neither direction sees NaN
+    return torch.softmax(scores, dim=-1) * alive
+
+
+class _Attention(nn.Module):
+    """Shared plumbing: q/k/v/o projections, RoPE, cache update."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int | None,
+        rope_theta: float,
+        window: int | None,
+        q_dim: int,
+        kv_dim: int,
+    ) -> None:
+        super().__init__()
+        G = n_heads if n_kv_heads is None else n_kv_heads
+        if n_heads < 1 or G < 1 or n_heads % G:
+            raise ValueError(f"n_kv_heads={G} must divide n_heads={n_heads}")
+        if window is not None and window < 1:
+            raise ValueError(f"window={window!r} must be None or an int >= 1 (tokens)")
+        self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, G
+        self.rope_theta, self.window = rope_theta, window
+        self.q_proj = nn.Linear(d_model, q_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, kv_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, kv_dim, bias=False)
+        self.o_proj = nn.Linear(q_dim, d_model, bias=False)
+
+    def make_cache(self, policy: str = "raw") -> KVCache:
+        """An empty cache (rotated keys, values); bounded to the window for local layers.
+
+        ``policy`` is accepted for a uniform interface; these layers have one kind of cache.
+        """
+        if policy not in CACHE_POLICIES:
+            raise ValueError(
+                f"policy={policy!r} is not supported; expected one of {CACHE_POLICIES}"
+            )
+        return KVCache(policy="raw", max_tokens=self.window)
+
+    def _window(self, offset: int, n_new: int) -> int | None:
+        """The window, or None when no key can be farther back than it (enables is_causal)."""
+        if self.window is None or self.window >= offset + n_new:
+            return None
+        return self.window
+
+
+class MultiHeadAttention(_Attention):
+    """Causal GQA multi-head attention with RoPE; ``window`` (tokens) makes it local.
+
+    Projections ``q_proj`` (D -> H d), ``k_proj``/``v_proj`` (D -> G d), ``o_proj`` (H d -> D).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int | None = None,
+        window: int | None = None,
+        rope_theta: float = 10000.0,
+    ) -> None:
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        d = d_model // n_heads
+        G = n_heads if n_kv_heads is None else n_kv_heads
+        super().__init__(d_model, n_heads, G, rope_theta, window, n_heads * d, G * d)
+        self.head_dim = d
+
+    def extra_repr(self) -> str:
+        return f"n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, window={self.window}"
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, N, D)
+        key_padding_mask: torch.Tensor | None = None,  # (B, N) or (B, offset+N) bool, True = real
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        _check_input(x, self.d_model)
+        B, N, _ = x.shape
+        H, G, d = self.n_heads, self.n_kv_heads, self.head_dim
+        offset = 0 if cache is None else cache.offset
+        kpm = _new_padding(key_padding_mask, N)
+        q = rotate(self.q_proj(x).view(B, N, H, d).transpose(1, 2), offset, self.rope_theta)
+        k = rotate(self.k_proj(x).view(B, N, G, d).transpose(1, 2), offset, self.rope_theta)
+        v = self.v_proj(x).view(B, N, G, d).transpose(1, 2)  # (B, G, N, d)
+        if cache is not None:
+            k, v, kpm, _ = cache.update(k, v, N, kpm)  # (B, G, held+N, d)
+        n_k = k.shape[2]
+        spec = MaskSpec(
+            "flat",
+            1,
+            N,
+            n_k,
+            q_start=offset,
+            k_start=offset + N - n_k,
+            window=self._window(offset, N),
+        )
+        y = attend(q, k, v, spec, scale=1.0 / math.sqrt(d), key_padding_mask=kpm)  # (B, H, N, d)
+        return self.o_proj(y.transpose(1, 2).reshape(B, N, H * d))
+
+
+class TalkingHeadsAttention(_Attention):
+    """Talking-heads attention (Shazeer et al. 2020), causal, GQA, RoPE.
+
+    With per-head logits ``J[h] = q_h k_h^T / sqrt(d)``:
+    ``L[h'] = sum_h logits_mix[h, h'] J[h]``, ``W = softmax(L)`` (masked),
+    ``U[h''] = sum_h' weights_mix[h', h''] W[h']``, ``out[h''] = U[h''] v_h''``.
+    Both H x H maps start as the identity (the layer starts as MHA) and are tagged
+    ``_iha_mixing`` so that ``iha.param_groups`` keeps them free of weight decay. The attention
+    matrix is explicit: (B, H, N, N) memory.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int | None = None,
+        rope_theta: float = 10000.0,
+    ) -> None:
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        d = d_model // n_heads
+        G = n_heads if n_kv_heads is None else n_kv_heads
+        super().__init__(d_model, n_heads, G, rope_theta, None, n_heads * d, G * d)
+        self.head_dim = d
+        self.logits_mix = nn.Parameter(torch.eye(n_heads))
+        self.weights_mix = nn.Parameter(torch.eye(n_heads))
+        self.logits_mix._iha_mixing = True
+        self.weights_mix._iha_mixing = True
+
+    @torch.no_grad()
+    def reset_mixing(self) -> None:
+        """Both mixing maps back to the identity."""
+        self.logits_mix.copy_(torch.eye(self.n_heads))
+        self.weights_mix.copy_(torch.eye(self.n_heads))
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, N, D)
+        key_padding_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        _check_input(x, self.d_model)
+        B, N, _ = x.shape
+        H, G, d = self.n_heads, self.n_kv_heads, self.head_dim
+        offset = 0 if cache is None else cache.offset
+        kpm = _new_padding(key_padding_mask, N)
+        q = rotate(self.q_proj(x).view(B, N, H, d).transpose(1, 2), offset, self.rope_theta)
+        k = rotate(self.k_proj(x).view(B, N, G, d).transpose(1, 2), offset, self.rope_theta)
+        v = self.v_proj(x).view(B, N, G, d).transpose(1, 2)  # (B, G, N, d)
+        if cache is not None:
+            k, v, kpm, _ = cache.update(k, v, N, kpm)
+        k, v = expand_kv(k, H), expand_kv(v, H)  # (B, H, Nk, d)
+        logits = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(d)  # (B, H, N, Nk)
+        logits = torch.einsum("bhqk,hj->bjqk", logits, self.logits_mix.to(x.dtype))
+        allowed = _attention_mask(N, k.shape[2], offset, None, kpm, x.device)
+        weights = masked_softmax(logits, allowed)
+        weights = torch.einsum("bhqk,hj->bjqk", weights, self.weights_mix.to(x.dtype))
+        y = torch.einsum("bhqk,bhkd->bhqd", weights, v)  # (B, H, N, d)
+        return self.o_proj(y.transpose(1, 2).reshape(B, N, H * d))
+
+
+def diff_lambda_init(layer_index: int) -> float:
+    """lambda_init = 0.8 - 0.6 exp(-0.3 (l - 1)) for layer l = 1, 2, ... (Ye et al. 2024)."""
+    if layer_index < 1:
+        raise ValueError(f"layer_index={layer_index} must be >= 1 (1-based)")
+    return 0.8 - 0.6 * math.exp(-0.3 * (layer_index - 1))
+
+
+class DiffAttention(_Attention):
+    """Differential attention (Ye et al. 2024), causal, GQA, RoPE.
+
+    The H query heads of size d are paired into H/2 differential heads (the paper halves the
+    head count to keep the parameters of MHA): head i has queries (q1, q2) = query heads
+    (2i, 2i+1), keys (k1, k2) likewise from the G key heads (G/2 pairs), and one value of size
+    2d (the value projection is read as G/2 heads of 2d). Then
+    ``out_i = (softmax(q1 k1^T / sqrt d) - lambda softmax(q2 k2^T / sqrt d)) v``,
+    ``lambda = exp(lambda_q1 . lambda_k1) - exp(lambda_q2 . lambda_k2) + lambda_init``,
+    ``head_i = (1 - lambda_init) * RMSNorm(out_i)`` (one 2d-wide norm shared by the heads),
+    concatenated and projected by ``o_proj``. The lambda vectors (size d) start at
+    N(0, 0.1^2) and are tagged ``_iha_mixing``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int | None = None,
+        rope_theta: float = 10000.0,
+        layer_index: int = 1,
+        eps: float = 1e-5,
+    ) -> None:
+        G = n_heads if n_kv_heads is None else n_kv_heads
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        if n_heads % 2 or G % 2:
+            raise ValueError(
+                f"n_heads={n_heads} and n_kv_heads={G} must both be even (heads come in pairs)"
+            )
+        d = d_model // n_heads
+        super().__init__(d_model, n_heads, G, rope_theta, None, n_heads * d, G * d)
+        self.head_dim = d
+        self.layer_index = layer_index
+        self.lambda_init = diff_lambda_init(layer_index)
+        self.lambda_q1 = nn.Parameter(torch.empty(d))
+        self.lambda_k1 = nn.Parameter(torch.empty(d))
+        self.lambda_q2 = nn.Parameter(torch.empty(d))
+        self.lambda_k2 = nn.Parameter(torch.empty(d))
+        for p in self._lambdas():
+            p._iha_mixing = True
+        self.head_norm = RMSNorm(2 * d, eps=eps)
+        self.reset_mixing()
+
+    def _lambdas(self) -> tuple[nn.Parameter, ...]:
+        return (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2)
+
+    @torch.no_grad()
+    def reset_mixing(self) -> None:
+        """lambda vectors ~ N(0, 0.1^2), as in the paper."""
+        for p in self._lambdas():
+            p.normal_(0.0, 0.1)
+
+    def lambda_value(self) -> torch.Tensor:
+        """The scalar lambda of this layer."""
+        return (
+            torch.exp(torch.dot(self.lambda_q1, self.lambda_k1))
+            - torch.exp(torch.dot(self.lambda_q2, self.lambda_k2))
+            + self.lambda_init
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"diff_heads={self.n_heads // 2}, n_kv_heads={self.n_kv_heads}, "
+            f"lambda_init={self.lambda_init:.4f}"
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, N, D)
+        key_padding_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        _check_input(x, self.d_model)
+        B, N, _ = x.shape
+        Hd, Gd, d = self.n_heads // 2, self.n_kv_heads // 2, self.head_dim
+        offset = 0 if cache is None else cache.offset
+        kpm = _new_padding(key_padding_mask, N)
+        # query head 2i + c is component c of differential head i
+        q = rotate(self.q_proj(x).view(B, N, 2 * Hd, d).transpose(1, 2), offset, self.rope_theta)
+        k = rotate(self.k_proj(x).view(B, N, 2 * Gd, d).transpose(1, 2), offset, self.rope_theta)
+        v = self.v_proj(x).view(B, N, Gd, 2 * d).transpose(1, 2)  # (B, Gd, N, 2d)
+        if cache is not None:
+            k, v, kpm, _ = cache.update(k, v, N, kpm)  # keys (B, 2Gd, L, d), values (B, Gd, L, 2d)
+        n_k = k.shape[2]
+        spec = MaskSpec("flat", 1, N, n_k, q_start=offset, k_start=offset + N - n_k)
+        scale = 1.0 / math.sqrt(d)
+        q1, q2 = q[:, 0::2], q[:, 1::2]  # (B, Hd, N, d)
+        k1, k2 = k[:, 0::2], k[:, 1::2]  # (B, Gd, Nk, d)
+        # (A1 - lambda A2) v = A1 v - lambda A2 v: two fused softmax-attention calls
+        o1 = attend(q1, k1, v, spec, scale=scale, key_padding_mask=kpm)  # (B, Hd, N, 2d)
+        o2 = attend(q2, k2, v, spec, scale=scale, key_padding_mask=kpm)
+        o = o1 - self.lambda_value().to(x.dtype) * o2
+        o = self.head_norm(o) * (1.0 - self.lambda_init)
+        return self.o_proj(o.transpose(1, 2).reshape(B, N, 2 * Hd * d))
