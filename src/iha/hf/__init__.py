@@ -1,0 +1,37 @@
+"""``transformers`` interface: ``IHAConfig`` and ``IHAForCausalLM`` (needs the ``hf`` extra).
+
+Importing this package registers ``model_type="iha"`` with ``AutoConfig`` and
+``AutoModelForCausalLM``:
+
+```python
+import iha.hf  # registers the Auto classes
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_config(iha.hf.IHAConfig(attention_variant="iha"))
+model.save_pretrained("out")          # config.json + model.safetensors
+model = AutoModelForCausalLM.from_pretrained("out")
+```
+``import iha`` alone does not import ``transformers`` (it takes seconds); import ``iha.hf``.
+"""
+
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from iha.hf.configuration import IHAConfig
+from iha.hf.modeling import IHACache, IHACacheLayer, IHAForCausalLM, IHAPreTrainedModel
+
+
+def register() -> None:
+    """Register ``IHAConfig`` / ``IHAForCausalLM`` with the Auto classes (idempotent)."""
+    AutoConfig.register(IHAConfig.model_type, IHAConfig, exist_ok=True)
+    AutoModelForCausalLM.register(IHAConfig, IHAForCausalLM, exist_ok=True)
+
+
+register()
+
+__all__ = [
+    "IHACache",
+    "IHACacheLayer",
+    "IHAConfig",
+    "IHAForCausalLM",
+    "IHAPreTrainedModel",
+    "register",
+]

@@ -1,0 +1,95 @@
+"""``IHAConfig``: the ``transformers`` config of ``iha`` decoder LMs (``model_type="iha"``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from transformers import PretrainedConfig
+
+from iha.cache import CACHE_POLICIES
+from iha.models.config import ModelConfig
+
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+
+
+class IHAConfig(PretrainedConfig):
+    """Every :class:`iha.models.ModelConfig` field under the same (Hugging Face) name, plus
+    ``use_cache``, ``cache_policy`` ("raw" or "pseudo", for IHA layers during generation) and
+    the usual token ids. ``to_model_config()`` gives the plain config the network is built from.
+    """
+
+    model_type = "iha"
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
+
+    def __init__(
+        self,
+        vocab_size: int = 259,
+        hidden_size: int = 64,
+        num_hidden_layers: int = 2,
+        num_attention_heads: int = 4,
+        num_key_value_heads: int | None = None,
+        intermediate_size: int | None = None,
+        max_position_embeddings: int = 256,
+        rope_theta: float = 10000.0,
+        rms_norm_eps: float = 1e-5,
+        tie_word_embeddings: bool = False,
+        attention_variant: str = "global",
+        num_pseudo_heads: int | None = None,
+        sliding_window: int = 512,
+        iha_window: int | None = None,
+        layer_schedule: str | list[str] | None = None,
+        iha_collapse: str = "global",
+        iha_mask: str = "flat",
+        iha_positions: str = "virtual",
+        initializer_range: float = 0.02,
+        use_cache: bool = True,
+        cache_policy: str = "raw",
+        pad_token_id: int | None = None,
+        bos_token_id: int | None = None,
+        eos_token_id: int | list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.num_key_value_heads = num_key_value_heads
+        self.intermediate_size = intermediate_size
+        self.max_position_embeddings = max_position_embeddings
+        self.rope_theta = rope_theta
+        self.rms_norm_eps = rms_norm_eps
+        self.attention_variant = attention_variant
+        self.num_pseudo_heads = num_pseudo_heads
+        self.sliding_window = sliding_window
+        self.iha_window = iha_window
+        self.layer_schedule = (
+            list(layer_schedule) if isinstance(layer_schedule, tuple) else (layer_schedule)
+        )
+        self.iha_collapse = iha_collapse
+        self.iha_mask = iha_mask
+        self.iha_positions = iha_positions
+        self.initializer_range = initializer_range
+        self.use_cache = use_cache
+        if cache_policy not in CACHE_POLICIES:
+            raise ValueError(
+                f"cache_policy={cache_policy!r} is not supported; expected one of {CACHE_POLICIES}"
+            )
+        self.cache_policy = cache_policy
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+        self.to_model_config()  # validates every field, ValueError naming the bad one
+
+    def to_model_config(self) -> ModelConfig:
+        """The :class:`iha.models.ModelConfig` of these fields."""
+        return ModelConfig.from_dict({name: getattr(self, name) for name in MODEL_FIELDS})
+
+    @classmethod
+    def from_model_config(cls, config: ModelConfig, **kwargs: Any) -> IHAConfig:
+        """An ``IHAConfig`` with the fields of ``config`` (``kwargs``: HF-only settings)."""
+        return cls(**config.to_dict(), **kwargs)
