@@ -27,6 +27,7 @@ def test_to_dict_from_dict_round_trip_and_unknown_key_named():
         ({"layer_schedule": ["global", "mamba"]}, r"layer_schedule\[1\]"),
         ({"layer_schedule": "GGG", "num_hidden_layers": 2}, "more than num_hidden_layers"),
         ({"iha_mask": "none"}, "iha_mask"),
+        ({"attention_backend": "cuda"}, "attention_backend"),
         ({"attention_variant": "diff", "num_key_value_heads": 1}, "even"),
         ({"hidden_size": 12, "num_attention_heads": 4}, "head_dim"),
     ],

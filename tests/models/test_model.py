@@ -84,6 +84,16 @@ def test_left_padded_batch_equals_each_prompt_alone(variant):
         torch.testing.assert_close(logits[row], l1[0], atol=1e-9, rtol=1e-9)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_attention_backend_choice_does_not_change_the_logits(variant):
+    ids = torch.randint(0, 32, (2, 9), generator=torch.Generator().manual_seed(8))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, :2] = 0
+    ref = model_of(variant, attention_backend="reference")(ids, attention_mask=mask)
+    got = model_of(variant)(ids, attention_mask=mask)  # same seed, same weights
+    torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-10)
+
+
 def test_stop_tokens_finish_rows_and_fill_them():
     model = model_of("iha")
     ids = torch.randint(0, 32, (3, 5), generator=torch.Generator().manual_seed(3))

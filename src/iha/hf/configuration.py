@@ -10,7 +10,7 @@ from transformers import PretrainedConfig
 from iha.cache import CACHE_POLICIES
 from iha.models.config import ModelConfig
 
-MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+MODEL_FIELDS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
 
 class IHAConfig(PretrainedConfig):
@@ -43,6 +43,7 @@ class IHAConfig(PretrainedConfig):
         iha_mask: str = "flat",
         iha_positions: str = "virtual",
         initializer_range: float = 0.02,
+        attention_backend: str = "auto",
         use_cache: bool = True,
         cache_policy: str = "raw",
         pad_token_id: int | None = None,
@@ -70,6 +71,7 @@ class IHAConfig(PretrainedConfig):
         self.iha_mask = iha_mask
         self.iha_positions = iha_positions
         self.initializer_range = initializer_range
+        self.attention_backend = attention_backend
         self.use_cache = use_cache
         if cache_policy not in CACHE_POLICIES:
             raise ValueError(
@@ -87,7 +89,10 @@ class IHAConfig(PretrainedConfig):
 
     def to_model_config(self) -> ModelConfig:
         """The :class:`iha.models.ModelConfig` of these fields."""
-        return ModelConfig.from_dict({name: getattr(self, name) for name in MODEL_FIELDS})
+        # a field missing from an older config.json takes its ModelConfig default
+        return ModelConfig.from_dict(
+            {name: getattr(self, name, default) for name, default in MODEL_FIELDS.items()}
+        )
 
     @classmethod
     def from_model_config(cls, config: ModelConfig, **kwargs: Any) -> IHAConfig:

@@ -92,6 +92,7 @@ class ModelConfig:
     iha_mask: str = "flat"
     iha_positions: str = "virtual"
     initializer_range: float = 0.02
+    attention_backend: str = "auto"  # iha.functional backend of IHA and MHA-family layers
 
     def __post_init__(self) -> None:
         for name in (
@@ -127,6 +128,9 @@ class ModelConfig:
         _choice("iha_collapse", self.iha_collapse, IHA_COLLAPSES)
         _choice("iha_mask", self.iha_mask, IHA_MASKS)
         _choice("iha_positions", self.iha_positions, IHA_POSITIONS)
+        from iha.functional import BACKEND_NAMES
+
+        _choice("attention_backend", self.attention_backend, BACKEND_NAMES)
         if isinstance(self.layer_schedule, tuple):
             self.layer_schedule = list(self.layer_schedule)
         kinds = self.layer_kinds()  # validates the schedule

@@ -25,7 +25,7 @@ from torch import nn
 
 from iha.backends.sdpa import expand_kv
 from iha.cache import CACHE_POLICIES, KVCache
-from iha.functional import attend
+from iha.functional import attend, check_options, choose_backend
 from iha.masks import MaskSpec
 from iha.rope import apply_rope, rope_cos_sin
 
@@ -116,15 +116,17 @@ class _Attention(nn.Module):
         window: int | None,
         q_dim: int,
         kv_dim: int,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
+        check_options(mask="flat", window=window, positions="token", backend=backend)
         G = n_heads if n_kv_heads is None else n_kv_heads
         if n_heads < 1 or G < 1 or n_heads % G:
             raise ValueError(f"n_kv_heads={G} must divide n_heads={n_heads}")
         if window is not None and window < 1:
             raise ValueError(f"window={window!r} must be None or an int >= 1 (tokens)")
         self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, G
-        self.rope_theta, self.window = rope_theta, window
+        self.rope_theta, self.window, self.backend = rope_theta, window, backend
         self.q_proj = nn.Linear(d_model, q_dim, bias=False)
         self.k_proj = nn.Linear(d_model, kv_dim, bias=False)
         self.v_proj = nn.Linear(d_model, kv_dim, bias=False)
@@ -152,6 +154,7 @@ class MultiHeadAttention(_Attention):
     """Causal GQA multi-head attention with RoPE; ``window`` (tokens) makes it local.
 
     Projections ``q_proj`` (D -> H d), ``k_proj``/``v_proj`` (D -> G d), ``o_proj`` (H d -> D).
+    ``backend`` picks the ``iha.functional`` attention backend ("auto", "sdpa", ...).
     """
 
     def __init__(
@@ -161,12 +164,13 @@ class MultiHeadAttention(_Attention):
         n_kv_heads: int | None = None,
         window: int | None = None,
         rope_theta: float = 10000.0,
+        backend: str = "auto",
     ) -> None:
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         d = d_model // n_heads
         G = n_heads if n_kv_heads is None else n_kv_heads
-        super().__init__(d_model, n_heads, G, rope_theta, window, n_heads * d, G * d)
+        super().__init__(d_model, n_heads, G, rope_theta, window, n_heads * d, G * d, backend)
         self.head_dim = d
 
     def extra_repr(self) -> str:
@@ -198,7 +202,9 @@ class MultiHeadAttention(_Attention):
             k_start=offset + N - n_k,
             window=self._window(offset, N),
         )
-        y = attend(q, k, v, spec, scale=1.0 / math.sqrt(d), key_padding_mask=kpm)  # (B, H, N, d)
+        y = attend(
+            q, k, v, spec, scale=1.0 / math.sqrt(d), key_padding_mask=kpm, backend=self.backend
+        )  # (B, H, N, d)
         return self.o_proj(y.transpose(1, 2).reshape(B, N, H * d))
 
 
@@ -292,6 +298,7 @@ class DiffAttention(_Attention):
         rope_theta: float = 10000.0,
         layer_index: int = 1,
         eps: float = 1e-5,
+        backend: str = "auto",
     ) -> None:
         G = n_heads if n_kv_heads is None else n_kv_heads
         if d_model % n_heads:
@@ -301,7 +308,7 @@ class DiffAttention(_Attention):
                 f"n_heads={n_heads} and n_kv_heads={G} must both be even (heads come in pairs)"
             )
         d = d_model // n_heads
-        super().__init__(d_model, n_heads, G, rope_theta, None, n_heads * d, G * d)
+        super().__init__(d_model, n_heads, G, rope_theta, None, n_heads * d, G * d, backend)
         self.head_dim = d
         self.layer_index = layer_index
         self.lambda_init = diff_lambda_init(layer_index)
@@ -330,6 +337,19 @@ class DiffAttention(_Attention):
             - torch.exp(torch.dot(self.lambda_q2, self.lambda_k2))
             + self.lambda_init
         )
+
+    def _attend(self, q, k, v, spec, scale, kpm):
+        """attend() with values twice as wide as queries (B, Gd, Nk, 2d). The "sdpa" and "flex"
+        backends take that in one call; "reference" and "blocked" need equal widths, so they
+        get the two d-wide halves of the values one after the other."""
+        backend = choose_backend(self.backend, spec, "softmax", kpm)
+        if backend in ("sdpa", "flex"):
+            return attend(q, k, v, spec, scale=scale, key_padding_mask=kpm, backend=backend)
+        halves = [
+            attend(q, k, vh, spec, scale=scale, key_padding_mask=kpm, backend=backend)
+            for vh in v.chunk(2, dim=-1)
+        ]
+        return torch.cat(halves, dim=-1)
 
     def extra_repr(self) -> str:
         return (
@@ -360,8 +380,8 @@ class DiffAttention(_Attention):
         q1, q2 = q[:, 0::2], q[:, 1::2]  # (B, Hd, N, d)
         k1, k2 = k[:, 0::2], k[:, 1::2]  # (B, Gd, Nk, d)
         # (A1 - lambda A2) v = A1 v - lambda A2 v: two fused softmax-attention calls
-        o1 = attend(q1, k1, v, spec, scale=scale, key_padding_mask=kpm)  # (B, Hd, N, 2d)
-        o2 = attend(q2, k2, v, spec, scale=scale, key_padding_mask=kpm)
+        o1 = self._attend(q1, k1, v, spec, scale, kpm)  # (B, Hd, N, 2d)
+        o2 = self._attend(q2, k2, v, spec, scale, kpm)
         o = o1 - self.lambda_value().to(x.dtype) * o2
         o = self.head_norm(o) * (1.0 - self.lambda_init)
         return self.o_proj(o.transpose(1, 2).reshape(B, N, 2 * Hd * d))

@@ -34,13 +34,22 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
     """The attention module of one layer (``layer_index`` is 0-based)."""
     D, H, G = cfg.hidden_size, cfg.num_attention_heads, cfg.n_kv_heads
     window = cfg.layer_window(kind)
+    backend = cfg.attention_backend
     if kind in ("global", "local"):
-        return MultiHeadAttention(D, H, G, window=window, rope_theta=cfg.rope_theta)
+        return MultiHeadAttention(
+            D, H, G, window=window, rope_theta=cfg.rope_theta, backend=backend
+        )
     if kind == "talking_heads":
         return TalkingHeadsAttention(D, H, G, rope_theta=cfg.rope_theta)
     if kind == "diff":
         return DiffAttention(
-            D, H, G, rope_theta=cfg.rope_theta, layer_index=layer_index + 1, eps=cfg.rms_norm_eps
+            D,
+            H,
+            G,
+            rope_theta=cfg.rope_theta,
+            layer_index=layer_index + 1,
+            eps=cfg.rms_norm_eps,
+            backend=backend,
         )
     if kind in IHA_KINDS:
         return InterleavedHeadAttention(
@@ -54,6 +63,7 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
             rope_theta=cfg.rope_theta,
             positions=cfg.iha_positions,
             init="default",
+            backend=backend,
         )
     raise ValueError(f"unknown layer kind {kind!r}")
 
