@@ -1,0 +1,583 @@
+"""Retrofit pretrained Hugging Face Llama / Qwen2 / Mistral models with Interleaved Head Attention.
+
+``convert(model)`` swaps the attention module of the chosen decoder layers for
+:class:`IHAConvertedAttention`, which keeps the original ``q_proj``/``k_proj``/``v_proj``/``o_proj``
+``nn.Linear`` modules (weights, Qwen2's q/k/v biases, grouped-query heads) and adds the IHA mixing
+parameters ``alpha_q`` (H, H, P), ``alpha_k`` and ``alpha_v`` (G, G, P) and ``collapse`` (H, P) or
+(H, H*P), initialised so that every pseudo head is a copy of its head and the collapse selects the
+last copy.
+
+Two modes:
+
+- ``"exact"``: token mask and token positions. The layer computes exactly the original attention
+  (same logits to float rounding) whatever RoPE scaling the model uses, because the queries and
+  keys are rotated with the model's own ``position_embeddings`` (cos, sin) *before* the heads are
+  mixed, and the core is called with ``rope_theta=None``. Under token positions this equals
+  rotating after mixing, for any mixing weights, not only at the identity init: mixing combines
+  heads of the same token, RoPE rotates every head of a token by the same angle, and the two
+  linear maps commute (``rope(sum_m a_m x_m) = sum_m a_m rope(x_m)``).
+  The HF cache holds the raw (unmixed) *rotated* keys and values, exactly what the original
+  model caches.
+- ``"paper"``: the paper's flat mask and virtual positions: pseudo token (n, p) sits at RoPE
+  position n*P + p. RoPE must then be applied after mixing, so the HF cache holds the raw
+  (unmixed) *un-rotated* keys and values, and the layer rotates mixed pseudo queries and keys with
+  a private copy of the model's own rotary embedding evaluated at the virtual positions (so RoPE
+  scaling such as llama3 or linear is applied as configured, at virtual positions). Not exact:
+  measure the drift with :mod:`iha.hf.convert_report`.
+
+Masks and caches: the layers accept what ``transformers`` builds for them (no mask, a 4-D boolean
+or additive causal mask with padding and sliding window, a 2-D padding mask) and check that it is
+a causal (+ sliding window) mask with key padding, which is what the IHA core implements; other
+masks (packed documents, static caches with empty slots, flex-attention block masks) raise a
+ValueError. Sliding-window layers (Mistral, Qwen2 with ``use_sliding_window``) keep their window.
+
+Saving: ``save_pretrained`` writes the mixing parameters with the other weights and
+``config.iha_conversion`` (the per-layer settings). Load with :func:`load_converted`; the original
+class' ``from_pretrained`` alone would drop the mixing parameters (it reports them as unexpected).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from iha.attention import COLLAPSE_MODES
+from iha.functional import attend, collapse_heads, interleaved_head_attention, mix_heads
+from iha.masks import MaskSpec
+from iha.optim import is_mixing_parameter
+from iha.rope import apply_rope
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+MODES = ("exact", "paper")
+CONFIG_KEY = "iha_conversion"
+FORMAT_VERSION = 1
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+FREEZE_MODES = ("none", "mixing")
+
+
+def _check_choice(name: str, value: Any, accepted: Iterable) -> None:
+    accepted = tuple(accepted)
+    if value not in accepted:
+        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(accepted)}")
+
+
+class IHAConvertedAttention(nn.Module):
+    """Drop-in replacement for a Llama/Qwen2/Mistral attention module that runs IHA.
+
+    Called like the module it replaces: ``forward(hidden_states (B, N, D), position_embeddings
+    (cos, sin) each (B, N, d), attention_mask, cache | past_key_values, **kwargs)`` returns
+    ``(output (B, N, D), None)`` (attention weights are not materialised).
+
+    Args:
+        attn: the original attention module; its four projections are moved into this module.
+        config: the model's config (heads, head_dim, dropout).
+        n_pseudo: P, pseudo heads per head.
+        mode: "exact" (token mask, token positions, rotation before mixing) or "paper" (flat
+            mask, virtual positions, rotation after mixing).
+        collapse: "global" (H, H*P) or "per_head" (H, P).
+        rotary: the model's rotary embedding module (copied; used by mode "paper" only).
+        init_noise: std of Gaussian noise added to the exact-MHA mixing init (0: exact).
+        generator: random generator for that noise.
+    """
+
+    def __init__(
+        self,
+        attn: nn.Module,
+        config: Any,
+        *,
+        n_pseudo: int,
+        mode: str = "exact",
+        collapse: str = "global",
+        rotary: nn.Module | None = None,
+        init_noise: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        _check_choice("mode", mode, MODES)
+        _check_choice("collapse", collapse, COLLAPSE_MODES)
+        self.config = config
+        self.layer_idx = attn.layer_idx
+        self.n_heads = config.num_attention_heads
+        self.n_kv_heads = getattr(config, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = attn.head_dim
+        self.num_key_value_groups = self.n_heads // self.n_kv_heads
+        self.scaling = attn.scaling
+        self.attention_dropout = float(getattr(attn, "attention_dropout", 0.0) or 0.0)
+        self.is_causal = True
+        self.n_pseudo, self.mode, self.collapse_mode = n_pseudo, mode, collapse
+        # Qwen2 stores the window on the layer (None on full-attention layers); Mistral reads it
+        # from the config at every call; Llama has none.
+        if hasattr(attn, "sliding_window"):
+            self.sliding_window = attn.sliding_window
+        else:
+            self.sliding_window = getattr(config, "sliding_window", None)
+        for name in PROJECTIONS:
+            setattr(self, name, getattr(attn, name))
+        if mode == "paper":
+            if rotary is None:
+                raise ValueError("mode='paper' needs the model's rotary embedding module")
+            # A private copy: dynamic RoPE types update their frequencies from the largest
+            # position seen, and the virtual positions (up to N*P) must not change the model's.
+            self.virtual_rotary = type(rotary)(config=config).to(rotary.inv_freq.device)
+        H, G, P = self.n_heads, self.n_kv_heads, n_pseudo
+        weight = self.q_proj.weight
+        kw = {"dtype": weight.dtype, "device": weight.device}
+        self.alpha_q = nn.Parameter(torch.empty(H, H, P, **kw))
+        self.alpha_k = nn.Parameter(torch.empty(G, G, P, **kw))
+        self.alpha_v = nn.Parameter(torch.empty(G, G, P, **kw))
+        self.collapse = nn.Parameter(torch.empty(H, P if collapse == "per_head" else H * P, **kw))
+        self.reset_mixing(init_noise, generator)
+
+    @torch.no_grad()
+    def reset_mixing(
+        self, init_noise: float = 0.0, generator: torch.Generator | None = None
+    ) -> None:
+        """Exact-MHA init: alpha = identity for every pseudo index, collapse selects copy P-1.
+
+        ``init_noise`` > 0 adds N(0, init_noise^2) noise to all four tensors, which breaks the
+        symmetry between the P copies before fine-tuning (the layer is then no longer exact).
+        """
+        H, P = self.n_heads, self.n_pseudo
+        for a in (self.alpha_q, self.alpha_k, self.alpha_v):
+            a.copy_(torch.eye(a.shape[0])[:, :, None].expand_as(a))
+        self.collapse.zero_()
+        if self.collapse_mode == "per_head":
+            self.collapse[:, P - 1] = 1.0
+        else:
+            self.collapse.view(H, H, P)[torch.arange(H), torch.arange(H), P - 1] = 1.0
+        if init_noise > 0:
+            for p in (self.alpha_q, self.alpha_k, self.alpha_v, self.collapse):
+                noise = torch.randn(p.shape, generator=generator, dtype=torch.float32)
+                p.add_((noise * init_noise).to(p.device, p.dtype))
+
+    def settings(self) -> dict[str, Any]:
+        """The conversion settings of this layer, as stored in ``config.iha_conversion``."""
+        return {
+            "layer": self.layer_idx,
+            "num_pseudo_heads": self.n_pseudo,
+            "mode": self.mode,
+            "collapse": self.collapse_mode,
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"layer_idx={self.layer_idx}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, "
+            f"n_pseudo={self.n_pseudo}, head_dim={self.head_dim}, mode={self.mode!r}, "
+            f"collapse={self.collapse_mode!r}, sliding_window={self.sliding_window}"
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,  # (B, N, D)
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,  # (B, N, d) each
+        attention_mask: torch.Tensor | None = None,
+        cache: Any = None,
+        past_key_values: Any = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, None]:
+        cache = cache if cache is not None else past_key_values
+        B, N, _ = hidden_states.shape
+        H, G, d = self.n_heads, self.n_kv_heads, self.head_dim
+        q = self.q_proj(hidden_states).view(B, N, H, d).transpose(1, 2)  # (B, H, N, d)
+        k = self.k_proj(hidden_states).view(B, N, G, d).transpose(1, 2)  # (B, G, N, d)
+        v = self.v_proj(hidden_states).view(B, N, G, d).transpose(1, 2)  # (B, G, N, d)
+        if self.mode == "exact":
+            if position_embeddings is None:
+                raise ValueError("position_embeddings (cos, sin) are required by converted layers")
+            cos, sin = (t[:, None] for t in position_embeddings)  # (B, 1, N, d)
+            # Rotation before mixing == rotation after mixing under token positions (module doc).
+            q = apply_rope(q, cos, sin).to(v.dtype)
+            k = apply_rope(k, cos, sin).to(v.dtype)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)  # (B, G, Nk, d): prefix + new tokens
+        key_padding_mask = self._key_padding_mask(attention_mask, B, N, k.shape[2])
+        dropout_p = self.attention_dropout if self.training else 0.0
+        if self.mode == "exact":
+            y = interleaved_head_attention(
+                q,
+                k,
+                v,
+                self.alpha_q,
+                self.alpha_k,
+                self.alpha_v,
+                self.collapse,
+                mask="token",
+                window=self.sliding_window,
+                rope_theta=None,
+                positions="token",
+                position_offset=k.shape[2] - N,
+                key_padding_mask=key_padding_mask,
+                scale=self.scaling,
+                dropout_p=dropout_p,
+            )  # (B, H, N, d)
+        else:
+            y = self._paper_attention(q, k, v, key_padding_mask, dropout_p)
+        y = y.transpose(1, 2).reshape(B, N, H * d)
+        return self.o_proj(y), None
+
+    def _paper_attention(
+        self,
+        q: torch.Tensor,  # (B, H, Nq, d), not rotated
+        k: torch.Tensor,  # (B, G, Nk, d), not rotated
+        v: torch.Tensor,
+        key_padding_mask: torch.Tensor | None,
+        dropout_p: float,
+    ) -> torch.Tensor:
+        """Flat mask, virtual positions: mix, rotate at n*P + p, attend, collapse (SPEC 1-6)."""
+        P, Nq, Nk = self.n_pseudo, q.shape[2], k.shape[2]
+        # RoPE only sees position differences, so the first cached key is placed at token 0.
+        positions = torch.arange(Nk * P, device=k.device)[None]  # (1, Nk*P)
+        cos, sin = self.virtual_rotary(v, position_ids=positions)  # (1, Nk*P, d)
+        cos, sin = cos[0].to(v.dtype), sin[0].to(v.dtype)
+        kt = apply_rope(mix_heads(k, self.alpha_k), cos, sin)  # (B, G, Nk*P, d)
+        qt = apply_rope(mix_heads(q, self.alpha_q), cos[-Nq * P :], sin[-Nq * P :])
+        vt = mix_heads(v, self.alpha_v)  # (B, G, Nk*P, d)
+        # HF sliding caches keep W-1 past tokens; a flat window of W tokens would need part of
+        # token n-W, so sliding layers use a flat window of W-1 tokens (everything it needs is
+        # cached, and cached and uncached runs agree).
+        window = None if self.sliding_window is None else max(1, self.sliding_window - 1)
+        spec = MaskSpec("flat", P, Nq, Nk, q_start=Nk - Nq, k_start=0, window=window)
+        o = attend(
+            qt,
+            kt,
+            vt,
+            spec,
+            scale=self.scaling,
+            key_padding_mask=key_padding_mask,
+            dropout_p=dropout_p,
+        )  # (B, H, Nq*P, d)
+        return collapse_heads(o, self.collapse, P)
+
+    def _key_padding_mask(
+        self, attention_mask: Any, B: int, n_q: int, n_k: int
+    ) -> torch.Tensor | None:
+        """(B, Nk) bool key padding (True = real) from the mask transformers passes, or None.
+
+        A 4-D mask must be causal (+ this layer's sliding window) with key padding, bottom-right
+        aligned; anything else raises, since the IHA core would silently compute another mask.
+        """
+        if attention_mask is None:
+            return None
+        if not isinstance(attention_mask, torch.Tensor):
+            raise ValueError(
+                f"attention_mask of type {type(attention_mask).__name__} is not supported by IHA "
+                "layers; load the model with attn_implementation='sdpa' or 'eager'"
+            )
+        if attention_mask.dim() == 2:  # flash-attention style (B, past + N) padding mask
+            keys = attention_mask[:, -n_k:].bool()
+            if tuple(keys.shape) != (B, n_k):
+                raise ValueError(
+                    f"2-D attention_mask {tuple(attention_mask.shape)} does not cover the "
+                    f"{n_k} keys of batch {B}"
+                )
+            return None if bool(keys.all()) else keys
+        if attention_mask.dim() != 4 or tuple(attention_mask.shape[-2:]) != (n_q, n_k):
+            raise ValueError(
+                f"attention_mask must be (B, 1, {n_q}, {n_k}) for {n_q} queries over {n_k} keys, "
+                f"got {tuple(attention_mask.shape)} (static caches are not supported: use the "
+                "default dynamic cache)"
+            )
+        if attention_mask.dtype == torch.bool:
+            allowed = attention_mask
+        else:  # additive mask: 0 where allowed, a large negative number elsewhere
+            allowed = attention_mask == 0
+        allowed = allowed[:, 0].expand(B, n_q, n_k)  # (B, Nq, Nk)
+        keys = allowed.any(dim=1)  # (B, Nk): keys some query may see
+        causal = MaskSpec(
+            "token", 1, n_q, n_k, q_start=n_k - n_q, k_start=0, window=self.sliding_window
+        ).allowed(allowed.device)  # (Nq, Nk)
+        expected = causal[None] & keys[:, None, :]  # (B, Nq, Nk)
+        real_queries = keys[:, n_k - n_q :, None]  # (B, Nq, 1): padded queries are don't-care
+        if bool(((expected != allowed) & real_queries).any()):
+            raise ValueError(
+                "attention_mask is not a causal mask with key padding"
+                + ("" if self.sliding_window is None else f" and window {self.sliding_window}")
+                + ": IHA layers support exactly these masks (no packed-document masks, no "
+                "static caches)"
+            )
+        return None if bool(keys.all()) else keys
+
+
+def _backbone(model: nn.Module) -> nn.Module:
+    """The decoder stack (``LlamaModel`` and friends) of a causal LM or of the stack itself."""
+    inner = getattr(model, "model", None)
+    if isinstance(inner, nn.Module) and hasattr(inner, "layers"):
+        return inner
+    if hasattr(model, "layers"):
+        return model
+    raise ValueError(
+        f"{type(model).__name__} has no decoder layers (.model.layers or .layers); expected a "
+        "LlamaForCausalLM, Qwen2ForCausalLM or MistralForCausalLM"
+    )
+
+
+def _check_model(model: nn.Module) -> Any:
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"model_type={model_type!r} is not supported; expected one of "
+            f"{list(SUPPORTED_MODEL_TYPES)} (LlamaForCausalLM, Qwen2ForCausalLM, "
+            "MistralForCausalLM)"
+        )
+    return config
+
+
+def _resolve_layers(layers: Iterable[int] | None, n_layers: int) -> list[int]:
+    if layers is None:
+        return list(range(n_layers))
+    if isinstance(layers, int):
+        layers = [layers]
+    out = list(layers)
+    for i in out:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_layers:
+            raise ValueError(f"layers={out!r}: each entry must be an int in [0, {n_layers})")
+    if len(set(out)) != len(out):
+        raise ValueError(f"layers={out!r} lists a layer more than once")
+    if not out:
+        raise ValueError("layers=[] selects no layer; pass None for all layers")
+    return sorted(out)
+
+
+def convert(
+    model: nn.Module,
+    num_pseudo_heads: int | None = None,
+    layers: Iterable[int] | None = None,
+    mode: str = "exact",
+    collapse: str = "global",
+    init_noise: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    """Replace the attention of the chosen layers by IHA, in place; returns ``model``.
+
+    Args:
+        model: a ``LlamaForCausalLM``, ``Qwen2ForCausalLM`` or ``MistralForCausalLM`` (or its
+            decoder stack), loaded with ``attn_implementation`` "sdpa" or "eager".
+        num_pseudo_heads: P >= 1; None means the number of attention heads (the paper's P = H).
+            Attention costs P^2 times the original in both modes: P = 2 is a practical start.
+        layers: layer indices to convert; None converts every layer.
+        mode: "exact" (same function as the original) or "paper" (flat mask, virtual positions).
+        collapse: "global" (H, H*P) or "per_head" (H, P).
+        init_noise: std of noise added to the exact init to break the symmetry of the P copies
+            before fine-tuning (0 keeps the converted model exact).
+        generator: random generator for ``init_noise``.
+
+    Raises:
+        ValueError: unsupported model, bad argument, or a selected layer that is already
+            converted (nothing is changed then).
+    """
+    config = _check_model(model)
+    backbone = _backbone(model)
+    decoder_layers = backbone.layers
+    H = config.num_attention_heads
+    P = H if num_pseudo_heads is None else num_pseudo_heads
+    if isinstance(P, bool) or not isinstance(P, int) or P < 1:
+        raise ValueError(f"num_pseudo_heads={num_pseudo_heads!r} must be None or an int >= 1")
+    _check_choice("mode", mode, MODES)
+    _check_choice("collapse", collapse, COLLAPSE_MODES)
+    if not isinstance(init_noise, (int, float)) or not math.isfinite(init_noise) or init_noise < 0:
+        raise ValueError(f"init_noise={init_noise!r} must be a finite number >= 0")
+    chosen = _resolve_layers(layers, len(decoder_layers))
+    rotary = getattr(backbone, "rotary_emb", None)
+    if mode == "paper" and rotary is None:
+        raise ValueError("mode='paper' needs the model's rotary embedding (model.model.rotary_emb)")
+    for i in chosen:  # check everything before changing anything
+        attn = decoder_layers[i].self_attn
+        if isinstance(attn, IHAConvertedAttention):
+            raise ValueError(
+                f"layer {i} is already converted to IHA (num_pseudo_heads={attn.n_pseudo}, "
+                f"mode={attn.mode!r}); each layer can be converted only once"
+            )
+        children = {name for name, _ in attn.named_children()}
+        own = [name for name, _ in attn.named_parameters(recurse=False)]
+        if children != set(PROJECTIONS) or own:
+            raise ValueError(
+                f"layer {i}: attention module {type(attn).__name__} has submodules "
+                f"{sorted(children)} and parameters {own}; only q_proj, k_proj, v_proj, o_proj "
+                "are supported"
+            )
+    for i in chosen:
+        decoder_layers[i].self_attn = IHAConvertedAttention(
+            decoder_layers[i].self_attn,
+            config,
+            n_pseudo=P,
+            mode=mode,
+            collapse=collapse,
+            rotary=rotary,
+            init_noise=float(init_noise),
+            generator=generator,
+        )
+    settings = [
+        layer.self_attn.settings()
+        for layer in decoder_layers
+        if isinstance(layer.self_attn, IHAConvertedAttention)
+    ]
+    setattr(config, CONFIG_KEY, {"format_version": FORMAT_VERSION, "layers": settings})
+    return model
+
+
+def converted_layers(model: nn.Module) -> dict[int, IHAConvertedAttention]:
+    """Layer index -> converted attention module, for every converted layer of ``model``."""
+    return {
+        i: layer.self_attn
+        for i, layer in enumerate(_backbone(model).layers)
+        if isinstance(layer.self_attn, IHAConvertedAttention)
+    }
+
+
+def apply_conversion(model: nn.Module, settings: dict[str, Any]) -> nn.Module:
+    """Convert ``model``'s layers as recorded in ``config.iha_conversion`` (exact-MHA init)."""
+    if not isinstance(settings, dict) or settings.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{CONFIG_KEY}={settings!r} is not a conversion record of format_version "
+            f"{FORMAT_VERSION}"
+        )
+    groups: dict[tuple[int, str, str], list[int]] = {}
+    for entry in settings.get("layers", []):
+        key = (int(entry["num_pseudo_heads"]), entry["mode"], entry["collapse"])
+        groups.setdefault(key, []).append(int(entry["layer"]))
+    for (P, mode, collapse), layers in groups.items():
+        convert(model, num_pseudo_heads=P, layers=layers, mode=mode, collapse=collapse)
+    return model
+
+
+def _checkpoint_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [path / n for n in names]
+    single = path / "model.safetensors"
+    if single.exists():
+        return [single]
+    raise ValueError(f"{str(path)!r} holds no model.safetensors (save with safe_serialization)")
+
+
+class _DropLoadReport(logging.Filter):
+    """Drops transformers' unexpected-keys report (v5 "LOAD REPORT", v4 "were not used")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "LOAD REPORT" not in message and "were not used when initializing" not in message
+
+
+def load_converted(path: str | Path, **from_pretrained_kwargs: Any) -> nn.Module:
+    """Load a checkpoint written by ``save_pretrained`` of a converted model.
+
+    Loads the original architecture with ``AutoModelForCausalLM.from_pretrained(path, **kw)``,
+    converts the layers recorded in ``config.iha_conversion`` and loads their mixing parameters
+    from the checkpoint's safetensors files. Raises ValueError when the checkpoint has no
+    conversion record or lacks mixing parameters of a converted layer.
+    """
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(path)
+    config = AutoConfig.from_pretrained(path)
+    settings = getattr(config, CONFIG_KEY, None)
+    if settings is None:
+        raise ValueError(
+            f"{str(path)!r} is not a converted checkpoint (config.json has no '{CONFIG_KEY}'); "
+            "load it with from_pretrained and call iha.hf.convert"
+        )
+    # transformers reports the mixing parameters as unexpected keys: drop that report (the
+    # loading info is checked below, and anything else unexpected or missing raises).
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_filter = _DropLoadReport()
+    report_logger.addFilter(report_filter)
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            path, output_loading_info=True, **from_pretrained_kwargs
+        )
+    finally:
+        report_logger.removeFilter(report_filter)
+    apply_conversion(model, settings)
+    wanted = {name: p for name, p in model.named_parameters() if is_mixing_parameter(name, p)}
+    unexpected = set(info.get("unexpected_keys", ())) - set(wanted)
+    missing = set(info.get("missing_keys", ()))
+    if unexpected or missing:
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not match its architecture: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+    found: set[str] = set()
+    with torch.no_grad():
+        for file in _checkpoint_files(path):
+            with safe_open(str(file), framework="pt") as f:
+                for name in set(f.keys()) & set(wanted):
+                    p = wanted[name]
+                    p.copy_(f.get_tensor(name).to(p.device, p.dtype))
+                    found.add(name)
+    if found != set(wanted):
+        raise ValueError(
+            f"checkpoint {str(path)!r} lacks mixing parameters {sorted(set(wanted) - found)}"
+        )
+    return model
+
+
+def _norm_parameters(model: nn.Module) -> set[str]:
+    names = set()
+    for module_name, module in model.named_modules():
+        if "norm" in type(module).__name__.lower():
+            prefix = f"{module_name}." if module_name else ""
+            names.update(prefix + n for n, _ in module.named_parameters(recurse=False))
+    return names
+
+
+def freeze_except_mixing(model: nn.Module) -> list[str]:
+    """ "IHA-only" fine-tuning: only the mixing parameters and the norms stay trainable.
+
+    Sets ``requires_grad`` on every parameter of ``model`` (True for ``alpha_q``, ``alpha_k``,
+    ``alpha_v``, ``collapse`` and the parameters of normalisation modules, False elsewhere) and
+    returns the names of the trainable ones. Raises ValueError when the model has no IHA mixing
+    parameter (convert it first).
+    """
+    norms = _norm_parameters(model)
+    trainable = []
+    for name, p in model.named_parameters():
+        keep = is_mixing_parameter(name, p) or name in norms
+        p.requires_grad_(keep)
+        if keep:
+            trainable.append(name)
+    if not any(is_mixing_parameter(n, p) for n, p in model.named_parameters()):
+        raise ValueError("model has no IHA mixing parameters: call iha.hf.convert(model) first")
+    return trainable
+
+
+class CausalLMLogits(nn.Module):
+    """Wraps a HF causal LM as ``module(input_ids (B, N)) -> logits (B, N, V)`` for iha.train."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, use_cache=False).logits
+
+
+def sft_model_factory(model_cfg: dict[str, Any]) -> nn.Module:
+    """Model factory for ``iha.train.train(cfg, model_factory=...)`` from a converted checkpoint.
+
+    ``model_cfg`` keys: ``hf_path`` (a directory written by ``iha convert`` or
+    ``save_pretrained`` of a converted model, required) and ``freeze``: "none" (default, all
+    weights train) or "mixing" (:func:`freeze_except_mixing`). Returns a
+    :class:`CausalLMLogits`; after training, ``wrapper.model.save_pretrained(dir)`` writes a HF
+    checkpoint that :func:`load_converted` reads.
+    """
+    unknown = set(model_cfg) - {"hf_path", "freeze"}
+    if unknown:
+        raise ValueError(f"unknown model keys {sorted(unknown)}; accepted: hf_path, freeze")
+    if not model_cfg.get("hf_path"):
+        raise ValueError("model key 'hf_path' (a converted checkpoint directory) is required")
+    freeze = model_cfg.get("freeze", "none")
+    _check_choice("freeze", freeze, FREEZE_MODES)
+    model = load_converted(model_cfg["hf_path"], dtype=torch.float32)
+    if freeze == "mixing":
+        freeze_except_mixing(model)
+    return CausalLMLogits(model)
