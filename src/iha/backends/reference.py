@@ -39,4 +39,4 @@ def attend_reference(
     if dropout_p > 0.0:
         weights = torch.nn.functional.dropout(weights, p=dropout_p)
     out = torch.einsum("bgrqk,bgkd->bgrqd", weights, vt)  # (B, G, H/G, Lq, d)
-    return out.reshape(B, H, Lq, d)
+    return out.reshape(B, H, Lq, vt.shape[-1])  # value width may differ from d
