@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import torch
-from iha_train_stub import TinyLM, tiny_config, tiny_factory, write_corpus
+from iha_train_stub import TINY_MODEL, tiny_config, write_corpus
 
+from iha.models import DecoderLM, ModelConfig
 from iha.train import checkpoint as ckpt
 from iha.train import train
 
@@ -20,13 +21,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def test_weights_round_trip_with_tied_tensors(tmp_path):
-    model = TinyLM(vocab_size=11, hidden_size=6)
-    model.lm_head.weight = model.embed.weight  # tied: stored once, shared again on load
+    model = DecoderLM(ModelConfig.from_dict({**TINY_MODEL, "tie_word_embeddings": True}))
     ckpt.save_model_weights(tmp_path / "m.safetensors", model.state_dict())
     state = ckpt.load_model_weights(tmp_path / "m.safetensors")
     for name, t in model.state_dict().items():
         assert torch.equal(state[name], t), name
-    assert state["lm_head.weight"].data_ptr() == state["embed.weight"].data_ptr()
+    assert state["lm_head.weight"].data_ptr() == state["embed_tokens.weight"].data_ptr()
 
 
 def _save(root, step, keep=2):
@@ -70,10 +70,10 @@ SCRIPT = textwrap.dedent(
     import sys
     from pathlib import Path
     sys.path.insert(0, {here!r})
-    from iha_train_stub import tiny_config, tiny_factory
+    from iha_train_stub import tiny_config
     from iha.train import train
     cfg = tiny_config(Path({run!r}), Path({corpus!r}), checkpoint={{"every": 2, "keep": 3}})
-    train(cfg, model_factory=tiny_factory)
+    train(cfg)
     """
 )
 
@@ -106,10 +106,10 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_
     latest = ckpt.latest_checkpoint(root)
     assert latest.name == "step_00000002"
     model_state, train_state, meta = ckpt.load_checkpoint(latest)
-    TinyLM().load_state_dict(model_state)
+    DecoderLM(ModelConfig.from_dict(meta["config"]["model"])).load_state_dict(model_state)
     assert meta["step"] == 2 and "optimizer" in train_state
     # the run resumes from that checkpoint, and the next save clears the half-written one
     cfg = tiny_config(run, corpus, checkpoint={"every": 2, "keep": 3})
-    result = train(cfg, resume=True, model_factory=tiny_factory)
+    result = train(cfg, resume=True)
     assert min(result.losses) == 3 and result.step == 6
     assert not list(root.glob(".tmp-*"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from iha_train_stub import tiny_config, tiny_factory, write_corpus
+from iha_train_stub import tiny_config, write_corpus
 
 from iha.cli import main
 from iha.train import train
@@ -50,7 +50,7 @@ def test_plot_overlays_several_runs_into_pngs(tmp_path, capsys):
     corpus = write_corpus(tmp_path / "corpus.txt")
     for name, lr in (("a", 1e-2), ("b", 3e-2)):
         cfg = tiny_config(tmp_path / name, corpus, optim={"lr": lr}, train={"max_steps": 3})
-        train(cfg, model_factory=tiny_factory)
+        train(cfg)
     out = tmp_path / "compare"
     assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
     for name in ("loss_vs_tokens.png", "loss_vs_flops.png"):

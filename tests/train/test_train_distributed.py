@@ -8,14 +8,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from iha_train_stub import (
-    TinyLM,
     distributed_worker,
     free_port,
     tiny_config,
-    tiny_factory,
     write_corpus,
 )
 
+from iha.models import DecoderLM, ModelConfig
 from iha.train import checkpoint as ckpt
 from iha.train import train
 
@@ -31,24 +30,27 @@ def losses(run_dir, split="train"):
     return {r["step"]: r["loss"] for r in rows if r["split"] == split}
 
 
-def run_two_processes(cfg):
-    mp.spawn(distributed_worker, args=(2, free_port(), cfg.to_dict()), nprocs=2, join=True)
+STRATEGIES = ("ddp", "fsdp")
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("single")
+def runs(tmp_path_factory):
+    """One single-process run and, in one pair of spawned processes, a DDP and an FSDP2 run."""
+    tmp = tmp_path_factory.mktemp("dist")
     corpus = write_corpus(tmp / "corpus.txt")
-    train(tiny_config(tmp / "run", corpus, **SECTIONS), model_factory=tiny_factory)
-    return corpus, tmp / "run"
+    train(tiny_config(tmp / "single", corpus, **SECTIONS))
+    cfgs = [
+        tiny_config(tmp / s, corpus, distributed={"strategy": s}, **SECTIONS) for s in STRATEGIES
+    ]
+    args = (2, [free_port() for _ in cfgs], [c.to_dict() for c in cfgs])
+    mp.spawn(distributed_worker, args=args, nprocs=2, join=True)
+    return tmp, cfgs[0].model
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_process_run_matches_one_process_with_the_same_global_batch(single, tmp_path, strategy):
-    corpus, single_dir = single
-    run = tmp_path / strategy
-    cfg = tiny_config(run, corpus, distributed={"strategy": strategy}, **SECTIONS)
-    run_two_processes(cfg)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_two_process_run_matches_one_process_with_the_same_global_batch(runs, strategy):
+    tmp, model_cfg = runs
+    run, single_dir = tmp / strategy, tmp / "single"
     want, got = losses(single_dir), losses(run)
     assert sorted(got) == [1, 2, 3, 4]
     for step in want:
@@ -59,7 +61,7 @@ def test_two_process_run_matches_one_process_with_the_same_global_batch(single, 
     one = ckpt.load_checkpoint(ckpt.resolve_checkpoint(single_dir))
     assert multi[2]["step"] == 4 and multi[2]["world_size"] == 2
     assert multi[2]["data"] == one[2]["data"]
-    TinyLM().load_state_dict(multi[0])
+    DecoderLM(ModelConfig.from_dict(model_cfg)).load_state_dict(multi[0])
     for name, w in one[0].items():
         torch.testing.assert_close(multi[0][name], w, rtol=1e-4, atol=1e-5)
     assert set(multi[1]["optimizer"]["state"]) == set(one[1]["optimizer"]["state"])

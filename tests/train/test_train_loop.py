@@ -8,8 +8,9 @@ import signal
 
 import pytest
 import torch
-from iha_train_stub import TinyLM, tiny_config, tiny_factory, write_corpus
+from iha_train_stub import tiny_config, write_corpus
 
+from iha.models import DecoderLM, ModelConfig
 from iha.train import ConfigError, train
 from iha.train import checkpoint as ckpt
 
@@ -34,14 +35,10 @@ def final_weights(run_dir):
 
 def test_resume_gives_the_uninterrupted_loss_trajectory(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
-    straight = train(tiny_config(tmp_path / "a", corpus, **SECTIONS), model_factory=tiny_factory)
-    first = train(
-        tiny_config(tmp_path / "b", corpus, **SECTIONS), model_factory=tiny_factory, stop_at=3
-    )
+    straight = train(tiny_config(tmp_path / "a", corpus, **SECTIONS))
+    first = train(tiny_config(tmp_path / "b", corpus, **SECTIONS), stop_at=3)
     assert first.reason == "stopped" and first.step == 3
-    second = train(
-        tiny_config(tmp_path / "b", corpus, **SECTIONS), resume=True, model_factory=tiny_factory
-    )
+    second = train(tiny_config(tmp_path / "b", corpus, **SECTIONS), resume=True)
     assert sorted(second.losses) == [4, 5, 6]
     # exact equality: same data position, optimiser moments, schedule and RNG after the resume
     assert {**first.losses, **second.losses} == straight.losses
@@ -54,29 +51,29 @@ def test_resume_gives_the_uninterrupted_loss_trajectory(tmp_path):
 def test_resume_without_a_checkpoint_starts_from_scratch(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     cfg = tiny_config(tmp_path / "r", corpus, train={"max_steps": 2})
-    result = train(cfg, resume=True, model_factory=tiny_factory)
+    result = train(cfg, resume=True)
     assert sorted(result.losses) == [1, 2]
 
 
 def test_existing_run_dir_needs_resume(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     cfg = tiny_config(tmp_path / "r", corpus, train={"max_steps": 2})
-    train(cfg, model_factory=tiny_factory)
+    train(cfg)
     before = (tmp_path / "r" / "metrics.jsonl").read_text()
     with pytest.raises(ConfigError, match="already holds checkpoints; pass --resume"):
-        train(cfg, model_factory=tiny_factory)
+        train(cfg)
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
 
 
-class _Trap(TinyLM):
-    """Stand-in whose forward does something at a given call (counting forwards in train mode)."""
+class _Trap(DecoderLM):
+    """The model, but its forward does something at a given call (counting training forwards)."""
 
-    def __init__(self, at_call, action, **kw):
-        super().__init__(**kw)
+    def __init__(self, at_call, action, model_cfg):
+        super().__init__(ModelConfig.from_dict(model_cfg))
         self.at_call, self.action, self.calls = at_call, action, 0
 
     def forward(self, input_ids, attention_mask=None):
-        logits = super().forward(input_ids)
+        logits = super().forward(input_ids, attention_mask)
         if self.training:
             self.calls += 1
             if self.calls == self.at_call:
@@ -89,7 +86,7 @@ class _Trap(TinyLM):
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     corpus = write_corpus(tmp_path / "corpus.txt")
     cfg = tiny_config(tmp_path / "r", corpus, checkpoint={"every": 2})
-    result = train(cfg, model_factory=lambda m: _Trap(5, "nan", **m))  # step 5 (batch 4, micro 4)
+    result = train(cfg, model_factory=lambda m: _Trap(5, "nan", m))  # step 5 (batch 4, micro 4)
     assert result.reason == "nonfinite" and result.exit_code == 3 and result.step == 4
     assert "non-finite loss (nan) at step 5" in capsys.readouterr().err
     latest = ckpt.latest_checkpoint(tmp_path / "r" / "checkpoints")
@@ -101,14 +98,14 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsy
 
 def test_sigterm_finishes_the_step_saves_and_resumes_exactly(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
-    straight = train(tiny_config(tmp_path / "a", corpus), model_factory=tiny_factory)
+    straight = train(tiny_config(tmp_path / "a", corpus))
     cfg = tiny_config(tmp_path / "b", corpus)
-    stopped = train(cfg, model_factory=lambda m: _Trap(3, "sigterm", **m))
+    stopped = train(cfg, model_factory=lambda m: _Trap(3, "sigterm", m))
     assert stopped.reason == "signal" and stopped.exit_code == 128 + signal.SIGTERM
     assert stopped.step == 3 and sorted(stopped.losses) == [1, 2, 3]
     assert ckpt.latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step_00000003"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
-    resumed = train(cfg, resume=True, model_factory=tiny_factory)
+    resumed = train(cfg, resume=True)
     assert {**stopped.losses, **resumed.losses} == straight.losses
 
 
@@ -136,7 +133,7 @@ def test_trains_on_a_synthetic_task_with_its_own_sequence_length(tmp_path):
               "task_args": {"num_pairs": 3, "num_keys": 8, "num_values": 8}},
         train={"max_steps": 3},
     )  # fmt: skip
-    result = train(cfg, model_factory=tiny_factory)
+    result = train(cfg)
     assert result.reason == "done" and sorted(result.losses) == [1, 2, 3]
     assert 3 in result.val_losses
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").open()]
@@ -146,7 +143,7 @@ def test_trains_on_a_synthetic_task_with_its_own_sequence_length(tmp_path):
 def test_bf16_autocast_runs_where_supported(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     cfg = tiny_config(tmp_path / "r", corpus, train={"max_steps": 2, "precision": "bf16"})
-    result = train(cfg, model_factory=tiny_factory)
+    result = train(cfg)
     assert result.reason == "done" and all(v == v for v in result.losses.values())
     weights = ckpt.load_checkpoint(ckpt.resolve_checkpoint(tmp_path / "r"))[0]
     assert all(w.dtype == torch.float32 for w in weights.values())  # master weights stay fp32

@@ -20,15 +20,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-
-_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 @dataclass
@@ -98,9 +89,9 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
     """The module to call for training steps.
 
     ``ddp``: :class:`~torch.nn.parallel.DistributedDataParallel` (gradients all-reduced,
-    averaged). ``fsdp``: FSDP2 ``fully_shard`` applied to every block of every
-    :class:`~torch.nn.ModuleList` and then to the root, in place (parameters become sharded
-    DTensors; the returned module is ``model`` itself). One process: ``model`` unchanged.
+    averaged). ``fsdp``: FSDP2 ``fully_shard`` applied to each of :func:`outer_blocks` and then
+    to the root, in place (parameters become sharded DTensors; the returned module is ``model``
+    itself). One process: ``model`` unchanged.
     """
     if not info.distributed:
         return model
@@ -113,37 +104,63 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
         except ImportError:  # torch < 2.6
             from torch.distributed._composable.fsdp import fully_shard
 
-        for module in list(model.modules()):
-            if isinstance(module, nn.ModuleList):
-                for block in module:
-                    fully_shard(block)
+        for block in outer_blocks(model):
+            fully_shard(block)
         fully_shard(model)
         return model
     raise ValueError(f"distributed.strategy={strategy!r}: accepted values are 'ddp', 'fsdp'")
 
 
+def outer_blocks(model: nn.Module) -> list[nn.Module]:
+    """Elements of the outermost :class:`~torch.nn.ModuleList` s (e.g. a decoder's layers).
+
+    These are the FSDP units: each gathers its parameters for its own forward and backward.
+    ModuleLists nested inside a block stay part of that block.
+    """
+    blocks: list[nn.Module] = []
+    taken: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(t + ".") for t in taken) or not isinstance(module, nn.ModuleList):
+            continue
+        taken.append(name)
+        blocks.extend(module)
+    return blocks
+
+
+# torch.distributed.checkpoint is imported inside these functions: it takes seconds to import.
+
+
 def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Full model state dict on rank 0 (CPU tensors); empty on other ranks. Collective."""
-    return get_model_state_dict(model, options=_FULL)
+    from torch.distributed.checkpoint import state_dict as sd
+
+    options = sd.StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return sd.get_model_state_dict(model, options=options)
 
 
 def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Full optimizer state dict keyed by parameter names, on rank 0. Collective."""
-    return get_optimizer_state_dict(model, optimizer, options=_FULL)
+    from torch.distributed.checkpoint import state_dict as sd
+
+    options = sd.StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return sd.get_optimizer_state_dict(model, optimizer, options=options)
 
 
 def load_full_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load a full state dict (every rank passes the whole dict) into a plain/DDP/FSDP model."""
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+    from torch.distributed.checkpoint import state_dict as sd
+
+    sd.set_model_state_dict(model, state, options=sd.StateDictOptions(full_state_dict=True))
 
 
 def load_full_optimizer_state(
     model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
 ) -> None:
     """Load a full optimizer state dict written by :func:`full_optimizer_state`."""
-    set_optimizer_state_dict(
-        model, optimizer, state, options=StateDictOptions(full_state_dict=True)
-    )
+    from torch.distributed.checkpoint import state_dict as sd
+
+    options = sd.StateDictOptions(full_state_dict=True)
+    sd.set_optimizer_state_dict(model, optimizer, state, options=options)
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:

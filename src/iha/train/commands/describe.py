@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a model key, e.g. --set model.num_pseudo_heads=2 (repeatable)",
     )
+    parser.add_argument(
+        "--seq-len", type=int, help="sequence length of the FLOP count (default: the context)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--list", action="store_true", help="list the model presets and exit")
 
@@ -45,17 +48,8 @@ def _model_table(source: str, overrides: list[str]) -> dict[str, Any]:
     return apply_overrides({"model": raw.get("model", {})}, overrides)["model"]
 
 
-def _markdown(rows: list[dict[str, Any]]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for r in rows:
-        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
-    from iha.models import ModelConfig, describe, list_presets
+    from iha.models import ModelConfig, describe, list_presets, markdown_table
     from iha.train.config import resolve_model_dict
 
     if args.list:
@@ -63,14 +57,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         cfg = ModelConfig.from_dict(resolve_model_dict(_model_table(args.source, args.overrides)))
+        if args.seq_len is not None and args.seq_len < 1:
+            raise ValueError(f"--seq-len={args.seq_len} must be >= 1")
     except (ValueError, FileNotFoundError) as e:
         print(f"iha describe: error: {e}", file=sys.stderr)
         return 2
-    out = describe(cfg)
-    if args.json:
-        print(json.dumps(out, indent=1, default=str))
-    elif isinstance(out, str):
-        print(out)
-    else:
-        print(_markdown(list(out)))
+    rows = describe(cfg, seq_len=args.seq_len)
+    print(json.dumps(rows, indent=1) if args.json else markdown_table(rows))
     return 0
