@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from iha_train_stub import tiny_config, write_corpus
 
 from iha.cli import main
+from iha.train import checkpoint as ckpt
 from iha.train import train
 from iha.train.config import load_config
 
@@ -57,3 +59,46 @@ def test_plot_overlays_several_runs_into_pngs(tmp_path, capsys):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
     assert main(["plot", str(tmp_path / "missing")]) == 2
+
+
+def test_cpu_preset_trains_writes_metrics_checkpoint_plots_and_resumes(tmp_path, capsys):
+    run = tmp_path / "demo"
+    quick = []
+    for item in ("train.max_steps=4", "train.batch_size=4", "train.log_every=1",
+                 "train.val_every=2", "train.val_batches=1", "checkpoint.every=2"):  # fmt: skip
+        quick += ["--set", item]
+    assert main(["train", "cpu-demo", "--run-dir", str(run), "--stop-at", "2", *quick]) == 0
+    assert main(["train", str(run), "--resume", "--set", "train.max_steps=4"]) == 0
+    err = capsys.readouterr().err
+    assert "resumed from" in err and "step_00000002" in err
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
+    assert all(r["tokens"] > 0 and r["flops"] > 0 for r in train_rows)
+    assert [r["step"] for r in rows if r["split"] == "val"] == [2, 4]
+    assert ckpt.latest_checkpoint(run / "checkpoints").name == "step_00000004"
+    assert {p.name for p in (run / "plots").iterdir()} == {
+        "loss_vs_tokens.png",
+        "loss_vs_flops.png",
+    }
+    saved = load_config(run / "config.toml")  # the resolved config, loadable as a config
+    assert saved.model["attention_variant"] == "iha_global" and saved.run_dir == str(run)
+
+
+def test_generate_samples_from_a_trained_run(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    train(tiny_config(tmp_path / "r", corpus, train={"max_steps": 2}))
+    capsys.readouterr()
+    args = ["generate", str(tmp_path / "r"), "--prompt", "the cat", "--max-new-tokens", "5"]
+    assert main([*args, "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the cat") and len(out.rstrip("\n")) >= len("the cat")
+    assert main(["generate", str(tmp_path / "nothing"), "--prompt", "x"]) == 2
+
+
+def test_describe_prints_the_variant_table_and_rejects_bad_keys(capsys):
+    assert main(["describe", "tiny", "--set", "model.num_pseudo_heads=2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| variant |") and "| iha |" in out
+    assert main(["describe", "tiny", "--set", "model.heads=2"]) == 2
+    assert "'model.heads'" in capsys.readouterr().err

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -65,3 +68,23 @@ def test_two_process_run_matches_one_process_with_the_same_global_batch(runs, st
     for name, w in one[0].items():
         torch.testing.assert_close(multi[0][name], w, rtol=1e-4, atol=1e-5)
     assert set(multi[1]["optimizer"]["state"]) == set(one[1]["optimizer"]["state"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("IHA_SLOW_TESTS") != "1",
+    reason="launches torchrun with 2 workers (~15 s of CPU); set IHA_SLOW_TESTS=1 to run",
+)
+def test_torchrun_launches_iha_train_with_ddp(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "iha", "train", "cpu-demo", "--run-dir", str(run)]  # fmt: skip
+    for item in ("train.max_steps=2", "train.batch_size=4", "train.log_every=1",
+                 "train.val_batches=1", "logging.plots=false"):  # fmt: skip
+        cmd += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stderr
+    assert ckpt.read_meta(ckpt.resolve_checkpoint(run))["world_size"] == 2
+    assert sorted(losses(run)) == [1, 2]
