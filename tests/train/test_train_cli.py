@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ from iha.cli import main
 from iha.train import checkpoint as ckpt
 from iha.train import train
 from iha.train.config import load_config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -102,3 +108,13 @@ def test_describe_prints_the_variant_table_and_rejects_bad_keys(capsys):
     assert out.startswith("| variant |") and "| iha |" in out
     assert main(["describe", "tiny", "--set", "model.heads=2"]) == 2
     assert "'model.heads'" in capsys.readouterr().err
+
+
+def test_print_config_shows_the_resolved_config_and_writes_nothing(tmp_path, capsys):
+    run = tmp_path / "x"
+    args = ["train", "cpu-demo", "--run-dir", str(run), "--set", "optim.lr=1e-3", "--print-config"]
+    assert main(args) == 0
+    printed = tomllib.loads(capsys.readouterr().out)
+    assert printed["optim"]["lr"] == 1e-3 and printed["run_dir"] == str(run)
+    assert printed["model"]["num_pseudo_heads"] == 2 and "rope_theta" in printed["model"]
+    assert not run.exists()

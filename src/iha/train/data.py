@@ -2,7 +2,9 @@
 
 Every stream serves *global* batches (the same on every process; each process takes its own
 rows, see :func:`shard_rows`), which makes an N-process run see exactly the data of a 1-process
-run with the same global batch, and keeps the data position identical on every rank.
+run with the same global batch, and keeps the data position identical on every rank. The price:
+every process reads and tokenizes all the data (negligible next to a model step for local files;
+for a streamed Hugging Face dataset every process downloads the whole stream).
 
 A :class:`Batch` holds ``inputs`` (B, N) int64, ``targets`` (B, N) int64 (the token each
 position must predict, already shifted) and ``loss_mask`` (B, N) bool.

@@ -149,6 +149,14 @@ class Trainer:
                 f"run_dir {str(self.run_dir)!r} already holds checkpoints; pass --resume to "
                 "continue it or choose another run_dir"
             )
+        if cfg.logging.tensorboard == "on":
+            try:
+                import torch.utils.tensorboard  # noqa: F401
+            except ImportError as e:
+                raise ConfigError(
+                    "config key 'logging.tensorboard' = 'on' needs the tensorboard package "
+                    "(pip install tensorboard), or set it to 'auto'"
+                ) from e
         random.seed(t.seed)
         torch.manual_seed(t.seed)
         tokenizer = None
