@@ -147,3 +147,17 @@ def test_bf16_autocast_runs_where_supported(tmp_path):
     assert result.reason == "done" and all(v == v for v in result.losses.values())
     weights = ckpt.load_checkpoint(ckpt.resolve_checkpoint(tmp_path / "r"))[0]
     assert all(w.dtype == torch.float32 for w in weights.values())  # master weights stay fp32
+
+
+def test_tensorboard_on_without_the_package_is_a_config_error(tmp_path):
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("tensorboard is installed: 'on' is valid here")
+    write_corpus(tmp_path / "c.txt")
+    cfg = tiny_config(tmp_path / "r", tmp_path / "c.txt", logging={"tensorboard": "on"})
+    with pytest.raises(ConfigError, match="tensorboard"):
+        train(cfg)
+    assert not (tmp_path / "r").exists()

@@ -17,6 +17,7 @@ data and writes nothing; :meth:`Trainer.run` creates the run directory and train
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import random
@@ -151,7 +152,7 @@ class Trainer:
             )
         if cfg.logging.tensorboard == "on":
             try:
-                import torch.utils.tensorboard  # noqa: F401
+                importlib.import_module("torch.utils.tensorboard")
             except ImportError as e:
                 raise ConfigError(
                     "config key 'logging.tensorboard' = 'on' needs the tensorboard package "
@@ -178,13 +179,13 @@ class Trainer:
                 f"config key 'model.max_position_embeddings'={context} is shorter than the "
                 f"training sequences ({self.data.seq_len} tokens)"
             )
-        model = self.model_factory(cfg.model)
+        with torch.device(self.info.device):  # parameters created where they train
+            model = self.model_factory(cfg.model)
         self.n_params = sum(p.numel() for p in model.parameters())
         self.flops_per_token = 3.0 * forward_flops_per_token(model, self.data.seq_len)
         if t.init_from:
             state = ckpt.load_model_weights(ckpt.resolve_checkpoint(t.init_from) / ckpt.MODEL_FILE)
             model.load_state_dict(state)
-        model.to(self.info.device)
         self.model = model
         self.train_model = D.wrap_model(model, cfg.distributed.strategy, self.info)
         self.optimizer, self.scheduler = build_optimizer(model, cfg.optim, t.max_steps)
