@@ -154,3 +154,11 @@ def test_labels_give_the_shifted_cross_entropy():
         if labels[b, t + 1] != -100
     ]
     torch.testing.assert_close(out.loss.double(), torch.stack(terms).mean(), atol=1e-10, rtol=0)
+
+
+def test_beam_search_reorders_the_cache_like_recomputing_without_it():
+    model = hf_model("iha")
+    ids = prompts()
+    cached = model.generate(ids, max_new_tokens=6, num_beams=3, do_sample=False)
+    plain = model.generate(ids, max_new_tokens=6, num_beams=3, do_sample=False, use_cache=False)
+    assert torch.equal(cached, plain)
