@@ -89,3 +89,23 @@ def distributed_worker(
         result = train(config_from_dict(cfg_dict))
         if result.exit_code != 0:
             raise RuntimeError(f"rank {rank} ended with {result.reason}")
+
+
+def plugin_source(cfg: Any, tokenizer: Any, split: str, seed: int) -> Any:
+    """A ``data.source = "iha_train_stub:plugin_source"`` plugin: fixed in-memory documents."""
+    from iha.train.data import IndexedDocuments
+
+    class Docs(IndexedDocuments):
+        def __init__(self, texts: list[str]) -> None:
+            self.texts = texts
+
+        def __len__(self) -> int:
+            return len(self.texts)
+
+        def read(self, index: int) -> tuple[list[int], list[bool] | None]:
+            ids = tokenizer.encode(self.texts[index]) + [tokenizer.eos_token_id]
+            return ids, [i % 2 == 0 for i in range(len(ids))]
+
+    if split == "val":
+        return None
+    return Docs([f"{split} document {i}" for i in range(5)])

@@ -140,3 +140,17 @@ def test_synthetic_task_stream_resumes_and_shards_rows():
     assert not torch.equal(first[0].inputs, first[1].inputs)
     halves = [shard_rows(want, r, 2) for r in range(2)]
     assert torch.equal(torch.cat([h.inputs for h in halves]), want.inputs)
+
+
+def test_plugin_source_serves_its_documents_and_masks():
+    cfg = DataConfig(source="iha_train_stub:plugin_source", seq_len=8, shuffle=False)
+    data = build_data(cfg, TOK, batch_size=2, seed=0, val_batches=2)
+    assert data.val == []  # the plugin has no val split
+    ref, mask = [], []
+    for i in range(5):
+        ids = list(f"train document {i}".encode()) + [TOK.eos_token_id]
+        ref += ids
+        mask += [j % 2 == 0 for j in range(len(ids))]
+    b = data.train.next_batch()
+    assert b.inputs.flatten().tolist() == ref[:16]
+    assert b.loss_mask.flatten().tolist() == mask[1:17]
