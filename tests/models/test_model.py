@@ -90,8 +90,9 @@ def test_attention_backend_choice_does_not_change_the_logits(variant):
     mask = torch.ones(2, 9, dtype=torch.long)
     mask[1, :2] = 0
     ref = model_of(variant, attention_backend="reference")(ids, attention_mask=mask)
-    got = model_of(variant)(ids, attention_mask=mask)  # same seed, same weights
-    torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-10)
+    for backend in ("auto", "blocked"):
+        got = model_of(variant, attention_backend=backend)(ids, attention_mask=mask)  # same seed
+        torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-10)
 
 
 def test_stop_tokens_finish_rows_and_fill_them():

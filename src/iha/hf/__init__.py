@@ -35,3 +35,7 @@ __all__ = [
     "IHAPreTrainedModel",
     "register",
 ]
+
+from iha.hf.convert import convert as convert  # noqa: E402
+from iha.hf.convert import freeze_except_mixing as freeze_except_mixing  # noqa: E402
+from iha.hf.convert import load_converted as load_converted  # noqa: E402

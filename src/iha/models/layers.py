@@ -25,7 +25,7 @@ from torch import nn
 
 from iha.backends.sdpa import expand_kv
 from iha.cache import CACHE_POLICIES, KVCache
-from iha.functional import attend, check_options, choose_backend
+from iha.functional import attend, check_options
 from iha.masks import MaskSpec
 from iha.rope import apply_rope, rope_cos_sin
 
@@ -338,19 +338,6 @@ class DiffAttention(_Attention):
             + self.lambda_init
         )
 
-    def _attend(self, q, k, v, spec, scale, kpm):
-        """attend() with values twice as wide as queries (B, Gd, Nk, 2d). The "sdpa" and "flex"
-        backends take that in one call; "reference" and "blocked" need equal widths, so they
-        get the two d-wide halves of the values one after the other."""
-        backend = choose_backend(self.backend, spec, "softmax", kpm)
-        if backend in ("sdpa", "flex"):
-            return attend(q, k, v, spec, scale=scale, key_padding_mask=kpm, backend=backend)
-        halves = [
-            attend(q, k, vh, spec, scale=scale, key_padding_mask=kpm, backend=backend)
-            for vh in v.chunk(2, dim=-1)
-        ]
-        return torch.cat(halves, dim=-1)
-
     def extra_repr(self) -> str:
         return (
             f"diff_heads={self.n_heads // 2}, n_kv_heads={self.n_kv_heads}, "
@@ -380,8 +367,9 @@ class DiffAttention(_Attention):
         q1, q2 = q[:, 0::2], q[:, 1::2]  # (B, Hd, N, d)
         k1, k2 = k[:, 0::2], k[:, 1::2]  # (B, Gd, Nk, d)
         # (A1 - lambda A2) v = A1 v - lambda A2 v: two fused softmax-attention calls
-        o1 = self._attend(q1, k1, v, spec, scale, kpm)  # (B, Hd, N, 2d)
-        o2 = self._attend(q2, k2, v, spec, scale, kpm)
+        o1 = attend(q1, k1, v, spec, scale=scale, key_padding_mask=kpm, backend=self.backend)
+        o2 = attend(q2, k2, v, spec, scale=scale, key_padding_mask=kpm, backend=self.backend)
+        # o1, o2: (B, Hd, N, 2d), values twice as wide as queries
         o = o1 - self.lambda_value().to(x.dtype) * o2
         o = self.head_norm(o) * (1.0 - self.lambda_init)
         return self.o_proj(o.transpose(1, 2).reshape(B, N, 2 * Hd * d))
