@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "describe": ("iha.train.commands.describe", "parameters and FLOPs per token of model configs"),
     "plot": ("iha.train.commands.plot", "plot loss vs tokens and vs FLOPs for run directories"),
     "theory": ("iha.theory.cli", "check the paper's theory: constructions as real weights"),
+    "reproduce": ("iha.reproduce.cli", "train and report the paper's synthetic experiments on CPU"),
     "convert": ("iha.hf.convert_cli", "convert a HF Llama/Qwen2/Mistral checkpoint to IHA"),
 }
 

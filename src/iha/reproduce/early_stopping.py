@@ -1,0 +1,58 @@
+"""Early stopping on a validation metric with a patience counted in evaluations (epochs)."""
+
+from __future__ import annotations
+
+import math
+
+STOP_MODES = ("min", "max")
+
+
+class EarlyStopping:
+    """Track the best value of a validation metric and say when to stop.
+
+    After each evaluation call :meth:`update`; it returns True when the value is a new best
+    (better than the best so far by more than ``min_delta``). ``should_stop`` becomes True once
+    ``patience`` consecutive evaluations have brought no new best. Non-finite values (a diverged
+    run) never count as an improvement.
+
+    Args:
+        patience: evaluations without improvement before stopping, >= 1.
+        mode: "min" (loss) or "max" (accuracy).
+        min_delta: the smallest change that counts as an improvement, >= 0.
+    """
+
+    def __init__(self, patience: int, mode: str = "min", min_delta: float = 0.0) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience={patience!r} must be an integer >= 1")
+        if mode not in STOP_MODES:
+            raise ValueError(f"mode={mode!r}: accepted values are {STOP_MODES}")
+        if not min_delta >= 0.0:
+            raise ValueError(f"min_delta={min_delta!r} must be >= 0")
+        self.patience, self.mode, self.min_delta = patience, mode, float(min_delta)
+        self.best: float | None = None
+        self.best_index: int | None = None  # 0-based index of the evaluation that gave `best`
+        self.n_updates = 0
+        self.bad_updates = 0
+
+    def _improves(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def update(self, value: float) -> bool:
+        """Record one evaluation; True when it is a new best."""
+        improved = self._improves(float(value))
+        if improved:
+            self.best, self.best_index, self.bad_updates = float(value), self.n_updates, 0
+        else:
+            self.bad_updates += 1
+        self.n_updates += 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_updates >= self.patience

@@ -1,0 +1,294 @@
+"""Run the synthetic reproduction: every job of a plan, in worker processes, to runs.jsonl.
+
+``run_plan`` executes the jobs (most expensive first), appends one JSON record per finished job
+to ``runs.jsonl`` (so an interrupted run can ``resume``), and returns the records;
+:func:`summarise` turns records into the tables of the report (mean ± t-based 95% CI over seeds,
+learning rate chosen on validation accuracy, paired IHA - MHA differences, heads needed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from iha import flops
+from iha.reproduce.models import ATTENTION_KINDS, trainable_parameters
+from iha.reproduce.plans import HeadSweep, Job, RelationsExperiment, SyntheticPlan
+from iha.reproduce.stats import mean_ci, paired_difference_ci
+from iha.reproduce.train import TrainSettings, train_run
+from iha.tasks import SyntheticTask
+
+MODEL_ORDER = ATTENTION_KINDS  # table order: MHA first
+
+
+def _settings(exp: RelationsExperiment | HeadSweep, lr: float) -> TrainSettings:
+    return TrainSettings(
+        lr=lr,
+        batch_size=exp.batch_size,
+        max_epochs=exp.max_epochs,
+        patience=exp.patience,
+        steps_per_epoch=getattr(exp, "steps_per_epoch", None),
+    )
+
+
+def _baseline(task: SyntheticTask) -> float | None:
+    """Best constant prediction on the test split: its accuracy (None for regression)."""
+    test = task.split("test")
+    y = test.targets[test.loss_mask]
+    if task.output == "binary":
+        ones = float(y.mean())
+        return max(ones, 1.0 - ones)
+    if task.output == "classification":
+        return float(torch.bincount(y).max()) / len(y)
+    return None
+
+
+def _attention_flops(model: torch.nn.Module, seq_len: int) -> int:
+    """Forward FLOPs of the model's attention layer for one example."""
+    attn = model.attn
+    return flops.layer_flops(
+        attn.d_model,
+        attn.n_heads,
+        seq_len,
+        n_pseudo=attn.n_pseudo,
+        head_dim=attn.head_dim,
+        collapse=None if attn.n_pseudo == 1 else "global",
+        mask="none",
+    ).total
+
+
+def run_job(exp: RelationsExperiment | HeadSweep, job: Job, verbose: bool = False) -> dict:
+    """Train and test one job; returns its JSON-ready record."""
+    started = time.time()
+    task = exp.make_task(job.seed)
+    torch.manual_seed(job.seed)
+    model = exp.make_model(job, task)
+    log = (lambda line: print(f"  [{job.key}] {line}", flush=True)) if verbose else None
+    result = train_run(model, task, _settings(exp, job.lr), job.seed, log=log)
+    return {
+        "key": job.key,
+        **asdict(job),
+        "params": trainable_parameters(model),
+        "attn_flops": _attention_flops(model, task.seq_len),
+        "seq_len": task.seq_len,
+        "baseline": _baseline(task),
+        **result,
+        "started_at": started,
+        "finished_at": time.time(),
+    }
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(exp, job, verbose):  # top level, so that spawn can pickle it
+    return run_job(exp, job, verbose)
+
+
+def _cost(exp: RelationsExperiment | HeadSweep, job: Job) -> float:
+    """Rough relative cost, to start the longest jobs first."""
+    if isinstance(exp, RelationsExperiment):
+        n, examples = exp.m_max**2, exp.train * exp.max_epochs
+    else:
+        args = dict(exp.task_args)
+        n = int(args.get("n_max", args.get("n_tokens", 1)))
+        examples = exp.batch_size * exp.steps_per_epoch * exp.max_epochs
+    t = n * job.n_pseudo
+    return examples * (job.n_heads * t * t + 50 * n)
+
+
+def load_records(path: Path) -> list[dict]:
+    """Records of ``runs.jsonl`` (an absent file gives [])."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_plan(
+    plan: SyntheticPlan,
+    out_dir: Path,
+    *,
+    workers: int = 1,
+    threads: int = 1,
+    resume: bool = False,
+    verbose: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Run every job of ``plan``; records go to ``out_dir/runs.jsonl`` as jobs finish.
+
+    Args:
+        plan: the plan (see :mod:`iha.reproduce.plans`).
+        out_dir: output folder (created).
+        workers: processes running jobs at once (1: in this process).
+        threads: torch threads per job.
+        resume: keep the records already in runs.jsonl and skip their jobs (else start afresh).
+        verbose: print one line per epoch of every job.
+        log: progress printer.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = out_dir / "runs.jsonl"
+    records = load_records(runs) if resume else []
+    if not resume and runs.exists():
+        runs.unlink()
+    done = {r["key"] for r in records}
+    exps = plan.experiments()
+    todo = [j for j in plan.jobs() if j.key not in done]
+    todo.sort(key=lambda j: -_cost(exps[j.experiment], j))
+    total, start = len(todo), time.perf_counter()
+    log(f"{total} jobs to run ({len(done)} done before), {workers} worker(s) x {threads} thread(s)")
+
+    def finish(i: int, rec: dict) -> None:
+        records.append(rec)
+        with runs.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        score = ", ".join(f"{k} {v:.4f}" for k, v in rec["test"].items())
+        log(
+            f"[{i}/{total} {time.perf_counter() - start:7.1f}s] {rec['key']}: test {score} "
+            f"({rec['epochs']} epochs, {rec['seconds']:.0f}s)"
+        )
+
+    if workers <= 1:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for i, job in enumerate(todo, 1):
+                finish(i, run_job(exps[job.experiment], job, verbose))
+        finally:
+            torch.set_num_threads(previous)
+        return records
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(threads,)) as pool:  # fmt: skip
+        futures = [pool.submit(_run_in_worker, exps[j.experiment], j, verbose) for j in todo]
+        for i, fut in enumerate(as_completed(futures), 1):
+            finish(i, fut.result())
+    return records
+
+
+def _group(records: list[dict], *fields: str) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        out[tuple(r[f] for f in fields)].append(r)
+    return out
+
+
+def _by_seed(records: list[dict], split: str, metric: str) -> dict[int, float]:
+    return {r["seed"]: r[split][metric] for r in records if r[split] is not None}
+
+
+def summarise_relations(exp: RelationsExperiment, records: list[dict]) -> dict:
+    """Rows per (model, lr) and the val-selected comparison for one relations experiment."""
+    mine = [r for r in records if r["experiment"] == exp.key]
+    rows = []
+    groups = _group(mine, "kind", "lr")
+    for kind, lr in sorted(groups, key=lambda g: (MODEL_ORDER.index(g[0]), -g[1])):
+        rs = groups[(kind, lr)]
+        val = _by_seed(rs, "val", "pos_acc")
+        rows.append({
+            "kind": kind,
+            "lr": lr,
+            "n_seeds": len(rs),
+            "params": rs[0]["params"],
+            "attn_flops": rs[0]["attn_flops"],
+            "epochs": sum(r["epochs"] for r in rs) / len(rs),
+            "seconds": sum(r["seconds"] for r in rs) / len(rs),
+            "val_pos_acc": mean_ci(list(val.values())) if val else None,
+            "test_pos_acc": mean_ci([r["test"]["pos_acc"] for r in rs]),
+            "test_example_acc": mean_ci([r["test"]["example_acc"] for r in rs]),
+            "test_pos_by_seed": _by_seed(rs, "test", "pos_acc"),
+        })  # fmt: skip
+    best: dict[str, dict] = {}
+    for row in rows:  # learning rate chosen on mean validation accuracy, never on test
+        v = row["val_pos_acc"].mean if row["val_pos_acc"] else -math.inf
+        cur = best.get(row["kind"])
+        if cur is None or v > (cur["val_pos_acc"].mean if cur["val_pos_acc"] else -math.inf):
+            best[row["kind"]] = row
+    diff = None
+    if "mha" in best and "iha" in best:
+        a, b = best["iha"]["test_pos_by_seed"], best["mha"]["test_pos_by_seed"]
+        seeds = sorted(set(a) & set(b))
+        if seeds:
+            diff = paired_difference_ci([a[s] for s in seeds], [b[s] for s in seeds])
+    baselines = [r["baseline"] for r in mine if r["baseline"] is not None]
+    return {
+        "experiment": exp,
+        "rows": rows,
+        "best": best,
+        "diff": diff,
+        "baseline": mean_ci(baselines) if baselines else None,
+        "iha_over_mha_seconds": _time_ratio(best),
+    }
+
+
+def _time_ratio(best: dict[str, dict]) -> float | None:
+    if "mha" in best and "iha" in best and best["mha"]["seconds"] > 0:
+        # per example seen would be fairer when epochs differ; both are reported
+        return best["iha"]["seconds"] / best["mha"]["seconds"]
+    return None
+
+
+def summarise_sweep(exp: HeadSweep, records: list[dict]) -> dict:
+    """Metric vs heads for MHA and IHA, and the fewest heads that reach ``exp.solved``."""
+    mine = [r for r in records if r["experiment"] == exp.key]
+    curves: dict[str, list[dict]] = {"mha": [], "iha": []}
+    for (kind, heads), rs in sorted(_group(mine, "kind", "n_heads").items()):
+        curves[kind].append({
+            "n_heads": heads,
+            "n_seeds": len(rs),
+            "params": rs[0]["params"],
+            "attn_flops": rs[0]["attn_flops"],
+            "seconds": sum(r["seconds"] for r in rs) / len(rs),
+            "test": mean_ci([r["test"][exp.metric] for r in rs]),
+        })  # fmt: skip
+    sign = 1.0 if exp.higher_is_better else -1.0
+    needed = {}
+    for kind, points in curves.items():
+        ok = [p["n_heads"] for p in points if sign * (p["test"].mean - exp.solved) >= 0]
+        needed[kind] = min(ok) if ok else None
+    baselines = [r["baseline"] for r in mine if r["baseline"] is not None]
+    return {
+        "experiment": exp,
+        "curves": curves,
+        "needed": needed,
+        "paper": exp.paper_heads(),
+        "baseline": mean_ci(baselines) if baselines else None,
+    }
+
+
+def summarise(plan: SyntheticPlan, records: list[dict]) -> dict:
+    """Summaries of every experiment of ``plan`` from its records."""
+    return {
+        "relations": [summarise_relations(e, records) for e in plan.relations],
+        "sweeps": [summarise_sweep(e, records) for e in plan.sweeps],
+    }
+
+
+def machine_description() -> dict:
+    """CPU model, core count, Python and torch versions (for the report)."""
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": sys.platform,
+    }
