@@ -67,14 +67,31 @@ def collapse_heads(o: torch.Tensor, collapse: torch.Tensor, n_pseudo: int) -> to
 
 
 def choose_backend(
-    backend: str, spec: MaskSpec, kernel: str, key_padding_mask: torch.Tensor | None
+    backend: str,
+    spec: MaskSpec,
+    kernel: str,
+    key_padding_mask: torch.Tensor | None,
+    device: torch.device | None = None,
 ) -> str:
-    """The backend 'auto' resolves to for these inputs."""
+    """The backend 'auto' resolves to for these inputs (measured: docs/benchmarks.md).
+
+    - ``kernel="linear"``: "reference" (the only one that implements it).
+    - plain causal flat mask or no mask, without padding: "sdpa" (``is_causal`` / unmasked
+      fused kernel; on CUDA the flash kernel).
+    - everything else (token mask, windows, padding, a query block against a longer cache):
+      on CUDA "flex" (compiled FlexAttention with a block mask), elsewhere "blocked" (exact
+      pieces without a dense mask; windows in O(N*P * W*P)).
+    ``device=None`` means CPU.
+    """
     if backend != "auto":
         return backend
     if kernel != "softmax":
         return "reference"
-    return "sdpa"
+    if key_padding_mask is None and (spec.is_plain_causal or spec.is_full):
+        return "sdpa"
+    if device is not None and device.type == "cuda":
+        return "flex"
+    return "blocked"
 
 
 def attend(

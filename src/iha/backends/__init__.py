@@ -3,11 +3,25 @@
 Every backend takes pseudo queries (B, H, Nq*P, d) and pseudo keys/values (B, G, Nk*P, d) that
 are already mixed, interleaved and rotated, plus a ``MaskSpec``, and returns (B, H, Nq*P, d).
 They all agree with ``reference`` (the test oracle).
+
+- ``reference``: einsum + dense mask + softmax (the oracle).
+- ``sdpa``: ``F.scaled_dot_product_attention``; ``is_causal`` for the plain flat mask, else a
+  dense mask.
+- ``blocked``: no dense mask for any mode; windows in O(N*P * W*P) (``banded``), token-causal as
+  flat-causal plus a (P, P) within-token piece, cached prefixes as an unmasked piece.
+- ``flex``: ``torch.nn.attention.flex_attention`` with a block mask (GPU; forward-only on CPU).
 """
 
+from iha.backends.blocked import attend_blocked
+from iha.backends.flex import attend_flex
 from iha.backends.reference import attend_reference
 from iha.backends.sdpa import attend_sdpa
 
-BACKENDS = {"reference": attend_reference, "sdpa": attend_sdpa}
+BACKENDS = {
+    "reference": attend_reference,
+    "sdpa": attend_sdpa,
+    "blocked": attend_blocked,
+    "flex": attend_flex,
+}
 
-__all__ = ["BACKENDS", "attend_reference", "attend_sdpa"]
+__all__ = ["BACKENDS", "attend_blocked", "attend_flex", "attend_reference", "attend_sdpa"]
