@@ -179,14 +179,18 @@ def plot_all(summary: dict, out_dir: Path) -> list[str]:
                          for lr in lrs]  # fmt: skip
                 errs = [_err(rows[lr]["test_pos_acc"]) * 100 if lr in rows else 0 for lr in lrs]
                 ax.bar(xs, means, width, yerr=errs, capsize=4, label=_name(kind, exp))
+                for x, lr in zip(xs, lrs):
+                    seeds = list(rows[lr]["test_pos_by_seed"].values()) if lr in rows else []
+                    ax.scatter([x] * len(seeds), [v * 100 for v in seeds], s=9, color="black")
             if s["baseline"] is not None:
                 ax.axhline(s["baseline"].mean * 100, color="gray", ls="--", label="majority")
             ax.set_xticks(range(len(lrs)), [f"lr {lr:g}" for lr in lrs])
             lo = min([s["baseline"].mean * 100] if s["baseline"] else [50.0])
             ax.set_ylim(max(0.0, lo - 10), 100)
-            ax.set_ylabel("test per-position accuracy % (mean ± 95% CI)")
+            ax.set_ylabel("test per-position accuracy %")
             ax.set_title(f"{exp.name} relation composition, 1 layer, H={exp.n_heads}")
             ax.legend(loc="lower right", fontsize=8)
+        fig.suptitle("bars: mean ± 95% CI over seeds; dots: single seeds", fontsize=9)
         fig.tight_layout()
         fig.savefig(out_dir / "relations.png", dpi=110)
         plt.close(fig)
@@ -194,27 +198,40 @@ def plot_all(summary: dict, out_dir: Path) -> list[str]:
     for s in summary["sweeps"]:
         exp = s["experiment"]
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        scale = 100.0 if exp.metric == "pos_acc" else 1.0
-        for kind, points in s["curves"].items():
+        pct = exp.metric == "pos_acc"
+        scale = 100.0 if pct else 1.0
+        all_heads: set[int] = set()
+        for j, (kind, points) in enumerate(s["curves"].items()):
             if not points:
                 continue
             hs = [p["n_heads"] for p in points]
+            all_heads.update(hs)
             ms = [p["test"].mean * scale for p in points]
             es = [_err(p["test"]) * scale for p in points]
-            ax.errorbar(hs, ms, yerr=es, marker="o", capsize=4,
+            # on a log axis an interval reaching below 0 is drawn down to the axis floor
+            low = es if pct else [min(e, 0.95 * m) for e, m in zip(es, ms)]
+            color = f"C{j}"
+            ax.errorbar(hs, ms, yerr=[low, es], marker="o", capsize=4, color=color,
                         label="MHA" if kind == "mha" else "IHA (P = H)")  # fmt: skip
+            for p in points:  # every seed, small and offset a little for visibility
+                seeds = list(p["test_by_seed"].values())
+                x = [p["n_heads"] + (0.08 if kind == "iha" else -0.08)] * len(seeds)
+                ax.scatter(x, [v * scale for v in seeds], s=9, color=color, alpha=0.5)
+        ax.set_xticks(sorted(all_heads))
         paper_mha, paper_iha = s["paper"]
         ax.axvline(paper_mha, color="C0", ls=":", label=f"MHA construction: {paper_mha} heads")
         ax.axvline(paper_iha, color="C1", ls=":", label=f"IHA construction: {paper_iha} heads")
-        if exp.metric == "pos_acc":
-            ax.set_ylabel("test per-position accuracy % (mean ± 95% CI)")
+        if pct:
+            ax.set_ylabel("test per-position accuracy %")
+            ax.set_ylim(0, 100)
             if s["baseline"] is not None:
                 ax.axhline(s["baseline"].mean * 100, color="gray", ls="--", label="majority")
         else:
             ax.set_yscale("log")
-            ax.set_ylabel("worst-channel test nMSE (mean ± 95% CI)")
+            ax.set_ylabel("worst-channel test nMSE")
         ax.set_xlabel("heads H")
-        ax.set_title(f"{exp.name}: metric vs heads, 1 layer")
+        ax.set_title(f"{exp.name}: 1 layer, metric vs heads\nmean ± 95% CI over seeds; dots: seeds",
+                     fontsize=10)  # fmt: skip
         ax.legend(fontsize=7)
         fig.tight_layout()
         name = f"heads_{exp.name}.png"

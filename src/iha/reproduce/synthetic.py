@@ -251,6 +251,7 @@ def summarise_sweep(exp: HeadSweep, records: list[dict]) -> dict:
             "attn_flops": rs[0]["attn_flops"],
             "seconds": sum(r["seconds"] for r in rs) / len(rs),
             "test": mean_ci([r["test"][exp.metric] for r in rs]),
+            "test_by_seed": {r["seed"]: r["test"][exp.metric] for r in rs},
         })  # fmt: skip
     sign = 1.0 if exp.higher_is_better else -1.0
     needed = {}
