@@ -30,7 +30,9 @@ def register(name: str, module: str, help: str) -> None:
     SUBCOMMANDS[name] = (module, help)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser. Only the module of subcommand ``only`` is imported (its options are
+    added); the others are listed by name and help line, so ``iha --help`` stays fast."""
     parser = argparse.ArgumentParser(
         prog="iha", description="Interleaved Head Attention: train, evaluate, analyse."
     )
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
+        if name != only:
+            continue
         try:
             importlib.import_module(module).add_arguments(p)
         except ImportError as e:  # an optional extra is missing: say so when it is run
@@ -46,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=chosen)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
