@@ -1,0 +1,632 @@
+"""``iha bench``: attention benchmarks as ratios measured side by side in one run.
+
+Every number is a ratio of variants timed round-robin in the same process (a shared, noisy
+machine slows them alike), forward + backward in float32 unless stated, medians over
+``--repeats`` after one warm-up. Suites:
+
+- ``core`` (issue 2 item 8, issue 8): B=2, H=8, d=64, N=512, P=4. The IHA core (mix, interleave,
+  RoPE, attention, collapse) against its *floor* (SDPA ``is_causal`` on already-interleaved
+  (B, H, N*P, d) tensors), token vs flat mask, IHA vs MHA at the same N, the IHA module vs an MHA
+  module, and a *naive* dense-mask implementation (a (N*P)^2 boolean mask into SDPA, what public
+  re-implementations do).
+- ``window``: the paper's FLOP-matched sliding window W = N / (2 P^2) at N=2048, P=4, B=1 against
+  global causal MHA at the same N (equal FLOPs).
+- ``scaling``: the same ratios over N (512 ... 8192 with ``--full``) and P (1, 2, 4, 8 with
+  ``--full``); global IHA only while N*P <= 8192 (its cost grows as (N*P)^2).
+- ``decode``: tokens/s of incremental decoding with a KV cache (both cache policies) vs MHA.
+- ``memory``: peak memory of one forward + backward, each case in a fresh subprocess (peak RSS
+  on CPU, ``torch.cuda.max_memory_allocated`` on CUDA), window cases at growing N.
+- ``accuracy``: float32 error of each backend vs float64, over the float32 reference's error.
+
+Writes JSON (``--json``) and a markdown report (``--markdown``); prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iha.attention import InterleavedHeadAttention
+from iha.functional import collapse_heads, interleaved_head_attention, mix_heads, rope_pseudo
+from iha.masks import MaskSpec
+from iha.rope import apply_rope, rope_cos_sin
+
+SUITES = ("core", "window", "scaling", "decode", "memory", "accuracy")
+DEFAULT_SUITES = ("core", "window", "decode", "memory", "accuracy")
+ROPE_THETA = 10000.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Cases: each builds its inputs once and returns a closure that runs one forward + backward.
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark variant. ``kind`` selects the builder; the rest are its sizes/options."""
+
+    kind: str  # floor | mha | iha | naive | iha_module | mha_module
+    B: int
+    H: int
+    N: int
+    d: int
+    P: int = 1
+    mask: str = "flat"
+    window: int | None = None
+    backend: str = "auto"
+
+    def label(self) -> str:
+        parts = [self.kind]
+        if self.kind in ("iha", "naive", "iha_module"):
+            parts.append(self.mask + ("" if self.window is None else f"-W{self.window}"))
+        return "_".join(parts)
+
+
+def _mixing(H: int, P: int, gen: torch.Generator, device, dtype):
+    """Alphas near the identity (the module's default init) and a random global collapse."""
+    eye = torch.eye(H, device=device, dtype=dtype)[:, :, None].expand(H, H, P)
+    alphas = [
+        (eye + 0.02 * torch.randn(H, H, P, generator=gen).to(device, dtype)).requires_grad_()
+        for _ in range(3)
+    ]
+    collapse = (torch.randn(H, H * P, generator=gen) / math.sqrt(H * P)).to(device, dtype)
+    return alphas, collapse.requires_grad_()
+
+
+def _rand(gen, *shape, device, dtype, grad=True):
+    return torch.randn(*shape, generator=gen).to(device, dtype).requires_grad_(grad)
+
+
+def _naive_iha(q, k, v, alphas, collapse, mask: str, window: int | None) -> torch.Tensor:
+    """What public re-implementations do: mix, RoPE, a dense (N*P)^2 bool mask into SDPA."""
+    P = alphas[0].shape[-1]
+    N = q.shape[2]
+    qt = rope_pseudo(mix_heads(q, alphas[0]), 0, P, ROPE_THETA, "virtual")
+    kt = rope_pseudo(mix_heads(k, alphas[1]), 0, P, ROPE_THETA, "virtual")
+    vt = mix_heads(v, alphas[2])
+    allowed = MaskSpec(mask, P, N, N, window=window).allowed(q.device)  # (N*P, N*P)
+    o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed)
+    return collapse_heads(o, collapse, P)
+
+
+class MHA(nn.Module):
+    """Plain causal multi-head attention layer (q/k/v/o projections, RoPE, SDPA is_causal)."""
+
+    def __init__(self, d_model: int, n_heads: int, window: int | None = None) -> None:
+        super().__init__()
+        self.n_heads, self.window = n_heads, window
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (
+            nn.Linear(d_model, d_model, bias=False) for _ in range(4)
+        )
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        B, N, D = x.shape
+        H, d = self.n_heads, D // self.n_heads
+        q, k, v = (p(x).view(B, N, H, d).transpose(1, 2) for p in (self.q_proj, self.k_proj,
+                                                                  self.v_proj))
+        start = 0 if cache is None else cache.get("offset", 0)
+        cos, sin = rope_cos_sin(torch.arange(start, start + N, device=x.device), d, ROPE_THETA,
+                                x.dtype)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            cache.update(k=k, v=v, offset=start + N)
+            causal = N > 1
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and start == 0)
+        return self.o_proj(y.transpose(1, 2).reshape(B, N, D))
+
+
+def build(case: Case, device: torch.device, dtype=torch.float32, seed: int = 0) -> Callable:
+    """Inputs for ``case`` and a closure running one forward + backward on them."""
+    gen = torch.Generator().manual_seed(seed)
+    B, H, N, d, P = case.B, case.H, case.N, case.d, case.P
+    kw = dict(device=device, dtype=dtype)
+    params: list[torch.Tensor]
+    if case.kind == "floor":  # SDPA is_causal on the already-interleaved tensors
+        params = [_rand(gen, B, H, N * P, d, **kw) for _ in range(3)]
+
+        def forward():
+            return F.scaled_dot_product_attention(*params, is_causal=True)
+
+    elif case.kind == "mha":  # MHA attention core at the same N
+        params = [_rand(gen, B, H, N, d, **kw) for _ in range(3)]
+
+        def forward():
+            return F.scaled_dot_product_attention(*params, is_causal=True)
+
+    elif case.kind in ("iha", "naive"):
+        qkv = [_rand(gen, B, H, N, d, **kw) for _ in range(3)]
+        alphas, collapse = _mixing(H, P, gen, device, dtype)
+        params = [*qkv, *alphas, collapse]
+
+        if case.kind == "iha":
+
+            def forward():
+                return interleaved_head_attention(
+                    *qkv, *alphas, collapse, mask=case.mask, window=case.window,
+                    rope_theta=ROPE_THETA, backend=case.backend,
+                )
+
+        else:
+
+            def forward():
+                return _naive_iha(*qkv, alphas, collapse, case.mask, case.window)
+
+    elif case.kind in ("iha_module", "mha_module"):
+        torch.manual_seed(seed)
+        if case.kind == "iha_module":
+            module = InterleavedHeadAttention(
+                H * d, H, n_pseudo=P, mask=case.mask, window=case.window, backend=case.backend
+            )
+        else:
+            module = MHA(H * d, H)
+        module = module.to(device, dtype)
+        x = _rand(gen, B, N, H * d, **kw)
+        params = [x, *module.parameters()]
+
+        def forward():
+            return module(x)
+
+    else:
+        raise ValueError(f"unknown case kind {case.kind!r}")
+    grad_out = None
+
+    def step():
+        nonlocal grad_out
+        out = forward()
+        if grad_out is None:
+            grad_out = torch.randn(out.shape, generator=gen).to(device, dtype)
+        out.backward(grad_out)
+        for p in params:
+            p.grad = None
+
+    return step
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_round_robin(
+    steps: dict[str, Callable], repeats: int, device: torch.device
+) -> dict[str, dict[str, float]]:
+    """Median/min/max milliseconds of each step, timed in turn (one warm-up each first)."""
+    for step in steps.values():
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {
+        name: {"median": statistics.median(ts), "min": min(ts), "max": max(ts)}
+        for name, ts in times.items()
+    }
+
+
+@dataclass
+class Ratio:
+    name: str
+    num: str
+    den: str
+    target: float | None = None
+    note: str = ""
+
+
+@dataclass
+class SuiteResult:
+    name: str
+    config: dict
+    times_ms: dict = field(default_factory=dict)
+    ratios: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    def add_ratios(self, ratios: list[Ratio]) -> None:
+        for r in ratios:
+            value = self.times_ms[r.num]["median"] / self.times_ms[r.den]["median"]
+            self.ratios.append({
+                "name": r.name, "value": value, "target": r.target, "note": r.note,
+                "met": None if r.target is None else value <= r.target,
+            })
+
+
+def _sizes(smoke: bool, **full):
+    """Benchmark sizes, or tiny ones for ``--smoke`` (tests: seconds, numbers meaningless)."""
+    if not smoke:
+        return full
+    return {**full, "B": 1, "H": 2, "d": 16, "N": min(full["N"], 64), "P": min(full["P"], 2)}
+
+
+def suite_core(args, device) -> SuiteResult:
+    s = _sizes(args.smoke, B=2, H=8, d=64, N=512, P=4)
+    B, H, d, N, P = s["B"], s["H"], s["d"], s["N"], s["P"]
+    cases = {
+        "floor": Case("floor", B, H, N, d, P),
+        "mha": Case("mha", B, H, N, d),
+        "iha_flat": Case("iha", B, H, N, d, P, "flat"),
+        "iha_token": Case("iha", B, H, N, d, P, "token"),
+        "naive_flat": Case("naive", B, H, N, d, P, "flat"),
+        "naive_token": Case("naive", B, H, N, d, P, "token"),
+        "iha_module_flat": Case("iha_module", B, H, N, d, P, "flat"),
+        "mha_module": Case("mha_module", B, H, N, d),
+    }
+    res = SuiteResult("core", {**s, "dtype": "float32", "pass": "forward+backward"})
+    res.times_ms = time_round_robin(
+        {k: build(c, device) for k, c in cases.items()}, args.repeats, device
+    )
+    res.add_ratios([
+        Ratio("IHA core (flat) / SDPA floor", "iha_flat", "floor", 1.15,
+              "issue 8 target 1.15, issue 2 target 1.25"),
+        Ratio("IHA core token / flat", "iha_token", "iha_flat", 1.2),
+        Ratio("IHA core (token) / SDPA floor", "iha_token", "floor"),
+        Ratio("IHA core (flat) / MHA at the same N", "iha_flat", "mha", None,
+              f"attention FLOPs are P^2 = {P * P}x"),
+        Ratio("naive dense-mask (flat) / IHA core (flat)", "naive_flat", "iha_flat"),
+        Ratio("naive dense-mask (token) / IHA core (token)", "naive_token", "iha_token"),
+        Ratio("IHA module (flat) / MHA module", "iha_module_flat", "mha_module"),
+        Ratio("IHA module (flat) / SDPA floor", "iha_module_flat", "floor", None,
+              "the module adds the q/k/v/o projections"),
+    ])
+    return res
+
+
+def _paper_window(N: int, P: int) -> int:
+    return max(1, N // (2 * P * P))
+
+
+def suite_window(args, device) -> SuiteResult:
+    s = _sizes(args.smoke, B=1, H=8, d=64, N=2048, P=4)
+    B, H, d, N, P = s["B"], s["H"], s["d"], s["N"], s["P"]
+    W = _paper_window(N, P)
+    cases = {
+        "mha_global": Case("mha", B, H, N, d),
+        "iha_window_flat": Case("iha", B, H, N, d, P, "flat", W),
+        "iha_window_token": Case("iha", B, H, N, d, P, "token", W),
+        "naive_window_flat": Case("naive", B, H, N, d, P, "flat", W),
+    }
+    res = SuiteResult("window", {**s, "window": W, "dtype": "float32"})
+    res.times_ms = time_round_robin(
+        {k: build(c, device) for k, c in cases.items()}, args.repeats, device
+    )
+    res.add_ratios([
+        Ratio("sliding-window IHA (flat) / global causal MHA", "iha_window_flat", "mha_global",
+              1.3, "equal attention FLOPs"),
+        Ratio("sliding-window IHA (token) / global causal MHA", "iha_window_token",
+              "mha_global", 1.3),
+        Ratio("naive dense-mask window / banded IHA (flat)", "naive_window_flat",
+              "iha_window_flat"),
+    ])
+    return res
+
+
+def suite_scaling(args, device) -> SuiteResult:
+    if args.smoke:
+        grid = [(32, 2), (64, 2)]
+    elif args.full:
+        grid = [(n, p) for p in (1, 2, 4, 8) for n in (512, 1024, 2048, 4096, 8192)]
+    else:
+        grid = [(512, 4), (1024, 4), (2048, 4)]
+    B, H, d = (1, 2, 16) if args.smoke else (1, 8, 64)
+    global_limit = 8192 if args.full else 4096
+    res = SuiteResult("scaling", {"B": B, "H": H, "d": d, "grid": grid,
+                                  "global IHA while N*P <=": global_limit})
+    rows = []
+    for N, P in grid:
+        W = _paper_window(N, P)
+        cases = {
+            "mha": Case("mha", B, H, N, d),
+            "iha_window": Case("iha", B, H, N, d, P, "flat", W),
+        }
+        if N * P <= global_limit:
+            cases["floor"] = Case("floor", B, H, N, d, P)
+            cases["iha_global"] = Case("iha", B, H, N, d, P, "flat")
+        times = time_round_robin(
+            {k: build(c, device) for k, c in cases.items()}, args.repeats, device
+        )
+        row = {"N": N, "P": P, "W": W, "ms": {k: t["median"] for k, t in times.items()}}
+        row["window / mha"] = row["ms"]["iha_window"] / row["ms"]["mha"]
+        if "iha_global" in row["ms"]:
+            row["global / floor"] = row["ms"]["iha_global"] / row["ms"]["floor"]
+            row["global / mha"] = row["ms"]["iha_global"] / row["ms"]["mha"]
+        rows.append(row)
+        print(f"  scaling N={N} P={P}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    res.extra["rows"] = rows
+    return res
+
+
+def _decode_rate(module: nn.Module, prompt: int, steps: int, D: int, device, make_cache):
+    """Tokens/s of ``steps`` greedy-like steps (random inputs) after a ``prompt``-token prefill."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, prompt, D, generator=gen).to(device)
+    xs = [torch.randn(1, 1, D, generator=gen).to(device) for _ in range(steps)]
+    with torch.no_grad():
+        cache = make_cache()
+        module(x, cache=cache)
+        module(xs[0], cache=cache)  # warm-up step
+        _sync(device)
+        t0 = time.perf_counter()
+        for xt in xs[1:]:
+            module(xt, cache=cache)
+        _sync(device)
+    return (steps - 1) / (time.perf_counter() - t0)
+
+
+def suite_decode(args, device) -> SuiteResult:
+    H, d, P = (2, 16, 2) if args.smoke else (8, 64, 4)
+    D = H * d
+    prompts = (32,) if args.smoke else ((512, 2048, 8192) if args.full else (512, 2048))
+    steps = 4 if args.smoke else 17
+    res = SuiteResult("decode", {"B": 1, "H": H, "d": d, "P": P, "steps": steps - 1})
+    rows = []
+    torch.manual_seed(0)
+    mha = MHA(D, H).to(device).eval()
+    for T in prompts:
+        W = _paper_window(T, P)
+        row = {"prompt": T, "window": W}
+        row["mha tok/s"] = _decode_rate(mha, T, steps, D, device, dict)
+        for mask, window in (("flat", None), ("token", None), ("flat", W)):
+            layer = InterleavedHeadAttention(D, H, n_pseudo=P, mask=mask, window=window)
+            layer = layer.to(device).eval()
+            for policy in ("raw", "pseudo"):
+                name = f"iha {mask}{'' if window is None else '-W'} {policy} tok/s"
+                row[name] = _decode_rate(
+                    layer, T, steps, D, device, lambda layer=layer, p=policy: layer.make_cache(p)
+                )
+        rows.append(row)
+        print(f"  decode T={T}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    res.extra["rows"] = rows
+    return res
+
+
+def _peak_child(case_json: str, device: str, threads: int) -> None:
+    """Run in a fresh process: one forward + backward of a case; print its peak memory (MB)."""
+    torch.set_num_threads(threads)
+    case = Case(**json.loads(case_json))
+    dev = torch.device(device)
+    step = build(case, dev)
+    step()  # warm-up: one-time allocations of the kernels' libraries do not count
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        base = _rss_kib("VmRSS")
+        try:  # reset the peak-RSS counter (Linux >= 4.0) so that imports do not count
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+        step()
+        peak = (_rss_kib("VmHWM") - base) * 1024
+    print(json.dumps({"peak_mb": peak / 2**20}))
+
+
+def _rss_kib(field_name: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+def peak_memory_mb(case: Case, device: torch.device, threads: int) -> float:
+    """Peak memory of one forward + backward of ``case``, measured in a subprocess."""
+    spec = json.dumps(case.__dict__)
+    code = f"from iha.bench import _peak_child; _peak_child({spec!r}, {str(device)!r}, {threads})"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def suite_memory(args, device) -> SuiteResult:
+    if args.smoke:
+        B, H, d, P, Ns = 1, 2, 16, 2, (32,)
+    else:
+        B, H, d, P, Ns = 1, 8, 64, 4, (1024, 2048, 4096)
+    res = SuiteResult("memory", {"B": B, "H": H, "d": d, "P": P,
+                                 "measure": "peak RSS delta of one fwd+bwd, own process"})
+    rows = []
+    for N in Ns:
+        W = _paper_window(N, P)
+        cases = {
+            "mha": Case("mha", B, H, N, d),
+            "iha_window_flat": Case("iha", B, H, N, d, P, "flat", W),
+            "iha_window_token": Case("iha", B, H, N, d, P, "token", W),
+        }
+        if N <= (32 if args.smoke else 2048):
+            cases["floor"] = Case("floor", B, H, N, d, P)
+            cases["iha_flat"] = Case("iha", B, H, N, d, P, "flat")
+            cases["iha_token"] = Case("iha", B, H, N, d, P, "token")
+            cases["naive_token"] = Case("naive", B, H, N, d, P, "token")
+            cases["naive_window_flat"] = Case("naive", B, H, N, d, P, "flat", W)
+        row = {"N": N, "W": W}
+        for name, case in cases.items():
+            row[name] = peak_memory_mb(case, device, args.threads)
+        rows.append(row)
+        print(f"  memory N={N}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    res.extra["rows"] = rows
+    return res
+
+
+def suite_accuracy(args, device) -> SuiteResult:
+    """max |out - exact| in float32 over the float32 reference's, exact = reference in float64."""
+    from iha.backends import BACKENDS
+
+    N, P, H, d = (16, 2, 2, 8) if args.smoke else (256, 4, 4, 64)
+    res = SuiteResult("accuracy", {"N": N, "P": P, "H": H, "d": d, "q scale": 3.0})
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for mask, window, prefix in (("flat", None, 0), ("token", None, 0), ("flat", 16, 0),
+                                 ("token", 8, 0), ("flat", None, N // 4)):
+        spec = MaskSpec(mask, P, N, N + prefix, q_start=prefix, window=window)
+        q = 3 * torch.randn(1, H, N * P, d, generator=gen, dtype=torch.float64)
+        k, v = (torch.randn(1, H, (N + prefix) * P, d, generator=gen, dtype=torch.float64)
+                for _ in range(2))
+        exact = BACKENDS["reference"](q, k, v, spec, scale=d**-0.5)
+        low = [t.float().to(device) for t in (q, k, v)]
+        row = {"mask": mask, "window": window, "cached prefix": prefix}
+        errs = {}
+        for name in ("reference", "sdpa", "blocked"):
+            out = BACKENDS[name](*low, spec, scale=d**-0.5)
+            errs[name] = (out.double().cpu() - exact).abs().max().item()
+        row.update({f"{n} err": e for n, e in errs.items()})
+        row.update({f"{n} / reference": errs[n] / errs["reference"] for n in ("sdpa", "blocked")})
+        rows.append(row)
+    res.extra["rows"] = rows
+    return res
+
+
+SUITE_FUNCS = {
+    "core": suite_core, "window": suite_window, "scaling": suite_scaling,
+    "decode": suite_decode, "memory": suite_memory, "accuracy": suite_accuracy,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+
+
+def machine_info(device: torch.device, threads: int) -> dict:
+    info = {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": threads,
+        "device": str(device), "python": platform.python_version(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    if hasattr(os, "getloadavg"):
+        info["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def _fmt(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+    return str(x)
+
+
+def _table(rows: list[dict]) -> list[str]:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys and k != "ms"]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(k, "")) for k in keys) + " |")
+    return lines
+
+
+def to_markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        "# iha bench",
+        "",
+        f"Machine: {m['processor']}, {m['cpu_count']} cores, torch {m['torch']}, "
+        f"{m['threads']} thread(s), device {m['device']}"
+        + (f" ({m['gpu']})" if "gpu" in m else "")
+        + f"; load average at start {m.get('loadavg_start')}, at end {m.get('loadavg_end')}.",
+        f"Command: `{report['command']}`",
+    ]
+    for name, suite in report["suites"].items():
+        lines += ["", f"## {name}", "", "Config: " + json.dumps(suite["config"]), ""]
+        if suite["times_ms"]:
+            lines += ["| variant | median ms | min ms | max ms |", "|---|---|---|---|"]
+            for var, t in suite["times_ms"].items():
+                lines.append(f"| {var} | {t['median']:.1f} | {t['min']:.1f} | {t['max']:.1f} |")
+            lines.append("")
+        if suite["ratios"]:
+            lines += ["| ratio | value | target | met | note |", "|---|---|---|---|---|"]
+            for r in suite["ratios"]:
+                target = "" if r["target"] is None else f"<= {r['target']}"
+                met = "" if r["met"] is None else ("yes" if r["met"] else "NO")
+                lines.append(f"| {r['name']} | {r['value']:.3f} | {target} | {met} | {r['note']} |")
+        if suite["extra"].get("rows"):
+            lines += _table(suite["extra"]["rows"])
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", nargs="+", choices=(*SUITES, "all"), default=list(DEFAULT_SUITES),
+                   help=f"suites to run (default: {' '.join(DEFAULT_SUITES)})")
+    p.add_argument("--full", action="store_true",
+                   help="full sweeps: N up to 8192, P in 1 2 4 8, longer decode prompts")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds; numbers meaningless)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per variant (median)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: least affected by other jobs on the host)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--json", type=str, default=None, help="write the results as JSON here")
+    p.add_argument("--markdown", type=str, default=None, help="write the markdown report here")
+
+
+def run(args: argparse.Namespace) -> int:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("iha bench: --device cuda but CUDA is not available", file=sys.stderr)
+        return 2
+    if args.repeats < 1 or args.threads < 1:
+        print("iha bench: --repeats and --threads must be >= 1", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    suites = list(SUITES) if "all" in args.suite else list(dict.fromkeys(args.suite))
+    report = {
+        "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+        "machine": machine_info(device, args.threads),
+        "settings": {"suites": suites, "repeats": args.repeats, "full": args.full,
+                     "smoke": args.smoke},
+        "suites": {},
+    }
+    for name in suites:
+        print(f"iha bench: {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        res = SUITE_FUNCS[name](args, device)
+        res.extra["seconds"] = round(time.perf_counter() - t0, 1)
+        report["suites"][name] = res.__dict__
+    if hasattr(os, "getloadavg"):
+        report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    md = to_markdown(report)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(md)
+    print(md)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="iha bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
