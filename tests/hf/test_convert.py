@@ -61,11 +61,13 @@ def _randomize(model: torch.nn.Module, seed: int) -> None:
 
 
 def make_model(kind: str, seed: int = 0) -> torch.nn.Module:
-    """Tiny random model: llama, llama3 (llama3 RoPE scaling), qwen2 (biases, sliding window on
-    layer 1), mistral (sliding window 5)."""
+    """Tiny random model: llama, llama-eager, llama3 (llama3 RoPE scaling), qwen2 (biases,
+    sliding window on layer 1), mistral (sliding window 5)."""
     T = transformers
     if kind == "llama":
         model = T.LlamaForCausalLM(T.LlamaConfig(**COMMON))
+    elif kind == "llama-eager":  # additive float masks instead of sdpa's boolean ones
+        model = T.LlamaForCausalLM(T.LlamaConfig(**{**COMMON, "attn_implementation": "eager"}))
     elif kind == "llama3":
         model = T.LlamaForCausalLM(T.LlamaConfig(**COMMON, rope_parameters=LLAMA3_ROPE))
     elif kind == "qwen2":
@@ -146,7 +148,7 @@ def reference_layer(attn: IHAConvertedAttention, rotary, x: torch.Tensor) -> tor
 # exactness
 
 
-@pytest.mark.parametrize("kind", ["llama", "llama3", "qwen2", "mistral"])
+@pytest.mark.parametrize("kind", ["llama", "llama-eager", "llama3", "qwen2", "mistral"])
 def test_exact_conversion_matches_original_logits(kind):
     model = make_model(kind)
     ids, mask = left_padded_batch(n=14)
@@ -234,12 +236,28 @@ def test_paper_mode_runs_and_reports_drift():
     assert not converted_layers(model)  # measure_drift converts a copy
 
 
+def test_convert_report_prints_both_modes_and_the_control(capsys):
+    from iha.hf.convert_report import main as report_main
+
+    argv = ["--train-steps", "2", "--finetune-steps", "1", "--seq-len", "16", "--rows", "2"]
+    assert report_main(argv) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(r["mode"], r["stage"]) for r in rows] == [
+        ("exact", "converted"),
+        ("exact", "+1 IHA-only steps"),
+        ("paper", "converted"),
+        ("paper", "+1 IHA-only steps"),
+        ("original", "+1 norm-only steps"),
+    ]
+    assert rows[0]["max_abs_logit_diff"] < 1e-4 < rows[2]["max_abs_logit_diff"]
+
+
 # ---------------------------------------------------------------------------------------------
 # generation and caches
 
 
 @pytest.mark.parametrize(
-    "kind,mode", [("llama3", "exact"), ("qwen2", "exact"), ("mistral", "paper"), ("qwen2", "paper")]
+    "kind,mode", [("llama3", "exact"), ("qwen2", "exact"), ("mistral", "paper")]
 )
 def test_cached_and_uncached_greedy_generation_agree(kind, mode):
     model = make_model(kind)
@@ -457,7 +475,7 @@ def test_freeze_except_mixing_then_sft_steps_reduce_the_loss():
         return torch.nn.functional.cross_entropy(out.reshape(-1, VOCAB), targets.reshape(-1))
 
     losses = []
-    for _ in range(12):
+    for _ in range(8):
         loss = loss_fn()
         opt.zero_grad()
         loss.backward()

@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         "--finetune-steps",
         type=int,
         default=0,
-        help="then fine-tune each converted model this many steps, mixing and norms only "
-        "(built-in model only), and report it again",
+        help="then fine-tune each converted model this many steps, mixing and norms only, "
+        "and the original's norms as a control (built-in model only); report them again",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -167,6 +167,16 @@ def main(argv: list[str] | None = None) -> int:
             _train(converted, train_ids, args.finetune_steps, args.seq_len, 16, lr=1e-2)
             row = measure_drift(model, sample, converted=converted)
             results.append({**settings, "stage": f"+{args.finetune_steps} IHA-only steps", **row})
+    if args.finetune_steps > 0 and train_ids is not None:
+        # Control: the same steps on the original model's norms, the only non-mixing
+        # parameters the IHA-only runs train.
+        control = copy.deepcopy(model)
+        for name, p in control.named_parameters():
+            p.requires_grad_("norm" in name)
+        _train(control, train_ids, args.finetune_steps, args.seq_len, 16, lr=1e-2)
+        row = measure_drift(model, sample, converted=control)
+        stage = f"+{args.finetune_steps} norm-only steps"
+        results.append({"num_pseudo_heads": "-", "mode": "original", "stage": stage, **row})
     header = ("mode", "P", "stage", "max abs dlogit", "mean abs dlogit", "top-1 agree")
     print("| " + " | ".join(header + ("ppl orig", "ppl conv")) + " |")
     print("|---" * (len(header) + 2) + "|")
