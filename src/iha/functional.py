@@ -79,8 +79,9 @@ def choose_backend(
     - plain causal flat mask or no mask, without padding: "sdpa" (``is_causal`` / unmasked
       fused kernel; on CUDA the flash kernel).
     - everything else (token mask, windows, padding, a query block against a longer cache):
-      on CUDA "flex" (compiled FlexAttention with a block mask), elsewhere "blocked" (exact
-      pieces without a dense mask; windows in O(N*P * W*P)).
+      on CUDA "flex" (compiled FlexAttention with a block mask) or, for decoding (at most 64
+      query rows: the dense mask is tiny), "sdpa"; elsewhere "blocked" (exact pieces without a
+      dense mask; windows in O(N*P * W*P); few query rows as one piece with a small mask).
     ``device=None`` means CPU.
     """
     if backend != "auto":
@@ -90,7 +91,7 @@ def choose_backend(
     if key_padding_mask is None and (spec.is_plain_causal or spec.is_full):
         return "sdpa"
     if device is not None and device.type == "cuda":
-        return "flex"
+        return "sdpa" if spec.n_q * spec.n_pseudo <= 64 else "flex"
     return "blocked"
 
 
@@ -107,7 +108,7 @@ def attend(
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
     """Masked attention of pseudo queries over pseudo keys (SPEC.md steps 4-5)."""
-    name = choose_backend(backend, spec, kernel, key_padding_mask)
+    name = choose_backend(backend, spec, kernel, key_padding_mask, qt.device)
     return BACKENDS[name](
         qt,
         kt,
