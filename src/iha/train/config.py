@@ -343,12 +343,23 @@ def batch_geometry(cfg: RunConfig, world_size: int) -> tuple[int, int]:
 def resolve_model_dict(raw: dict[str, Any]) -> dict[str, Any]:
     """Expand ``preset`` and check every key and type against ``iha.models.ModelConfig``.
 
+    A table with ``factory = "package.module:function"`` builds another model instead (for
+    example ``iha.hf.convert:sft_model_factory`` for a converted Hugging Face checkpoint): the
+    function receives the other keys of the table and checks them itself.
+
     Returns the full ``ModelConfig.to_dict()`` (every field), so a saved run does not depend on
     preset definitions that may change later.
     """
     from iha.models import ModelConfig, get_preset
 
     raw = dict(raw)
+    if "factory" in raw:  # a user model: its factory checks the rest of the table
+        factory = raw["factory"]
+        if not isinstance(factory, str) or ":" not in factory:
+            raise ConfigError(
+                f"config key 'model.factory' must be 'package.module:function', got {factory!r}"
+            )
+        return raw
     preset = raw.pop("preset", None)
     base: dict[str, Any] = {}
     if preset is not None:

@@ -340,7 +340,8 @@ class PackedStream:
 # synthetic tasks
 
 
-def _import_object(spec: str) -> Any:
+def import_object(spec: str) -> Any:
+    """The object named by ``"package.module:name"`` (ValueError naming it when it is missing)."""
     module, _, name = spec.partition(":")
     try:
         return getattr(importlib.import_module(module), name)
@@ -352,7 +353,7 @@ def build_task(name: str, task_args: dict[str, Any], seed: int) -> Any:
     """A synthetic task: a name known to :func:`iha.tasks.make_task`, or ``module:Class``."""
     try:
         if ":" in name:
-            return _import_object(name)(seed=seed, **task_args)
+            return import_object(name)(seed=seed, **task_args)
         from iha.tasks import make_task
 
         return make_task(name, seed=seed, **task_args)
@@ -471,7 +472,7 @@ def build_data(
         if cfg.hf_val_split and val_batches:
             val_source = HFDocuments(cfg, cfg.hf_val_split, tokenizer)
     else:
-        factory = _import_object(cfg.source)
+        factory = import_object(cfg.source)
         train_source = factory(cfg, tokenizer, "train", seed)
         val_source = factory(cfg, tokenizer, "val", seed) if val_batches else None
     train = PackedStream(train_source, cfg.seq_len, batch_size, cfg.shuffle, seed)

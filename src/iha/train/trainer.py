@@ -36,7 +36,7 @@ from torch import nn
 from iha.train import checkpoint as ckpt
 from iha.train import distributed as D
 from iha.train.config import ConfigError, RunConfig, batch_geometry, dump_toml
-from iha.train.data import Batch, TrainData, build_data, shard_rows
+from iha.train.data import Batch, TrainData, build_data, import_object, shard_rows
 from iha.train.metrics import MetricsWriter, Progress
 from iha.train.optim import build_optimizer
 
@@ -47,9 +47,13 @@ ModelFactory = Callable[[dict[str, Any]], nn.Module]
 
 
 def build_model(model_cfg: dict[str, Any]) -> nn.Module:
-    """``iha.models.DecoderLM`` from a resolved ``[model]`` table."""
+    """``iha.models.DecoderLM`` from a resolved ``[model]`` table, or the model of its
+    ``factory = "package.module:function"`` called with the table's other keys."""
     from iha.models import DecoderLM, ModelConfig
 
+    if "factory" in model_cfg:
+        rest = {k: v for k, v in model_cfg.items() if k != "factory"}
+        return import_object(model_cfg["factory"])(rest)
     return DecoderLM(ModelConfig.from_dict(model_cfg))
 
 
