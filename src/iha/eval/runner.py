@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -87,11 +88,18 @@ def _cut_at_stop(rows: torch.Tensor, stop_token_ids: Sequence[int]) -> list[list
     return out
 
 
+def _context_length(model: Any) -> int | None:
+    """The training context of a model with a ``config.max_position_embeddings``, else None."""
+    value = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return value if isinstance(value, int) else None
+
+
 class ModelGenerator:
     """An ``iha`` decoder LM behind the :class:`Generator` interface.
 
     ``generate_fn`` defaults to ``iha.models.generate`` (imported on first use); any function
-    with its signature works (the tests pass a stand-in).
+    with its signature works (the tests pass a stand-in). ``context_length`` is the model's
+    ``config.max_position_embeddings`` (None when it has none).
     """
 
     def __init__(
@@ -103,6 +111,7 @@ class ModelGenerator:
     ) -> None:
         self.model, self.pad_token_id, self.device = model, pad_token_id, device
         self.generate_fn = generate_fn
+        self.context_length = _context_length(model)
 
     def __call__(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[int]]:
         fn = self.generate_fn
@@ -129,6 +138,7 @@ class HFGenerator:
 
     def __init__(self, model: Any, pad_token_id: int, device: torch.device | str = "cpu") -> None:
         self.model, self.pad_token_id, self.device = model, pad_token_id, device
+        self.context_length = _context_length(model)
 
     def __call__(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[int]]:
         ids, mask = _left_pad(prompts, self.pad_token_id, self.device)
@@ -168,9 +178,21 @@ def generate_all(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[list[int]]:
     """Run ``prompts`` through ``generator`` in batches of ``batch_size`` (batch b gets the seed
-    derived from ``(params.seed, b)``, so results do not depend on what ran before)."""
+    derived from ``(params.seed, b)``, so results do not depend on what ran before).
+
+    Warns (UserWarning) when a prompt plus ``max_new_tokens`` is longer than the generator's
+    ``context_length`` (the model was never trained at those positions)."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
+    context = getattr(generator, "context_length", None)
+    longest = max((len(p) for p in prompts), default=0) + params.max_new_tokens
+    if context is not None and longest > context:
+        warnings.warn(
+            f"prompts need up to {longest} tokens (prompt + max_new_tokens) but the model was "
+            f"trained on {context} (max_position_embeddings): it runs beyond its training "
+            "context",
+            stacklevel=2,
+        )
     out: list[list[int]] = []
     for b, start in enumerate(range(0, len(prompts), batch_size)):
         chunk = prompts[start : start + batch_size]

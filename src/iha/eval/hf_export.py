@@ -1,0 +1,176 @@
+"""Export an ``iha train`` checkpoint as a Hugging Face model directory.
+
+The directory holds ``config.json`` (an :class:`iha.hf.IHAConfig`), ``model.safetensors`` (the
+same ``DecoderLM`` weights under ``model.*``) and the run's tokenizer, so any ``transformers``
+tool can load it once ``iha.hf`` is imported (it registers ``model_type="iha"``). It also holds
+two three-line shim modules and an ``auto_map`` entry in ``config.json``, so that tools which do
+not import ``iha`` (the plain ``lm_eval`` command, ``AutoModelForCausalLM.from_pretrained`` in
+a fresh process) load it with ``trust_remote_code=True``: the shims only import the classes
+from the installed ``iha`` package, no model code is copied.
+
+The run's byte tokenizer (``data.tokenizer = "byte"``) is written as an equivalent
+``PreTrainedTokenizerFast`` (:func:`hf_byte_tokenizer`): the same ids for every text, the same
+special tokens and the same chat template as :class:`iha.tokenizers.ByteTokenizer`.
+
+Command line::
+
+    python -m iha.eval.hf_export runs/sft hf/sft            # RUN_DIR_OR_CHECKPOINT OUT_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from iha.tokenizers import ByteTokenizer
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_iha.IHAConfig",
+    "AutoModelForCausalLM": "modeling_iha.IHAForCausalLM",
+}
+_SHIMS = {
+    "configuration_iha.py": (
+        '"""Loads the installed iha package\'s IHAConfig (trust_remote_code shim)."""\n'
+        "from iha.hf.configuration import IHAConfig\n\n"
+        '__all__ = ["IHAConfig"]\n'
+    ),
+    "modeling_iha.py": (
+        '"""Loads the installed iha package\'s IHAForCausalLM (trust_remote_code shim)."""\n'
+        "from iha.hf.modeling import IHAForCausalLM\n\n"
+        '__all__ = ["IHAForCausalLM"]\n'
+    ),
+}
+
+# the Jinja form of iha.tokenizers.plain_chat_template for the byte tokenizer
+BYTE_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ '<|eos|>' }}{% else %}{{ '\\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+
+
+def hf_byte_tokenizer() -> Any:
+    """A ``transformers.PreTrainedTokenizerFast`` equal to :class:`~iha.tokenizers.ByteTokenizer`.
+
+    Byte b has id b (a byte-level BPE without merges), ``<|bos|>``, ``<|eos|>``, ``<|pad|>`` are
+    the special ids 256, 257, 258; ``add_special_tokens=True`` prepends ``<|bos|>`` (what the
+    training data does); the chat template renders like ``ByteTokenizer.apply_chat_template``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    byte_tok = ByteTokenizer()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()  # the 256 printable stand-ins of the bytes
+    # ByteLevel's byte -> character table (GPT-2's): printable ASCII and Latin-1 map to
+    # themselves, the other bytes to 256 + k in order
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    table = {b: chr(b) for b in keep}
+    table.update({b: chr(256 + k) for k, b in enumerate(b for b in range(256) if b not in table)})
+    if set(table.values()) != set(alphabet):
+        raise RuntimeError("tokenizers' ByteLevel alphabet is not the expected byte table")
+    raw = Tokenizer(models.BPE(vocab={table[b]: b for b in range(256)}, merges=[]))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.add_special_tokens(list(ByteTokenizer.SPECIAL_TOKENS))  # ids 256, 257, 258
+    raw.post_processor = processors.TemplateProcessing(
+        single="<|bos|> $A",
+        pair="<|bos|> $A $B",
+        special_tokens=[("<|bos|>", byte_tok.bos_token_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        bos_token="<|bos|>",
+        eos_token="<|eos|>",
+        pad_token="<|pad|>",
+        chat_template=BYTE_CHAT_TEMPLATE,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def export_hf(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    tokenizer: str | None = None,
+    remote_code: bool = True,
+) -> Path:
+    """Write the model of an ``iha train`` run / checkpoint as a Hugging Face model directory.
+
+    Args:
+        checkpoint: a run directory, its ``checkpoints`` directory or one checkpoint directory.
+        out_dir: created if needed; existing files of the same names are replaced.
+        tokenizer: ``"byte"`` or a Hugging Face tokenizer name / directory; default: the run's
+            ``data.tokenizer``.
+        remote_code: also write the ``trust_remote_code`` shims and ``auto_map``.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    import iha.hf  # noqa: F401  registers model_type "iha"
+    from iha.hf import IHAConfig, IHAForCausalLM
+    from iha.models import ModelConfig
+    from iha.train.trainer import load_trained_model
+
+    model, config, found = load_trained_model(checkpoint, "cpu")
+    name = tokenizer or config.get("data", {}).get("tokenizer", "byte")
+    if name == "byte":
+        hf_tok = hf_byte_tokenizer()
+    else:
+        from transformers import AutoTokenizer
+
+        hf_tok = AutoTokenizer.from_pretrained(name)
+    model_cfg = ModelConfig.from_dict(config["model"])
+    pad = hf_tok.pad_token_id if hf_tok.pad_token_id is not None else hf_tok.eos_token_id
+    hf_cfg = IHAConfig.from_model_config(
+        model_cfg,
+        bos_token_id=hf_tok.bos_token_id,
+        eos_token_id=hf_tok.eos_token_id,
+        pad_token_id=pad,
+    )
+    if remote_code:
+        hf_cfg.auto_map = dict(AUTO_MAP)
+    hf_model = IHAForCausalLM(hf_cfg)
+    hf_model.model.load_state_dict(model.state_dict())
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hf_model.eval().save_pretrained(out)
+    hf_tok.save_pretrained(out)
+    if remote_code:
+        for file, text in _SHIMS.items():
+            (out / file).write_text(text, encoding="utf-8")
+    (out / "iha_export.json").write_text(
+        json.dumps({"checkpoint": str(found), "tokenizer": name}, indent=1) + "\n",
+        encoding="utf-8",
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m iha.eval.hf_export",
+        description="Export an iha train run/checkpoint as a Hugging Face model directory.",
+    )
+    parser.add_argument("checkpoint", help="iha run dir, its checkpoints dir or a checkpoint dir")
+    parser.add_argument("out_dir", help="output directory")
+    parser.add_argument("--tokenizer", help="'byte' or a HF tokenizer (default: the run's)")
+    parser.add_argument(
+        "--no-remote-code",
+        action="store_true",
+        help="omit the trust_remote_code shims (then load it after 'import iha.hf')",
+    )
+    args = parser.parse_args(argv)
+    try:
+        out = export_hf(
+            args.checkpoint, args.out_dir, args.tokenizer, remote_code=not args.no_remote_code
+        )
+    except (ValueError, FileNotFoundError, OSError) as e:
+        print(f"iha.eval.hf_export: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
