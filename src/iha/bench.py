@@ -40,7 +40,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from iha.attention import InterleavedHeadAttention
-from iha.functional import collapse_heads, interleaved_head_attention, mix_heads, rope_pseudo
+from iha.backends import BACKENDS
+from iha.functional import (
+    choose_backend,
+    collapse_heads,
+    interleaved_head_attention,
+    mix_heads,
+    rope_pseudo,
+)
 from iha.masks import MaskSpec
 from iha.rope import apply_rope, rope_cos_sin
 
@@ -57,7 +64,7 @@ ROPE_THETA = 10000.0
 class Case:
     """One benchmark variant. ``kind`` selects the builder; the rest are its sizes/options."""
 
-    kind: str  # floor | mha | iha | naive | iha_module | mha_module
+    kind: str  # floor | mha | attn | iha | naive | iha_module | mha_module
     B: int
     H: int
     N: int
@@ -69,7 +76,7 @@ class Case:
 
     def label(self) -> str:
         parts = [self.kind]
-        if self.kind in ("iha", "naive", "iha_module"):
+        if self.kind in ("attn", "iha", "naive", "iha_module"):
             parts.append(self.mask + ("" if self.window is None else f"-W{self.window}"))
         return "_".join(parts)
 
@@ -148,6 +155,14 @@ def build(case: Case, device: torch.device, dtype=torch.float32, seed: int = 0) 
 
         def forward():
             return F.scaled_dot_product_attention(*params, is_causal=True)
+
+    elif case.kind == "attn":  # the attention step alone, on already-interleaved tensors
+        params = [_rand(gen, B, H, N * P, d, **kw) for _ in range(3)]
+        spec = MaskSpec(case.mask, P, N, N, window=case.window)
+        attend_fn = BACKENDS[choose_backend(case.backend, spec, "softmax", None, device)]
+
+        def forward():
+            return attend_fn(*params, spec, scale=d**-0.5)
 
     elif case.kind in ("iha", "naive"):
         qkv = [_rand(gen, B, H, N, d, **kw) for _ in range(3)]
@@ -305,7 +320,10 @@ def suite_window(args, device) -> SuiteResult:
         "mha_global": Case("mha", B, H, N, d),
         "iha_window_flat": Case("iha", B, H, N, d, P, "flat", W),
         "iha_window_token": Case("iha", B, H, N, d, P, "token", W),
+        "attn_window_flat": Case("attn", B, H, N, d, P, "flat", W),
         "naive_window_flat": Case("naive", B, H, N, d, P, "flat", W),
+        "mha_module": Case("mha_module", B, H, N, d),
+        "iha_module_window_flat": Case("iha_module", B, H, N, d, P, "flat", W),
     }
     res = SuiteResult("window", {**s, "window": W, "dtype": "float32"})
     res.times_ms = time_round_robin(
@@ -316,6 +334,10 @@ def suite_window(args, device) -> SuiteResult:
               1.3, "equal attention FLOPs"),
         Ratio("sliding-window IHA (token) / global causal MHA", "iha_window_token",
               "mha_global", 1.3),
+        Ratio("banded attention alone (flat) / global causal MHA", "attn_window_flat",
+              "mha_global", None, "attention step only: no mixing, RoPE, collapse"),
+        Ratio("sliding-window IHA module (flat) / MHA module", "iha_module_window_flat",
+              "mha_module", 1.3, "layers with projections; MHA module has RoPE too"),
         Ratio("naive dense-mask window / banded IHA (flat)", "naive_window_flat",
               "iha_window_flat"),
     ])
@@ -402,7 +424,10 @@ def suite_decode(args, device) -> SuiteResult:
 
 
 def _peak_child(case_json: str, device: str, threads: int) -> None:
-    """Run in a fresh process: one forward + backward of a case; print its peak memory (MB)."""
+    """Run in a fresh process: one forward + backward of a case; print its peak memory (MB).
+
+    Peak over the state after a warm-up step (inputs and parameters allocated, no gradients).
+    """
     torch.set_num_threads(threads)
     case = Case(**json.loads(case_json))
     dev = torch.device(device)
@@ -439,7 +464,9 @@ def peak_memory_mb(case: Case, device: torch.device, threads: int) -> float:
     """Peak memory of one forward + backward of ``case``, measured in a subprocess."""
     spec = json.dumps(case.__dict__)
     code = f"from iha.bench import _peak_child; _peak_child({spec!r}, {str(device)!r}, {threads})"
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    # A fixed mmap threshold makes glibc map every large tensor and unmap it on free, so the
+    # peak RSS tracks live tensors (a dynamic threshold keeps freed memory resident).
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
@@ -478,8 +505,6 @@ def suite_memory(args, device) -> SuiteResult:
 
 def suite_accuracy(args, device) -> SuiteResult:
     """max |out - exact| in float32 over the float32 reference's, exact = reference in float64."""
-    from iha.backends import BACKENDS
-
     N, P, H, d = (16, 2, 2, 8) if args.smoke else (256, 4, 4, 64)
     res = SuiteResult("accuracy", {"N": N, "P": P, "H": H, "d": d, "q scale": 3.0})
     gen = torch.Generator().manual_seed(0)

@@ -46,7 +46,7 @@ def test_blocked_is_registered():
     assert BACKENDS["blocked"] is attend_blocked
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(configs(max_tokens=8))
 def test_blocked_pieces_match_reference_float64_forward_and_grad(c):
     with pieces_always():
@@ -59,7 +59,7 @@ def test_blocked_small_problems_as_one_dense_piece_match_reference_float64(c):
     _assert_matches_reference(c)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(configs(max_tokens=8))
 def test_blocked_matmul_path_matches_reference_float64(c):
     # The path used off-CPU (no fused kernel): same pieces, plain matmul forward and backward.
@@ -116,7 +116,7 @@ def band_cases(draw):
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(band_cases())
 def test_banded_pieces_match_reference_for_every_chunk_length(c):
     g = torch.Generator().manual_seed(c["seed"])
@@ -136,9 +136,7 @@ def test_banded_pieces_match_reference_for_every_chunk_length(c):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize(
-    "mask,window,padding", [("flat", 2, False), ("token", 2, True), ("token", None, True)]
-)
+@pytest.mark.parametrize("mask,window,padding", [("flat", 2, False), ("token", None, True)])
 def test_blocked_gradcheck_small(mask, window, padding):
     g = torch.Generator().manual_seed(5)
     P, H, Nq, Nk = 2, 2, 3, 4
@@ -149,7 +147,8 @@ def test_blocked_gradcheck_small(mask, window, padding):
             for _ in range(2))
     with pieces_always():
         assert torch.autograd.gradcheck(
-            lambda *a: attend_blocked(*a, spec, scale=0.7, key_padding_mask=kpm), (q, k, v)
+            lambda *a: attend_blocked(*a, spec, scale=0.7, key_padding_mask=kpm), (q, k, v),
+            fast_mode=True,
         )
 
 

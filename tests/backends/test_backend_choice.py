@@ -22,8 +22,9 @@ PAD = torch.ones(1, 4, dtype=torch.bool)
         (MaskSpec("flat", 4, 8, 8, window=2), None, None, "blocked"),
         (MaskSpec("token", 4, 1, 8, q_start=7), None, CPU, "blocked"),  # decoding
         (MaskSpec("flat", 4, 8, 8), None, CUDA, "sdpa"),  # flash kernel
-        (MaskSpec("token", 4, 8, 8, window=2), None, CUDA, "flex"),
-        (MaskSpec("flat", 4, 1, 8, q_start=7), PAD, CUDA, "flex"),
+        (MaskSpec("token", 4, 32, 32, window=2), None, CUDA, "flex"),
+        (MaskSpec("flat", 4, 32, 40, q_start=8), PAD, CUDA, "flex"),
+        (MaskSpec("flat", 4, 1, 8, q_start=7), PAD, CUDA, "sdpa"),  # decoding: tiny dense mask
     ],
 )
 def test_auto_picks_the_measured_fastest_exact_backend(spec, padding, device, expected):

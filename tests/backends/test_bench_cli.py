@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -39,18 +38,23 @@ def test_iha_bench_writes_json_and_markdown_with_ratios_and_targets(tmp_path):
     assert "IHA core token / flat" in md and "| variant | median ms |" in md
 
 
-def test_peak_memory_is_measured_in_a_subprocess_and_grows_with_the_problem():
-    small = peak_memory_mb(Case("floor", 1, 2, 64, 16, 2), torch.device("cpu"), 1)
-    big = peak_memory_mb(Case("floor", 1, 2, 2048, 16, 4), torch.device("cpu"), 1)
-    assert 0 <= small < big
+def test_peak_memory_is_measured_in_a_subprocess():
+    # floor at N*P = 16384, H = 2, d = 16: output and three gradients are 2 MiB each
+    peak = peak_memory_mb(Case("floor", 1, 2, 4096, 16, 4), torch.device("cpu"), 1)
+    assert 6 <= peak < 200
 
 
-def test_gpu_check_exits_cleanly_without_cuda_and_its_cpu_dry_run_passes():
-    script = str(ROOT / "benchmarks" / "gpu_check.py")
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_exits_cleanly_without_cuda_and_its_cpu_dry_run_passes(capsys):
+    gpu_check = _gpu_check()
     if not torch.cuda.is_available():
-        plain = subprocess.run([sys.executable, script], capture_output=True, text=True)
-        assert plain.returncode == 0 and "CUDA is not available" in plain.stdout
-    dry = subprocess.run([sys.executable, script, "--cpu-dry-run"], capture_output=True,
-                         text=True)
-    assert dry.returncode == 0, dry.stdout + dry.stderr
-    assert "correctness:" in dry.stdout
+        assert gpu_check.main([]) == 0
+        assert "CUDA is not available" in capsys.readouterr().out
+    assert gpu_check.main(["--cpu-dry-run"]) == 0
+    assert "correctness:" in capsys.readouterr().out

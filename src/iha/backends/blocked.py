@@ -233,7 +233,7 @@ class _MergedAttention(torch.autograd.Function):
                 new = torch.logaddexp(acc_lse, lse_i)
                 safe = new.masked_fill(torch.isinf(new), 0.0)
                 acc_o.mul_(torch.exp(acc_lse - safe)[..., None])
-                acc_o.add_(o_i * torch.exp(lse_i - safe)[..., None])
+                acc_o.addcmul_(o_i, torch.exp(lse_i - safe)[..., None])
                 acc_lse.copy_(new)
         out, lse = out.result().to(q.dtype), lse.result()
         ctx.pieces, ctx.scale = pieces, scale

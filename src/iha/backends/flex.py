@@ -5,9 +5,10 @@
 token mask costs what the flat one does. The mask rule below is ``MaskSpec.allowed`` written as a
 ``mask_mod`` (index arithmetic on the virtual positions); the tests check both agree.
 
-On CUDA the kernel is compiled (``torch.compile``, once per shape) and block masks are cached per
-(mask, shape). On CPU this torch runs flex forward only (no backward), in eager mode: useful to
-check the mask rule, not for speed.
+On CUDA the kernel is compiled (``torch.compile``) and block masks are cached per (mask, shape);
+``auto`` sends decoding (a few query rows) to ``sdpa`` instead, whose dense mask is then tiny and
+needs no new block mask per step. On CPU this torch runs flex forward only (no backward), in
+eager mode: useful to check the mask rule, not for speed.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def _flex_kernel(device: torch.device):
     if device.type != "cuda":
         return flex_attention
     if "cuda" not in _COMPILED:
-        _COMPILED["cuda"] = torch.compile(flex_attention, dynamic=False)
+        # dynamic=None: static first, dynamic shapes after the first recompile (new lengths)
+        _COMPILED["cuda"] = torch.compile(flex_attention)
     return _COMPILED["cuda"]
 
 
