@@ -78,7 +78,39 @@ def sweep_verdict(s: dict) -> str:
             f" IHA does NOT need fewer heads than MHA here ({i} vs {m}): the trained models do "
             "not show the sqrt(heads) separation of the constructions."
         )
-    return text + claim
+    return text + claim + _paired_claim(s)
+
+
+def _paired_claim(s: dict) -> str:
+    exp: HeadSweep = s["experiment"]
+    c = s["comparison"]
+    same, full = c["vs_same_heads"], c["vs_full_heads"]
+    h, big = c["iha_heads"], c["mha_full_heads"]
+    if same is None or full is None or min(same.n, full.n) < 2:
+        return " Too few paired runs to test IHA with sqrt heads against MHA."
+    if exp.higher_is_better:
+        unit, a, b = "accuracy points", same.format(2, 100.0), full.format(2, 100.0)
+    else:
+        unit, a, b = "log10 nMSE ratio", same.format(2), full.format(2)
+    text = (
+        f" Paired by seed (positive = IHA better, in {unit}): IHA with {h} heads vs MHA with {h} "
+        f"heads {a}; vs MHA with {big} heads {b}."
+    )
+    if same.low > 0 and full.high >= 0:
+        return text + (
+            f" Consistent with the claim: IHA with {h} heads beats MHA with {h} heads and is not "
+            f"significantly worse than MHA with {big} heads (with {full.n} seeds, a weak test "
+            "of equality)."
+        )
+    if same.low <= 0:
+        return text + (
+            f" The claim is NOT supported here: IHA with {h} heads does not significantly beat "
+            f"MHA with {h} heads."
+        )
+    return text + (
+        f" Only partly supported: IHA with {h} heads beats MHA with {h} heads but is "
+        f"significantly worse than MHA with {big} heads."
+    )
 
 
 def _relations_section(s: dict) -> list[str]:
@@ -108,11 +140,25 @@ def _relations_section(s: dict) -> list[str]:
     if s["baseline"] is not None:
         lines.append(f"| majority class | - | - | - | - | - | {_pct(s['baseline'])} | - | - |")
     lines += ["", f"**{relations_verdict(s)}**", ""]
-    if s["iha_over_mha_seconds"]:
+    best = s["best"]
+    if "mha" in best and "iha" in best:
+        ratio = best["iha"]["attn_flops"] / best["mha"]["attn_flops"]
+        wall = s["iha_over_mha_seconds"]
         lines += [
             f"Cost: IHA's attention runs on N*P = {exp.m_max**2} x {exp.n_pseudo} = "
-            f"{exp.m_max**2 * exp.n_pseudo} virtual tokens per head; at the chosen learning "
-            f"rates an IHA run took {s['iha_over_mha_seconds']:.1f}x the wall time of an MHA run.",
+            f"{exp.m_max**2 * exp.n_pseudo} virtual tokens per head, {ratio:.1f}x the attention-"
+            f"layer FLOPs of MHA per example"
+            + (f"; an IHA run took {wall:.1f}x the wall time of an MHA run (shared machine: "
+               "wall times are noisy)." if wall else "."),
+            "",
+        ]  # fmt: skip
+    capped = [r for r in s["records"] if r["epochs"] == exp.max_epochs and
+              r["best_epoch"] == exp.max_epochs]  # fmt: skip
+    if capped:
+        lines += [
+            f"{len(capped)} of {len(s['records'])} runs were still improving at the epoch cap "
+            f"({exp.max_epochs}): early stopping did not trigger for them, so those models are "
+            "under-trained at this budget and the comparison is between partly trained models.",
             "",
         ]
     return lines
@@ -308,7 +354,11 @@ def write_report(
     ]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
-    (out_dir / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=1) + "\n")
+    slim = {  # runs.jsonl already holds the records
+        part: [{k: v for k, v in s.items() if k != "records"} for s in items]
+        for part, items in summary.items()
+    }
+    (out_dir / "summary.json").write_text(json.dumps(to_jsonable(slim), indent=1) + "\n")
     return path
 
 

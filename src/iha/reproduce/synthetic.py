@@ -229,6 +229,7 @@ def summarise_relations(exp: RelationsExperiment, records: list[dict]) -> dict:
         "diff": diff,
         "baseline": mean_ci(baselines) if baselines else None,
         "iha_over_mha_seconds": _time_ratio(best),
+        "records": mine,
     }
 
 
@@ -264,7 +265,43 @@ def summarise_sweep(exp: HeadSweep, records: list[dict]) -> dict:
         "curves": curves,
         "needed": needed,
         "paper": exp.paper_heads(),
+        "comparison": _sqrt_comparison(exp, curves),
         "baseline": mean_ci(baselines) if baselines else None,
+    }
+
+
+def _sqrt_comparison(exp: HeadSweep, curves: dict[str, list[dict]]) -> dict:
+    """The claim as a paired test: IHA with ceil(sqrt(n)) heads vs MHA with that many and with n.
+
+    n is the MHA construction's head count (or the most MHA heads tried, if fewer). Differences
+    are per seed, positive when IHA is better: accuracy points for CPM-3, and for the polynomial
+    nMSE ``log10(MHA) - log10(IHA)`` (errors spread over decades, so ratios are compared).
+    """
+    paper_mha, paper_iha = exp.paper_heads()
+    pts = {k: {p["n_heads"]: p for p in v} for k, v in curves.items()}
+    mha_heads = sorted(pts["mha"])
+    full_h = paper_mha if paper_mha in pts["mha"] else (mha_heads[-1] if mha_heads else None)
+
+    def advantage(a: dict | None, b: dict | None):
+        if a is None or b is None:
+            return None
+        seeds = sorted(set(a["test_by_seed"]) & set(b["test_by_seed"]))
+        if not seeds:
+            return None
+
+        def f(v: float) -> float:
+            return v if exp.higher_is_better else -math.log10(max(v, 1e-12))
+
+        return paired_difference_ci(
+            [f(a["test_by_seed"][s]) for s in seeds], [f(b["test_by_seed"][s]) for s in seeds]
+        )
+
+    iha = pts["iha"].get(paper_iha)
+    return {
+        "iha_heads": paper_iha,
+        "mha_full_heads": full_h,
+        "vs_same_heads": advantage(iha, pts["mha"].get(paper_iha)),
+        "vs_full_heads": advantage(iha, pts["mha"].get(full_h)),
     }
 
 
