@@ -14,6 +14,9 @@ Examples::
 
 Writes ``OUT/{benchmark}.json`` (settings and metrics), ``OUT/{benchmark}.md`` (the table, also
 printed) and ``OUT/{benchmark}.samples.jsonl`` (every completion).
+
+Other benchmarks: ``python -m iha.eval.lm_eval_bridge`` runs lm-evaluation-harness tasks on the
+same models (docs/eval.md).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +120,17 @@ def _progress(done: int, total: int) -> None:
     print(f"\r{done}/{total} generations", end="" if done < total else "\n", file=sys.stderr)
 
 
+def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    print(f"iha eval: warning: {message}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # one plain line, not the source line
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from iha.eval import runner
     from iha.train.distributed import pick_device
 
