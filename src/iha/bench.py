@@ -539,9 +539,20 @@ SUITE_FUNCS = {
 # Report
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info(device: torch.device, threads: int) -> dict:
     info = {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(), "processor": _cpu_model(),
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": threads,
         "device": str(device), "python": platform.python_version(),
     }

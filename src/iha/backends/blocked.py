@@ -370,7 +370,7 @@ def attend_blocked(
     ``DENSE_MAX_SCORES`` scores) run as one piece with a small dense mask.
     Dropout is delegated to ``"sdpa"`` and ``kernel="linear"`` to ``"reference"``.
     """
-    from iha.backends.banded import band_pieces
+    from iha.backends.banded import band_pieces  # banded builds on this module's Piece
 
     common = dict(scale=scale, key_padding_mask=key_padding_mask, kernel=kernel)
     if kernel != "softmax":
