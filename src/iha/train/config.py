@@ -447,8 +447,27 @@ def config_from_dict(raw: dict[str, Any], resolve_model: bool = True) -> RunConf
     cfg = _build_dataclass(RunConfig, raw, "")
     validate(cfg)
     if resolve_model:
-        cfg.model = resolve_model_dict(cfg.model)
+        cfg.model = resolve_model_dict(_model_from_init(cfg))
     return cfg
+
+
+def _model_from_init(cfg: RunConfig) -> dict[str, Any]:
+    """With ``train.init_from`` and a ``[model]`` table that names no preset or factory, the
+    model is the init run's, with the table's keys (e.g. ``--set model.*``) applied on top, so a
+    fine-tuning config need not repeat the pre-trained architecture."""
+    if not cfg.train.init_from or "preset" in cfg.model or "factory" in cfg.model:
+        return cfg.model
+    from iha.train import checkpoint as ckpt
+
+    try:
+        found = ckpt.resolve_checkpoint(cfg.train.init_from)
+        base = dict(ckpt.read_meta(found)["config"]["model"])
+    except (FileNotFoundError, KeyError, ValueError, OSError) as e:
+        raise ConfigError(
+            f"config key 'train.init_from': no checkpoint with a model config at "
+            f"{cfg.train.init_from!r} ({e})"
+        ) from e
+    return {**base, **cfg.model}
 
 
 def load_config(
