@@ -617,7 +617,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per variant (median)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: least affected by other jobs on the host)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu or cuda")
     p.add_argument("--json", type=str, default=None, help="write the results as JSON here")
     p.add_argument("--markdown", type=str, default=None, help="write the markdown report here")
 

@@ -18,12 +18,13 @@ import math
 
 import torch
 
-from iha.backends.blocked import Piece, _causal_dead, additive_mask
+from iha.backends.blocked import Piece, additive_mask, causal_dead_rows
 from iha.masks import MaskSpec
 
 # Chunk length as a fraction of the window: a chunk pair at the band's edge computes C*C scores
 # of which about half are used, so small chunks waste less; but every offset is one more kernel
-# call and one more merge pass over the output. Measured with ``benchmarks/attention.py``.
+# call and one more merge pass over the output. C = W*P/4 ... W*P measured within noise of each
+# other at N=2048, P=4 (docs/benchmarks.md); W*P/2 also keeps the merges few.
 CHUNKS_PER_WINDOW = 2
 
 
@@ -88,7 +89,7 @@ def band_pieces(
         own = keys[0, span[0] : span[1]].view(1, -1, 1, C)  # (1, chunks, 1, C)
         if causal:  # the padding alone, broadcast over the rows
             return Piece(rows(j0, j1), span, chunk=C, mask=additive_mask(own, dtype),
-                         causal=True, dead=_causal_dead(own[:, :, 0, :], C))
+                         causal=True, dead=causal_dead_rows(own[:, :, 0, :], C))
         allowed = pattern & own  # (1, chunks, C, C)
         return Piece(rows(j0, j1), span, chunk=C, mask=additive_mask(allowed, dtype),
                      dead=~allowed.any(-1))

@@ -288,7 +288,7 @@ def merged_attention(
     return _MergedAttention.apply(q, k, v, pieces, scale)
 
 
-def _causal_dead(keys: torch.Tensor, n_rows: int) -> torch.Tensor:
+def causal_dead_rows(keys: torch.Tensor, n_rows: int) -> torch.Tensor:
     """keys (..., K) bool -> (..., n_rows): row i sees none of keys[..., :i+1]."""
     return keys.cumsum(-1)[..., :n_rows] == 0
 
@@ -330,7 +330,7 @@ def full_pieces(
         mask, dead = padding((0, D))
         pieces.append(Piece((0, Lq), (0, D), mask=mask, dead=dead))
     mask, _ = padding((D, Lk))
-    dead = None if keys is None else _causal_dead(keys[:, D:], Lq)[:, None]
+    dead = None if keys is None else causal_dead_rows(keys[:, D:], Lq)[:, None]
     pieces.append(Piece((0, Lq), (D, Lk), mask=mask, causal=True, dead=dead))
     if spec.mode == "token" and P > 1:
         later = torch.ones(P, P, dtype=torch.bool, device=device).triu(1)  # (P q, P k): p' > p
