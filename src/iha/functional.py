@@ -28,7 +28,8 @@ def mix_heads(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     B, M, N, d = x.shape
     P = alpha.shape[-1]
     out = torch.einsum("bmnd,mhp->bhnpd", x, alpha.to(x.dtype))  # (B, M', N, P, d)
-    return out.reshape(B, alpha.shape[1], N * P, d)
+    # contiguous: with P = 1 the reshape is a strided view and SDPA would take its slow path
+    return out.reshape(B, alpha.shape[1], N * P, d).contiguous()
 
 
 def pseudo_positions(
