@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(PY) -m iha demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -x -p no:cacheprovider --timeout=900
 
 lint: $(STAMP)

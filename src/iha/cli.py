@@ -22,7 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "theory": ("iha.theory.cli", "check the paper's theory: constructions as real weights"),
     "reproduce": ("iha.reproduce.cli", "train and report the paper's synthetic experiments on CPU"),
     "convert": ("iha.hf.convert_cli", "convert a HF Llama/Qwen2/Mistral checkpoint to IHA"),
-    "bench": ("iha.bench", "attention benchmarks: ratios vs SDPA floor, MHA, naive; memory; decode"),
+    "bench": ("iha.bench", "attention benchmarks: ratios vs SDPA floor, MHA, naive; memory"),
 }
 
 
