@@ -143,6 +143,33 @@ class _Attention(nn.Module):
             )
         return KVCache(policy="raw", max_tokens=self.window)
 
+    def _project(
+        self,
+        x: torch.Tensor,  # (B, N, D)
+        key_padding_mask: torch.Tensor | None,
+        cache: KVCache | None,
+        q_heads: int,
+        k_heads: int,
+        v_heads: int,
+        v_width: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+        """Project, rotate q and k at the cache offset, and append k, v to the cache.
+
+        Returns q (B, q_heads, N, d), k (B, k_heads, L, d), v (B, v_heads, L, v_width), the key
+        padding mask (B, L) or None, and the offset of the first new token.
+        """
+        _check_input(x, self.d_model)
+        B, N, _ = x.shape
+        d = self.head_dim
+        offset = 0 if cache is None else cache.offset
+        kpm = _new_padding(key_padding_mask, N)
+        q = rotate(self.q_proj(x).view(B, N, q_heads, d).transpose(1, 2), offset, self.rope_theta)
+        k = rotate(self.k_proj(x).view(B, N, k_heads, d).transpose(1, 2), offset, self.rope_theta)
+        v = self.v_proj(x).view(B, N, v_heads, v_width).transpose(1, 2)
+        if cache is not None:
+            k, v, kpm, _ = cache.update(k, v, N, kpm)
+        return q, k, v, kpm, offset
+
     def _window(self, offset: int, n_new: int) -> int | None:
         """The window, or None when no key can be farther back than it (enables is_causal)."""
         if self.window is None or self.window >= offset + n_new:
@@ -182,16 +209,9 @@ class MultiHeadAttention(_Attention):
         key_padding_mask: torch.Tensor | None = None,  # (B, N) or (B, offset+N) bool, True = real
         cache: KVCache | None = None,
     ) -> torch.Tensor:
-        _check_input(x, self.d_model)
         B, N, _ = x.shape
         H, G, d = self.n_heads, self.n_kv_heads, self.head_dim
-        offset = 0 if cache is None else cache.offset
-        kpm = _new_padding(key_padding_mask, N)
-        q = rotate(self.q_proj(x).view(B, N, H, d).transpose(1, 2), offset, self.rope_theta)
-        k = rotate(self.k_proj(x).view(B, N, G, d).transpose(1, 2), offset, self.rope_theta)
-        v = self.v_proj(x).view(B, N, G, d).transpose(1, 2)  # (B, G, N, d)
-        if cache is not None:
-            k, v, kpm, _ = cache.update(k, v, N, kpm)  # (B, G, held+N, d)
+        q, k, v, kpm, offset = self._project(x, key_padding_mask, cache, H, G, G, d)
         n_k = k.shape[2]
         spec = MaskSpec(
             "flat",
@@ -249,16 +269,9 @@ class TalkingHeadsAttention(_Attention):
         key_padding_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
-        _check_input(x, self.d_model)
         B, N, _ = x.shape
         H, G, d = self.n_heads, self.n_kv_heads, self.head_dim
-        offset = 0 if cache is None else cache.offset
-        kpm = _new_padding(key_padding_mask, N)
-        q = rotate(self.q_proj(x).view(B, N, H, d).transpose(1, 2), offset, self.rope_theta)
-        k = rotate(self.k_proj(x).view(B, N, G, d).transpose(1, 2), offset, self.rope_theta)
-        v = self.v_proj(x).view(B, N, G, d).transpose(1, 2)  # (B, G, N, d)
-        if cache is not None:
-            k, v, kpm, _ = cache.update(k, v, N, kpm)
+        q, k, v, kpm, offset = self._project(x, key_padding_mask, cache, H, G, G, d)
         k, v = expand_kv(k, H), expand_kv(v, H)  # (B, H, Nk, d)
         logits = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(d)  # (B, H, N, Nk)
         logits = torch.einsum("bhqk,hj->bjqk", logits, self.logits_mix.to(x.dtype))
@@ -350,17 +363,10 @@ class DiffAttention(_Attention):
         key_padding_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
-        _check_input(x, self.d_model)
         B, N, _ = x.shape
         Hd, Gd, d = self.n_heads // 2, self.n_kv_heads // 2, self.head_dim
-        offset = 0 if cache is None else cache.offset
-        kpm = _new_padding(key_padding_mask, N)
-        # query head 2i + c is component c of differential head i
-        q = rotate(self.q_proj(x).view(B, N, 2 * Hd, d).transpose(1, 2), offset, self.rope_theta)
-        k = rotate(self.k_proj(x).view(B, N, 2 * Gd, d).transpose(1, 2), offset, self.rope_theta)
-        v = self.v_proj(x).view(B, N, Gd, 2 * d).transpose(1, 2)  # (B, Gd, N, 2d)
-        if cache is not None:
-            k, v, kpm, _ = cache.update(k, v, N, kpm)  # keys (B, 2Gd, L, d), values (B, Gd, L, 2d)
+        # query head 2i + c is component c of differential head i; values (B, Gd, L, 2d)
+        q, k, v, kpm, offset = self._project(x, key_padding_mask, cache, 2 * Hd, 2 * Gd, Gd, 2 * d)
         n_k = k.shape[2]
         spec = MaskSpec("flat", 1, N, n_k, q_start=offset, k_start=offset + N - n_k)
         scale = 1.0 / math.sqrt(d)
