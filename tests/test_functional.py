@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracle import oracle_iha
+from oracle import float32_error_bound, oracle_iha
 
 from iha.functional import interleaved_head_attention
 
@@ -86,7 +86,7 @@ def test_float32_error_within_twice_reference_error(c, backend):
                - exact).abs().max().item()
     err = (interleaved_head_attention(*args32, **kw, backend=backend).double()
            - exact).abs().max().item()
-    assert err <= 2 * ref_err + 1e-6, (err, ref_err)
+    assert err <= float32_error_bound(ref_err, exact), (err, ref_err)
 
 
 @pytest.mark.parametrize("backend", ["reference", "sdpa"])

@@ -159,7 +159,10 @@ class InterleavedHeadAttention(nn.Module):
                 )
             key_padding_mask = key_padding_mask[:, -N:].bool()
         dropout_p = self.dropout if self.training else 0.0
-        if cache is None:
+        if cache is None or cache.policy == "raw":
+            offset = 0
+            if cache is not None:  # attend over the cached prefix plus the new tokens
+                k, v, key_padding_mask, offset = cache.update(k, v, N, key_padding_mask)
             y = interleaved_head_attention(
                 q,
                 k,
@@ -172,27 +175,8 @@ class InterleavedHeadAttention(nn.Module):
                 window=self.window,
                 rope_theta=self.rope_theta,
                 positions=self.positions,
-                key_padding_mask=key_padding_mask,
-                backend=self.backend,
-                kernel=self.kernel,
-                dropout_p=dropout_p,
-            )
-        elif cache.policy == "raw":
-            k_all, v_all, kpm, offset = cache.update(k, v, N, key_padding_mask)
-            y = interleaved_head_attention(
-                q,
-                k_all,
-                v_all,
-                self.alpha_q,
-                self.alpha_k,
-                self.alpha_v,
-                self.collapse,
-                mask=self.mask,
-                window=self.window,
-                rope_theta=self.rope_theta,
-                positions=self.positions,
                 position_offset=offset,
-                key_padding_mask=kpm,
+                key_padding_mask=key_padding_mask,
                 backend=self.backend,
                 kernel=self.kernel,
                 dropout_p=dropout_p,

@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracle import float32_error_bound
 from test_functional import configs, make_inputs
 
 from iha.backends import BACKENDS, blocked
@@ -100,7 +101,7 @@ def test_blocked_float32_error_within_twice_reference_error(c):
     got = interleaved_head_attention(*args32, **kw, backend="blocked")
     ref_err = (ref.double() - exact).abs().max().item()
     err = (got.double() - exact).abs().max().item()
-    assert err <= 2 * ref_err + 1e-6, (err, ref_err)
+    assert err <= float32_error_bound(ref_err, exact), (err, ref_err)
 
 
 @st.composite
