@@ -23,7 +23,7 @@ Two modes:
   (unmixed) *un-rotated* keys and values, and the layer rotates mixed pseudo queries and keys with
   a private copy of the model's own rotary embedding evaluated at the virtual positions (so RoPE
   scaling such as llama3 or linear is applied as configured, at virtual positions). Not exact:
-  measure the drift with :mod:`iha.hf.convert_report`.
+  measure the drift with ``iha convert-report`` (:mod:`iha.hf.convert_report`).
 
 Masks and caches: the layers accept what ``transformers`` builds for them (no mask, a 4-D boolean
 or additive causal mask with padding and sliding window, a 2-D padding mask) and check that it is

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iha.backends.sdpa import expand_kv
+from iha.backends import expand_kv
 from iha.cache import CACHE_POLICIES, KVCache
 from iha.functional import attend, check_options
 from iha.masks import MaskSpec
