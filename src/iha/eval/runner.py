@@ -402,40 +402,65 @@ class RulerResult:
     predictions: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
+        average = ruler.suite_average(self.scores)
         return {
             "benchmark": "ruler",
             "settings": self.settings,
             "scores": {t: {str(n): v for n, v in by.items()} for t, by in self.scores.items()},
+            "average": {
+                "by_length": {str(n): v for n, v in average["by_length"].items()},
+                "overall": average["overall"],
+            },
         }
 
     def markdown(self) -> str:
-        return "## RULER (string_match_all, %)\n\n" + ruler.format_table(self.scores)
+        return (
+            "## RULER (% per task and length: string_match_all, qa string_match_part)\n\n"
+            + ruler.format_table(self.scores)
+        )
 
 
 def run_ruler_eval(
     samples: Sequence[ruler.RulerSample],
     generator: Generator,
     tokenizer: Any,
-    max_new_tokens: int = 128,
+    max_new_tokens: int | None = None,
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> RulerResult:
-    """Greedy-decode every RULER sample and score it with ``string_match_all``."""
+    """Greedy-decode every RULER sample and score it with its task's metric.
+
+    ``max_new_tokens`` defaults to each sample's own budget (``sample.max_new_tokens``: RULER's
+    budget of its task unless the samples were made with another); samples with the same budget
+    are batched together."""
     if not samples:
         raise ValueError("samples must not be empty")
-    params = SamplingParams(
-        max_new_tokens=max_new_tokens,
-        temperature=0.0,
-        seed=None,
-        stop_token_ids=(tokenizer.eos_token_id,),
-    )
     prompts = []
     for s in samples:
         ids = tokenizer.encode(s.input)
         if getattr(tokenizer, "uses_bos", True):
             ids.insert(0, tokenizer.bos_token_id)
         prompts.append(ids)
-    outputs = generate_all(generator, prompts, params, batch_size, progress)
+    budgets = [max_new_tokens or s.max_new_tokens for s in samples]
+    outputs: list[list[int]] = [[] for _ in samples]
+    done = 0
+    for budget in sorted(set(budgets)):
+        idx = [i for i, b in enumerate(budgets) if b == budget]
+        params = SamplingParams(
+            max_new_tokens=budget,
+            temperature=0.0,
+            seed=None,
+            stop_token_ids=(tokenizer.eos_token_id,),
+        )
+
+        def report(n: int, _total: int, offset: int = done) -> None:
+            if progress is not None:
+                progress(offset + n, len(samples))
+
+        got = generate_all(generator, [prompts[i] for i in idx], params, batch_size, report)
+        for i, o in zip(idx, got):
+            outputs[i] = o
+        done += len(idx)
     texts = [tokenizer.decode(o) for o in outputs]
     scores = ruler.score_samples(samples, texts)
     preds = [
@@ -445,15 +470,15 @@ def run_ruler_eval(
             "index": s.index,
             "outputs": s.outputs,
             "prediction": t,
-            "score": ruler.string_match_all(t, s.outputs),
+            "score": ruler.score_prediction(s.task, t, s.outputs),
         }
         for s, t in zip(samples, texts)
     ]
     settings = {
-        "tasks": sorted({s.task for s in samples}),
+        "tasks": list(dict.fromkeys(s.task for s in samples)),
         "lengths": sorted({s.length for s in samples}),
         "num_samples": len(samples),
-        "max_new_tokens": max_new_tokens,
+        "max_new_tokens": max_new_tokens or "per task (RULER)",
         "decoding": "greedy",
     }
     return RulerResult(scores, settings, preds)
