@@ -1,9 +1,10 @@
 """Run the synthetic reproduction: every job of a plan, in worker processes, to runs.jsonl.
 
-``run_plan`` executes the jobs (in :func:`iha.reproduce.plans.job_priority` order). Every job has its own folder
-``jobs/<key>/`` holding its per-epoch checkpoint while it runs and its ``record.json`` when it is
-done; finished records are also appended to ``runs.jsonl``. With ``resume`` a rerun skips the
-finished jobs and continues an interrupted one from its last epoch. It returns the records;
+``run_plan`` executes the jobs (in :func:`iha.reproduce.plans.job_priority` order). Every job
+has its own folder ``jobs/<key>/`` holding its per-epoch checkpoint while it runs and its
+``record.json`` when it is done; finished records are also appended to ``runs.jsonl``. With
+``resume`` a rerun skips the finished jobs and continues an interrupted one from its last epoch.
+It returns the records;
 :func:`summarise` turns records into the tables of the report (mean ± t-based 95% CI over seeds,
 learning rate chosen on validation accuracy, paired IHA - MHA differences, heads needed).
 """
@@ -337,11 +338,35 @@ def _by_seed(records: list[dict], split: str, metric: str) -> dict[int, float]:
     return {r["seed"]: r[split][metric] for r in records if r[split] is not None}
 
 
+def _paired(a: dict[int, float], b: dict[int, float]):
+    seeds = sorted(set(a) & set(b))
+    return paired_difference_ci([a[s] for s in seeds], [b[s] for s in seeds]) if seeds else None
+
+
+def _capped(records: list[dict]) -> list[dict]:
+    """Runs that early stopping did not end: they ran to the epoch cap with fewer than
+    ``patience`` epochs since their best one."""
+    return [r for r in records if r["epochs"] == r["settings"]["max_epochs"]
+            and r["epochs"] - (r["best_epoch"] or 0) < r["settings"]["patience"]]
+
+
+def _movement_summary(records: list[dict]) -> dict | None:
+    """Mean over runs of how far each mixing parameter moved (see ``mixing_movement``)."""
+    moved = [r["mixing"] for r in records if r.get("mixing")]
+    if not moved:
+        return None
+    return {
+        name: {stat: mean_ci([m[name][stat] for m in moved]) for stat in moved[0][name]}
+        for name in moved[0]
+    }
+
+
 def summarise_relations(exp: RelationsExperiment, records: list[dict]) -> dict:
-    """Rows per (model, lr) and the val-selected comparison for one relations experiment."""
+    """Rows per (model, lr), the val-selected comparisons and the ablations of one experiment."""
     mine = [r for r in records if r["experiment"] == exp.key]
+    main = [r for r in mine if not r.get("variant")]
     rows = []
-    groups = _group(mine, "kind", "lr")
+    groups = _group(main, "kind", "lr")
     for kind, lr in sorted(groups, key=lambda g: (MODEL_ORDER.index(g[0]), -g[1])):
         rs = groups[(kind, lr)]
         val = _by_seed(rs, "val", "pos_acc")
@@ -352,6 +377,7 @@ def summarise_relations(exp: RelationsExperiment, records: list[dict]) -> dict:
             "params": rs[0]["params"],
             "attn_flops": rs[0]["attn_flops"],
             "epochs": sum(r["epochs"] for r in rs) / len(rs),
+            "capped": len(_capped(rs)),
             "seconds": sum(r["seconds"] for r in rs) / len(rs),
             "val_pos_acc": mean_ci(list(val.values())) if val else None,
             "test_pos_acc": mean_ci([r["test"]["pos_acc"] for r in rs]),
@@ -364,22 +390,68 @@ def summarise_relations(exp: RelationsExperiment, records: list[dict]) -> dict:
         cur = best.get(row["kind"])
         if cur is None or v > (cur["val_pos_acc"].mean if cur["val_pos_acc"] else -math.inf):
             best[row["kind"]] = row
-    diff = None
-    if "mha" in best and "iha" in best:
-        a, b = best["iha"]["test_pos_by_seed"], best["mha"]["test_pos_by_seed"]
-        seeds = sorted(set(a) & set(b))
-        if seeds:
-            diff = paired_difference_ci([a[s] for s in seeds], [b[s] for s in seeds])
-    baselines = [r["baseline"] for r in mine if r["baseline"] is not None]
+    diffs = {}  # IHA minus each baseline, paired by seed, at the chosen learning rates
+    for base in ("mha", "simplicial"):
+        if "iha" in best and base in best:
+            diffs[base] = _paired(best["iha"]["test_pos_by_seed"], best[base]["test_pos_by_seed"])
+    baselines = [k for k in ("mha", "simplicial") if k in best and best[k]["val_pos_acc"]]
+    strongest = max(baselines, key=lambda k: best[k]["val_pos_acc"].mean, default=None)
+    baseline_acc = [r["baseline"] for r in mine if r["baseline"] is not None]
+    iha_main = [r for r in main if r["kind"] == "iha"]
     return {
         "experiment": exp,
         "rows": rows,
         "best": best,
-        "diff": diff,
-        "baseline": mean_ci(baselines) if baselines else None,
+        "diff": diffs.get("mha"),
+        "diffs": diffs,
+        "strongest_baseline": strongest,
+        "baseline": mean_ci(baseline_acc) if baseline_acc else None,
         "iha_over_mha_seconds": _time_ratio(best),
+        "ablations": _summarise_ablations(exp, mine),
+        "movement": _movement_summary([r for r in iha_main if best.get("iha") and
+                                       r["lr"] == best["iha"]["lr"]]),  # fmt: skip
+        "n_runs": len(mine),
+        "n_capped": len(_capped(mine)),
         "records": mine,
     }
+
+
+def _summarise_ablations(exp: RelationsExperiment, mine: list[dict]) -> list[dict]:
+    """Each ablation vs the main IHA runs at the ablation learning rate, paired by seed."""
+    if not exp.ablations:
+        return []
+    lr = exp.ablation_lr if exp.ablation_lr is not None else exp.lrs[0]
+    ref = {r["seed"]: r for r in mine if r["kind"] == "iha" and not r.get("variant")
+           and r["lr"] == lr}  # fmt: skip
+    out = []
+    for a in exp.ablations:
+        rs = [r for r in mine if r.get("variant") == a.name]
+        if not rs:
+            continue
+        acc = {r["seed"]: r["test"]["pos_acc"] for r in rs}
+        out.append({
+            "ablation": a,
+            "lr": lr,
+            "n_seeds": len(rs),
+            "epochs": sum(r["epochs"] for r in rs) / len(rs),
+            "capped": len(_capped(rs)),
+            "test_pos_acc": mean_ci(list(acc.values())),
+            "vs_main": _paired(acc, {s: r["test"]["pos_acc"] for s, r in ref.items()}),
+            "movement": _movement_summary(rs),
+        })  # fmt: skip
+    main = list(ref.values())
+    if main:
+        out.insert(0, {
+            "ablation": None,
+            "lr": lr,
+            "n_seeds": len(main),
+            "epochs": sum(r["epochs"] for r in main) / len(main),
+            "capped": len(_capped(main)),
+            "test_pos_acc": mean_ci([r["test"]["pos_acc"] for r in main]),
+            "vs_main": None,
+            "movement": _movement_summary(main),
+        })  # fmt: skip
+    return out
 
 
 def _time_ratio(best: dict[str, dict]) -> float | None:
@@ -393,6 +465,8 @@ def summarise_sweep(exp: HeadSweep, records: list[dict]) -> dict:
     """Metric vs heads for MHA and IHA, and the fewest heads that reach ``exp.solved``."""
     mine = [r for r in records if r["experiment"] == exp.key]
     curves: dict[str, list[dict]] = {"mha": [], "iha": []}
+    if exp.simplicial_heads:
+        curves["simplicial"] = []
     for (kind, heads), rs in sorted(_group(mine, "kind", "n_heads").items()):
         curves[kind].append({
             "n_heads": heads,
@@ -405,7 +479,7 @@ def summarise_sweep(exp: HeadSweep, records: list[dict]) -> dict:
         })  # fmt: skip
     sign = 1.0 if exp.higher_is_better else -1.0
     needed = {}
-    for kind, points in curves.items():
+    for kind, points in curves.items():  # "simplicial" too, when swept
         ok = [p["n_heads"] for p in points if sign * (p["test"].mean - exp.solved) >= 0]
         needed[kind] = min(ok) if ok else None
     baselines = [r["baseline"] for r in mine if r["baseline"] is not None]
@@ -416,6 +490,8 @@ def summarise_sweep(exp: HeadSweep, records: list[dict]) -> dict:
         "paper": exp.paper_heads(),
         "comparison": _sqrt_comparison(exp, curves),
         "baseline": mean_ci(baselines) if baselines else None,
+        "n_runs": len(mine),
+        "n_capped": len(_capped(mine)),
     }
 
 

@@ -84,7 +84,7 @@ def evaluate(model: nn.Module, data: TaskBatch, output: str, batch_size: int = 2
     model.eval()
     loss_sum, n_pos, correct, whole = 0.0, 0, 0, 0
     sq_err, y_sum, y_sq = 0.0, 0.0, 0.0  # per output channel for regression
-    device = next(model.parameters()).device
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     for start in range(0, len(data), batch_size):
         b = data[start : start + batch_size].to(device)
         logits = model(b.inputs)
