@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("iha.masks", "iha.rope", "iha.cache", "iha.flops", "iha.optim", "iha.tokenizers")),
     ("backends", ("iha.backends",)),
-    ("module", ("iha.functional", "iha.attention", "iha")),
+    ("module", ("iha.functional", "iha.attention", "iha.simplicial", "iha")),
     ("models", ("iha.models",)),
     ("applications", ("iha.tasks", "iha.theory", "iha.train", "iha.hf", "iha.eval",
                       "iha.reproduce")),  # fmt: skip
