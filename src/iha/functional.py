@@ -17,6 +17,7 @@ from iha.backends import BACKENDS
 from iha.cache import KVCache
 from iha.masks import MASK_MODES, MaskSpec
 from iha.rope import apply_rope, rope_cos_sin
+from iha.validate import check_choice, check_window
 
 POSITION_MODES = ("virtual", "token")
 KERNELS = ("softmax", "linear")
@@ -140,24 +141,15 @@ def attend(
     )
 
 
-def _check_choice(name: str, value, accepted) -> None:
-    if value not in accepted:
-        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(accepted)}")
-
-
 def check_options(
     *, mask: str, window: int | None, positions: str, kernel: str = "softmax", backend: str = "auto"
 ) -> None:
     """Validate the keyword options shared by the functional core and the module."""
-    _check_choice("mask", mask, MASK_MODES)
-    _check_choice("positions", positions, POSITION_MODES)
-    _check_choice("kernel", kernel, KERNELS)
-    _check_choice("backend", backend, BACKEND_NAMES)
-    if window is not None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window={window!r} must be None or an int >= 1 (tokens)")
-        if mask == "none":
-            raise ValueError("window is only defined for mask='flat' or mask='token', not 'none'")
+    check_choice("mask", mask, MASK_MODES)
+    check_choice("positions", positions, POSITION_MODES)
+    check_choice("kernel", kernel, KERNELS)
+    check_choice("backend", backend, BACKEND_NAMES)
+    check_window(window, mask)
 
 
 def _check_inputs(q, k, v, alpha_q, alpha_k, alpha_v, collapse, key_padding_mask, offset):
