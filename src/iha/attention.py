@@ -1,4 +1,4 @@
-"""``InterleavedHeadAttention``: the nn.Module of SPEC.md, (B, N, D) in and out."""
+"""``InterleavedHeadAttention``: the nn.Module of docs/spec.md, (B, N, D) in and out."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class InterleavedHeadAttention(nn.Module):
 
     Projects (B, N, D) to H query heads and G key/value heads of size d, mixes each into P
     pseudo-heads, runs attention on the interleaved N*P sequence, collapses back to H heads and
-    applies ``o_proj``. See SPEC.md for the exact semantics.
+    applies ``o_proj``. See docs/spec.md for the exact semantics.
 
     Init modes:
         ``"exact_mha"``: every pseudo-head is a copy of its head (alpha = identity for every p) and

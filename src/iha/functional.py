@@ -1,4 +1,4 @@
-"""The functional core of Interleaved Head Attention, step by step as in SPEC.md.
+"""The functional core of Interleaved Head Attention, step by step as in docs/spec.md.
 
 ``interleaved_head_attention`` = mix -> interleave -> RoPE -> masked attention -> collapse, the
 one pipeline of the project: the module (with either cache policy) and the converted Hugging Face
@@ -30,7 +30,7 @@ RopeTables = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 def mix_heads(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """Mix heads and interleave: (B, M, N, d) with alpha (M, M', P) -> (B, M', N*P, d).
 
-    ``out[b, h, n*P + p] = sum_m alpha[m, h, p] * x[b, m, n]`` (SPEC.md steps 1-2).
+    ``out[b, h, n*P + p] = sum_m alpha[m, h, p] * x[b, m, n]`` (docs/spec.md steps 1-2).
     """
     B, M, N, d = x.shape
     P = alpha.shape[-1]
@@ -74,7 +74,7 @@ def rope_pseudo(
 
 
 def collapse_heads(o: torch.Tensor, collapse: torch.Tensor, n_pseudo: int) -> torch.Tensor:
-    """De-interleave and collapse: (B, H, N*P, d) -> (B, H, N, d) (SPEC.md step 6).
+    """De-interleave and collapse: (B, H, N*P, d) -> (B, H, N, d) (docs/spec.md step 6).
 
     ``collapse`` is (H, P) per-head or (H, H*P) global.
     """
@@ -127,7 +127,7 @@ def attend(
     backend: str = "auto",
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """Masked attention of pseudo queries over pseudo keys (SPEC.md steps 4-5)."""
+    """Masked attention of pseudo queries over pseudo keys (docs/spec.md steps 4-5)."""
     name = choose_backend(backend, spec, kernel, key_padding_mask, qt.device)
     return BACKENDS[name](
         qt,
@@ -235,7 +235,7 @@ def interleaved_head_attention(
     rope_tables: RopeTables | None = None,
     cache: KVCache | None = None,
 ) -> torch.Tensor:
-    """Interleaved Head Attention (SPEC.md). Returns collapsed per-head outputs (B, H, Nq, d).
+    """Interleaved Head Attention (docs/spec.md). Returns collapsed per-head outputs (B, H, Nq, d).
 
     Args:
         q: (B, H, Nq, d) projected queries, not mixed, no RoPE.

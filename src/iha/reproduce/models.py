@@ -6,7 +6,7 @@ MLP block, a final norm and a linear head. Only the attention differs between th
 models (:func:`make_attention`):
 
 * ``"mha"``: ``InterleavedHeadAttention`` with P = 1, the exact-MHA init and its mixing
-  parameters frozen, which is exactly multi-head attention (SPEC.md: P = 1 with identity
+  parameters frozen, which is exactly multi-head attention (docs/spec.md: P = 1 with identity
   alphas and R = 1 is MHA) with no extra trainable parameter;
 * ``"iha"``: ``InterleavedHeadAttention`` with P pseudo-heads, the default training init
   (near MHA, symmetry broken by small noise) and the paper's global collapse.
