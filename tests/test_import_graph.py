@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("iha.masks", "iha.rope", "iha.cache", "iha.flops", "iha.optim", "iha.tokenizers",
               "iha.validate")),  # fmt: skip
     ("backends", ("iha.backends",)),
-    ("module", ("iha.functional", "iha.attention", "iha")),
+    ("module", ("iha.functional", "iha.attention", "iha.simplicial", "iha")),
     ("models", ("iha.models",)),
     ("applications", ("iha.tasks", "iha.theory", "iha.train", "iha.hf", "iha.eval",
                       "iha.reproduce")),  # fmt: skip

@@ -15,7 +15,7 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("iha.cli.demo", "train MHA vs IHA on a small synthetic task and print a comparison"),
-    "eval": ("iha.cli.eval", "evaluate a checkpoint or HF model: RULER, GSM8K, MATH-500"),
+    "eval": ("iha.cli.eval", "evaluate: RULER, GSM8K, MATH-500, HumanEval, MBPP, paper tables"),
     "train": ("iha.cli.train", "train or resume a model from a TOML config"),
     "generate": ("iha.cli.generate", "sample text from a trained checkpoint"),
     "describe": ("iha.cli.describe", "parameters and FLOPs per token of model configs"),
