@@ -195,7 +195,12 @@ def _sync(device: torch.device) -> None:
 def time_round_robin(
     steps: dict[str, Callable], repeats: int, device: torch.device
 ) -> dict[str, dict[str, float]]:
-    """Median/min/max milliseconds of each step, timed in turn (one warm-up each first)."""
+    """Median/min/max milliseconds of each step, timed in turn (one warm-up each first).
+
+    Ours rather than ``torch.utils.benchmark.Timer``: every number we report is a ratio of
+    variants, and timing them round-robin (A B C A B C ...) makes load on a shared machine slow
+    them alike; ``Timer.blocked_autorange`` measures one statement to the end before the next.
+    """
     for step in steps.values():
         step()
     times: dict[str, list[float]] = {name: [] for name in steps}
@@ -350,7 +355,11 @@ def suite_scaling(args, device) -> SuiteResult:
 
 
 def _decode_rate(module: nn.Module, prompt: int, steps: int, D: int, device, make_cache):
-    """Tokens/s of ``steps`` greedy-like steps (random inputs) after a ``prompt``-token prefill."""
+    """Tokens/s of ``steps`` greedy-like steps (random inputs) after a ``prompt``-token prefill.
+
+    A plain loop: every step grows the cache, so the steps are not repeats of one statement
+    (what ``torch.utils.benchmark`` times).
+    """
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, prompt, D, generator=gen).to(device)
     xs = [torch.randn(1, 1, D, generator=gen).to(device) for _ in range(steps)]
