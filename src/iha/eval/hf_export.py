@@ -12,16 +12,12 @@ The run's byte tokenizer (``data.tokenizer = "byte"``) is written as an equivale
 ``PreTrainedTokenizerFast`` (:func:`iha.tokenizers.hf_byte_tokenizer`): the same ids for every
 text, the same special tokens and the same chat template as :class:`iha.tokenizers.ByteTokenizer`.
 
-Command line::
-
-    python -m iha.eval.hf_export runs/sft hf/sft            # RUN_DIR_OR_CHECKPOINT OUT_DIR
+Command line: ``iha export RUN_DIR_OR_CHECKPOINT OUT_DIR`` (``iha.cli.export``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 from iha.tokenizers import hf_byte_tokenizer
@@ -98,32 +94,3 @@ def export_hf(
         encoding="utf-8",
     )
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m iha.eval.hf_export",
-        description="Export an iha train run/checkpoint as a Hugging Face model directory.",
-    )
-    parser.add_argument("checkpoint", help="iha run dir, its checkpoints dir or a checkpoint dir")
-    parser.add_argument("out_dir", help="output directory")
-    parser.add_argument("--tokenizer", help="'byte' or a HF tokenizer (default: the run's)")
-    parser.add_argument(
-        "--no-remote-code",
-        action="store_true",
-        help="omit the trust_remote_code shims (then load it after 'import iha.hf')",
-    )
-    args = parser.parse_args(argv)
-    try:
-        out = export_hf(
-            args.checkpoint, args.out_dir, args.tokenizer, remote_code=not args.no_remote_code
-        )
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"iha.eval.hf_export: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
