@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from iha.attention import InterleavedHeadAttention
+from iha.attention import InterleavedHeadAttention, init_exact_mha_mixing
 from iha.simplicial import TwoSimplicialAttention
 
 ATTENTION_KINDS = ("mha", "iha", "simplicial")
@@ -106,11 +106,9 @@ def init_mixing(layer: InterleavedHeadAttention, mixing_init: str, seed: int = 0
         layer.collapse.copy_(torch.randn(layer.collapse.shape, generator=g) / math.sqrt(H * P))
         return
     noise = 0.02 if mixing_init == "near_mha" else 0.2
-    layer.init_mode = "exact_mha"
-    layer.reset_mixing()
-    layer.init_mode = "default"
-    for p in (layer.alpha_q, layer.alpha_k, layer.alpha_v, layer.collapse):
-        p.add_(torch.randn(p.shape, generator=g) * noise)
+    init_exact_mha_mixing(
+        layer.alpha_q, layer.alpha_k, layer.alpha_v, layer.collapse, init_noise=noise, generator=g
+    )
 
 
 def mixing_movement(layer: nn.Module, start: dict[str, torch.Tensor]) -> dict[str, dict]:
