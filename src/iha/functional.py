@@ -1,4 +1,4 @@
-"""The functional core of Interleaved Head Attention, step by step as in SPEC.md.
+"""The functional core of Interleaved Head Attention, step by step as in docs/spec.md.
 
 ``interleaved_head_attention`` = mix -> interleave -> RoPE -> masked attention -> collapse, the
 one pipeline of the project: the module (with either cache policy) and the converted Hugging Face
@@ -17,6 +17,7 @@ from iha.backends import BACKENDS
 from iha.cache import KVCache
 from iha.masks import MASK_MODES, MaskSpec
 from iha.rope import apply_rope, rope_cos_sin
+from iha.validate import check_choice, check_window
 
 POSITION_MODES = ("virtual", "token")
 KERNELS = ("softmax", "linear")
@@ -29,7 +30,7 @@ RopeTables = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 def mix_heads(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """Mix heads and interleave: (B, M, N, d) with alpha (M, M', P) -> (B, M', N*P, d).
 
-    ``out[b, h, n*P + p] = sum_m alpha[m, h, p] * x[b, m, n]`` (SPEC.md steps 1-2).
+    ``out[b, h, n*P + p] = sum_m alpha[m, h, p] * x[b, m, n]`` (docs/spec.md steps 1-2).
     """
     B, M, N, d = x.shape
     P = alpha.shape[-1]
@@ -73,7 +74,7 @@ def rope_pseudo(
 
 
 def collapse_heads(o: torch.Tensor, collapse: torch.Tensor, n_pseudo: int) -> torch.Tensor:
-    """De-interleave and collapse: (B, H, N*P, d) -> (B, H, N, d) (SPEC.md step 6).
+    """De-interleave and collapse: (B, H, N*P, d) -> (B, H, N, d) (docs/spec.md step 6).
 
     ``collapse`` is (H, P) per-head or (H, H*P) global.
     """
@@ -126,7 +127,7 @@ def attend(
     backend: str = "auto",
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """Masked attention of pseudo queries over pseudo keys (SPEC.md steps 4-5)."""
+    """Masked attention of pseudo queries over pseudo keys (docs/spec.md steps 4-5)."""
     name = choose_backend(backend, spec, kernel, key_padding_mask, qt.device)
     return BACKENDS[name](
         qt,
@@ -140,24 +141,15 @@ def attend(
     )
 
 
-def _check_choice(name: str, value, accepted) -> None:
-    if value not in accepted:
-        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(accepted)}")
-
-
 def check_options(
     *, mask: str, window: int | None, positions: str, kernel: str = "softmax", backend: str = "auto"
 ) -> None:
     """Validate the keyword options shared by the functional core and the module."""
-    _check_choice("mask", mask, MASK_MODES)
-    _check_choice("positions", positions, POSITION_MODES)
-    _check_choice("kernel", kernel, KERNELS)
-    _check_choice("backend", backend, BACKEND_NAMES)
-    if window is not None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window={window!r} must be None or an int >= 1 (tokens)")
-        if mask == "none":
-            raise ValueError("window is only defined for mask='flat' or mask='token', not 'none'")
+    check_choice("mask", mask, MASK_MODES)
+    check_choice("positions", positions, POSITION_MODES)
+    check_choice("kernel", kernel, KERNELS)
+    check_choice("backend", backend, BACKEND_NAMES)
+    check_window(window, mask)
 
 
 def _check_inputs(q, k, v, alpha_q, alpha_k, alpha_v, collapse, key_padding_mask, offset):
@@ -243,7 +235,7 @@ def interleaved_head_attention(
     rope_tables: RopeTables | None = None,
     cache: KVCache | None = None,
 ) -> torch.Tensor:
-    """Interleaved Head Attention (SPEC.md). Returns collapsed per-head outputs (B, H, Nq, d).
+    """Interleaved Head Attention (docs/spec.md). Returns collapsed per-head outputs (B, H, Nq, d).
 
     Args:
         q: (B, H, Nq, d) projected queries, not mixed, no RoPE.

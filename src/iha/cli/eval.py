@@ -23,7 +23,7 @@ Writes ``OUT/{benchmark}.json`` (settings and metrics), ``OUT/{benchmark}.md`` (
 printed) and ``OUT/{benchmark}.samples.jsonl`` (every completion).
 
 The presets write ``OUT/paper-{pretrained,sft}.md`` (the paper's table), ``.json`` and every
-run's own files. Other benchmarks: ``python -m iha.eval.lm_eval_bridge`` runs
+run's own files. Other benchmarks: ``iha lm-eval`` runs
 lm-evaluation-harness tasks on the same models (docs/eval.md).
 """
 

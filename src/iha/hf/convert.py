@@ -53,6 +53,7 @@ from iha.functional import interleaved_head_attention
 from iha.masks import MaskSpec
 from iha.optim import is_mixing_parameter
 from iha.rope import apply_rope
+from iha.validate import check_choice, check_int
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
 MODES = ("exact", "paper")
@@ -60,12 +61,6 @@ CONFIG_KEY = "iha_conversion"
 FORMAT_VERSION = 1
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 FREEZE_MODES = ("none", "mixing")
-
-
-def _check_choice(name: str, value: Any, accepted: Iterable) -> None:
-    accepted = tuple(accepted)
-    if value not in accepted:
-        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(accepted)}")
 
 
 class IHAConvertedAttention(nn.Module):
@@ -100,8 +95,8 @@ class IHAConvertedAttention(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        _check_choice("mode", mode, MODES)
-        _check_choice("collapse", collapse, COLLAPSE_MODES)
+        check_choice("mode", mode, MODES)
+        check_choice("collapse", collapse, COLLAPSE_MODES)
         self.config = config
         self.layer_idx = attn.layer_idx
         self.n_heads = config.num_attention_heads
@@ -377,11 +372,10 @@ def convert(
     backbone = _backbone(model)
     decoder_layers = backbone.layers
     H = config.num_attention_heads
+    check_int("num_pseudo_heads", num_pseudo_heads, allow_none=True)
     P = H if num_pseudo_heads is None else num_pseudo_heads
-    if isinstance(P, bool) or not isinstance(P, int) or P < 1:
-        raise ValueError(f"num_pseudo_heads={num_pseudo_heads!r} must be None or an int >= 1")
-    _check_choice("mode", mode, MODES)
-    _check_choice("collapse", collapse, COLLAPSE_MODES)
+    check_choice("mode", mode, MODES)
+    check_choice("collapse", collapse, COLLAPSE_MODES)
     if not isinstance(init_noise, (int, float)) or not math.isfinite(init_noise) or init_noise < 0:
         raise ValueError(f"init_noise={init_noise!r} must be a finite number >= 0")
     chosen = _resolve_layers(layers, len(decoder_layers))
@@ -576,7 +570,7 @@ def sft_model_factory(model_cfg: dict[str, Any]) -> nn.Module:
     if not model_cfg.get("hf_path"):
         raise ValueError("model key 'hf_path' (a converted checkpoint directory) is required")
     freeze = model_cfg.get("freeze", "none")
-    _check_choice("freeze", freeze, FREEZE_MODES)
+    check_choice("freeze", freeze, FREEZE_MODES)
     model = load_converted(model_cfg["hf_path"], dtype=torch.float32)
     if freeze == "mixing":
         freeze_except_mixing(model)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from iha import flops
 from iha.models.config import ModelConfig
+from iha.validate import check_int
 
 
 def layer_flops_of_kind(cfg: ModelConfig, kind: str, seq_len: int) -> dict[str, int]:
@@ -76,8 +77,7 @@ def model_flops(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, int]:
     ``lm_head``, ``total``, ``paper_attention``.
     """
     N = cfg.max_position_embeddings if seq_len is None else seq_len
-    if isinstance(N, bool) or not isinstance(N, int) or N < 1:
-        raise ValueError(f"seq_len={seq_len!r} must be a positive int")
+    check_int("seq_len", N)
     attention = layers = paper = 0
     for kind in cfg.layer_kinds():
         lf = layer_flops_of_kind(cfg, kind, N)

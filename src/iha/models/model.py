@@ -27,6 +27,7 @@ from iha.models.layers import (
     SwiGLU,
     TalkingHeadsAttention,
 )
+from iha.validate import check_choice, check_int
 
 IHA_KINDS = ("iha_local", "iha_global")
 
@@ -243,12 +244,8 @@ class DecoderLM(nn.Module):
     # ------------------------------------------------------------------ cache
     def make_cache(self, batch_size: int, policy: str = "raw") -> ModelCache:
         """Empty per-layer caches for incremental decoding (see :class:`ModelCache`)."""
-        if policy not in CACHE_POLICIES:
-            raise ValueError(
-                f"policy={policy!r} is not supported; expected one of {CACHE_POLICIES}"
-            )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a positive int")
+        check_choice("policy", policy, CACHE_POLICIES)
+        check_int("batch_size", batch_size)
         return ModelCache(
             [layer.self_attn.make_cache(policy) for layer in self.layers], batch_size, policy
         )
