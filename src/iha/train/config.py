@@ -96,6 +96,7 @@ class TrainSection:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPUs that support it
     compile: bool = False
+    activation_checkpointing: bool = False  # recompute layer activations in backward
     log_every: int = 10
     val_every: int = 0  # 0: validate only at the end
     val_batches: int = 4
@@ -392,13 +393,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text ({e})") from e
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError as e:
             raise ConfigError("YAML configs need PyYAML: pip install pyyaml") from e
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from e
     elif path.suffix == ".toml":
         try:
             data = tomllib.loads(text)
