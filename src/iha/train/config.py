@@ -521,12 +521,14 @@ def dump_toml(data: dict[str, Any]) -> str:
 
 
 def find_config(name_or_path: str) -> Path:
-    """A config path, or a preset name looked up in ``./configs`` and the repository's configs/."""
+    """A config path, or a preset name looked up in ``./configs``, the repository's configs/ and
+    the configs shipped inside the installed package (``iha/configs``)."""
     p = Path(name_or_path)
     if p.suffix in (".toml", ".yaml", ".yml") or p.exists():
         return p
     repo_configs = Path(__file__).resolve().parents[3] / "configs"
-    for folder in (Path("configs"), repo_configs):
+    package_configs = Path(__file__).resolve().parents[1] / "configs"
+    for folder in (Path("configs"), repo_configs, package_configs):
         for suffix in (".toml", ".yaml", ".yml"):
             candidate = folder / f"{name_or_path}{suffix}"
             if candidate.is_file():
