@@ -157,6 +157,8 @@ class InterleavedHeadAttention(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must be (B, N, d_model={self.d_model}), got {tuple(x.shape)}")
         B, N, _ = x.shape
+        if N == 0:  # nothing new: an empty output, the cache untouched
+            return x.new_zeros(B, 0, self.d_model)
         H, G, d = self.n_heads, self.n_kv_heads, self.head_dim
         q = self.q_proj(x).view(B, N, H, d).transpose(1, 2)  # (B, H, N, d)
         k = self.k_proj(x).view(B, N, G, d).transpose(1, 2)  # (B, G, N, d)
