@@ -31,9 +31,11 @@ a causal (+ sliding window) mask with key padding, which is what the IHA core im
 masks (packed documents, static caches with empty slots, flex-attention block masks) raise a
 ValueError. Sliding-window layers (Mistral, Qwen2 with ``use_sliding_window``) keep their window.
 
-Saving: ``save_pretrained`` writes the mixing parameters with the other weights and
-``config.iha_conversion`` (the per-layer settings). Load with :func:`load_converted`; the original
-class' ``from_pretrained`` alone would drop the mixing parameters (it reports them as unexpected).
+Saving: a converted model is an instance of a converted model type of :mod:`iha.hf.converted`
+(``iha_llama``, ``iha_qwen2``, ``iha_mistral``), so ``save_pretrained`` writes a directory that
+``AutoModelForCausalLM`` loads as the converted model (after ``import iha.hf``, or with
+``trust_remote_code=True``), with the mixing parameters, ``config.iha_conversion`` (the per-layer
+settings) and an ``auto_map`` shim. :func:`load_converted` also reads older directories.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from torch import nn
 
 from iha.attention import COLLAPSE_MODES, init_exact_mha_mixing
 from iha.functional import interleaved_head_attention
+from iha.hf.converted import ORIGINAL_TYPE, mark_converted
 from iha.masks import MaskSpec
 from iha.optim import is_mixing_parameter
 from iha.rope import apply_rope
@@ -314,8 +317,11 @@ def _backbone(model: nn.Module) -> nn.Module:
 
 
 def _check_model(model: nn.Module) -> Any:
+    from iha.hf.converted import ORIGINAL_TYPE
+
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
+    model_type = ORIGINAL_TYPE.get(model_type, model_type)  # converting more layers
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"model_type={model_type!r} is not supported; expected one of "
@@ -414,6 +420,7 @@ def convert(
         if isinstance(layer.self_attn, IHAConvertedAttention)
     ]
     setattr(config, CONFIG_KEY, {"format_version": FORMAT_VERSION, "layers": settings})
+    mark_converted(model, config)  # saves as model_type "iha_<type>" (iha.hf.converted)
     return model
 
 
@@ -464,16 +471,23 @@ class _DropLoadReport(logging.Filter):
 def load_converted(path: str | Path, **from_pretrained_kwargs: Any) -> nn.Module:
     """Load a checkpoint written by ``save_pretrained`` of a converted model.
 
-    Loads the original architecture with ``AutoModelForCausalLM.from_pretrained(path, **kw)``,
-    converts the layers recorded in ``config.iha_conversion`` and loads their mixing parameters
-    from the checkpoint's safetensors files. Raises ValueError when the checkpoint has no
-    conversion record or lacks mixing parameters of a converted layer.
+    A directory of model type ``iha_llama`` / ``iha_qwen2`` / ``iha_mistral`` (what
+    ``save_pretrained`` writes) loads with ``AutoModelForCausalLM.from_pretrained(path, **kw)``.
+    An older directory (the original model type plus ``config.iha_conversion``) loads the original
+    architecture, converts the layers recorded in ``config.iha_conversion`` and loads their mixing
+    parameters from the checkpoint's safetensors files; saving the result writes the new form.
+    Raises ValueError when the checkpoint has no conversion record or lacks mixing parameters of
+    a converted layer.
     """
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    import iha.hf  # noqa: F401  registers the converted model types
+
     path = Path(path)
     config = AutoConfig.from_pretrained(path)
+    if config.model_type in ORIGINAL_TYPE:
+        return AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs)
     settings = getattr(config, CONFIG_KEY, None)
     if settings is None:
         raise ValueError(
