@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "theory": ("iha.cli.theory", "check the paper's theory: constructions as real weights"),
     "reproduce": ("iha.cli.reproduce", "train and report the paper's synthetic experiments on CPU"),
     "convert": ("iha.cli.convert", "convert a HF Llama/Qwen2/Mistral checkpoint to IHA"),
+    "convert-report": ("iha.cli.convert_report", "logit drift and perplexity of both conversions"),
     "bench": ("iha.cli.bench", "attention benchmarks: ratios vs SDPA floor, MHA, naive; memory"),
 }
 
