@@ -18,7 +18,7 @@ from iha.reproduce.synthetic import machine_description, run_plan, summarise
 
 SUITES = ("synthetic",)
 MODE_HELP = (
-    "full (default): relation composition at reduced sizes (m <= 5, 1,200 training examples) "
+    "full (default): relation composition at reduced sizes (m <= 5, 800 training examples) "
     "trained until early stopping, MHA vs 2-simplicial vs IHA (P=8), the IHA ablations and the "
     "head-count sweeps; about 45 min on 2 quiet CPU cores. "
     "paper: the paper's appendix-D settings for both relation tasks: m 6..10 (binary) and 5..8 "
