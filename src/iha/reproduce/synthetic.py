@@ -257,6 +257,22 @@ def load_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def finished_records(plan: SyntheticPlan, out_dir: Path) -> list[dict]:
+    """Records of the plan's finished jobs in ``out_dir`` (runs.jsonl and job folders)."""
+    exps = plan.experiments()
+    by_key = {r["key"]: r for r in load_records(out_dir / "runs.jsonl")}
+    records = []
+    for job in plan.jobs():
+        folder = job_dir(out_dir, job)
+        if _stale(folder, exps[job.experiment]):
+            continue
+        if job.key in by_key:
+            records.append(by_key[job.key])
+        elif (folder / "record.json").exists():
+            records.append(json.loads((folder / "record.json").read_text()))
+    return records
+
+
 def run_plan(
     plan: SyntheticPlan,
     out_dir: Path,
