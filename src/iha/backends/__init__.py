@@ -15,7 +15,7 @@ They all agree with ``reference`` (the test oracle).
 from iha.backends.blocked import attend_blocked
 from iha.backends.flex import attend_flex
 from iha.backends.reference import attend_reference
-from iha.backends.sdpa import attend_sdpa
+from iha.backends.sdpa import attend_sdpa, expand_kv
 
 BACKENDS = {
     "reference": attend_reference,
@@ -24,4 +24,11 @@ BACKENDS = {
     "flex": attend_flex,
 }
 
-__all__ = ["BACKENDS", "attend_blocked", "attend_flex", "attend_reference", "attend_sdpa"]
+__all__ = [
+    "BACKENDS",
+    "attend_blocked",
+    "attend_flex",
+    "attend_reference",
+    "attend_sdpa",
+    "expand_kv",
+]

@@ -15,7 +15,7 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("iha.cli.demo", "train MHA vs IHA on a small synthetic task and print a comparison"),
-    "eval": ("iha.cli.eval", "evaluate a checkpoint or HF model: RULER, GSM8K, MATH-500"),
+    "eval": ("iha.cli.eval", "evaluate: RULER, GSM8K, MATH-500, HumanEval, MBPP, paper tables"),
     "train": ("iha.cli.train", "train or resume a model from a TOML config"),
     "generate": ("iha.cli.generate", "sample text from a trained checkpoint"),
     "describe": ("iha.cli.describe", "parameters and FLOPs per token of model configs"),
@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "theory": ("iha.cli.theory", "check the paper's theory: constructions as real weights"),
     "reproduce": ("iha.cli.reproduce", "train and report the paper's synthetic experiments on CPU"),
     "convert": ("iha.cli.convert", "convert a HF Llama/Qwen2/Mistral checkpoint to IHA"),
+    "convert-report": ("iha.cli.convert_report", "logit drift and perplexity of both conversions"),
     "bench": ("iha.cli.bench", "attention benchmarks: ratios vs SDPA floor, MHA, naive; memory"),
 }
 
