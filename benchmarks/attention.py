@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from iha.bench import main
+from iha.cli.bench import main
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

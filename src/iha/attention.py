@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from iha.cache import KVCache
-from iha.functional import (
-    attend,
-    check_options,
-    collapse_heads,
-    interleaved_head_attention,
-    mix_heads,
-    rope_pseudo,
-)
-from iha.masks import MaskSpec
+from iha.functional import check_options, interleaved_head_attention
 
 INIT_MODES = ("default", "exact_mha")
 COLLAPSE_MODES = ("global", "per_head")
+
+
+@torch.no_grad()
+def init_exact_mha_mixing(
+    alpha_q: torch.Tensor,
+    alpha_k: torch.Tensor,
+    alpha_v: torch.Tensor,
+    collapse: torch.Tensor,
+    *,
+    init_noise: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> None:
+    """The exact-MHA init, in place: alpha = identity on the head axis for every pseudo index,
+    the collapse selects the last copy (p = P-1) of each head.
+
+    alpha_q (H, H, P), alpha_k and alpha_v (G, G, P), collapse (H, P) or (H, H*P).
+    ``init_noise`` > 0 then adds N(0, init_noise^2) noise (drawn in float32 from ``generator``,
+    or the global generator) to all four, which breaks the symmetry between the P copies.
+    """
+    H, _, P = alpha_q.shape
+    for a in (alpha_q, alpha_k, alpha_v):
+        a.copy_(torch.eye(a.shape[0])[:, :, None].expand_as(a))
+    collapse.zero_()
+    if collapse.shape[1] == P:  # per-head (H, P)
+        collapse[:, P - 1] = 1.0
+    else:  # global (H, H*P): output head h takes pseudo head (h, P-1)
+        collapse.view(H, H, P)[torch.arange(H), torch.arange(H), P - 1] = 1.0
+    if init_noise > 0:
+        for t in (alpha_q, alpha_k, alpha_v, collapse):
+            noise = torch.randn(t.shape, generator=generator, dtype=torch.float32)
+            t.add_((noise * init_noise).to(t.device, t.dtype))
 
 
 class InterleavedHeadAttention(nn.Module):
@@ -112,20 +133,16 @@ class InterleavedHeadAttention(nn.Module):
         self.init_mode, self.init_noise = init, init_noise
         self.reset_mixing()
 
-    @torch.no_grad()
     def reset_mixing(self) -> None:
         """(Re)initialise alphas and collapse according to ``init`` (projections untouched)."""
-        H, P = self.n_heads, self.n_pseudo
-        for a in (self.alpha_q, self.alpha_k, self.alpha_v):
-            a.copy_(torch.eye(a.shape[0])[:, :, None].expand_as(a))
-        self.collapse.zero_()
-        if self.collapse_mode == "per_head":
-            self.collapse[:, P - 1] = 1.0
-        else:
-            self.collapse.view(H, H, P)[torch.arange(H), torch.arange(H), P - 1] = 1.0
-        if self.init_mode == "default" and P > 1:
-            for p in (self.alpha_q, self.alpha_k, self.alpha_v, self.collapse):
-                p.add_(torch.randn_like(p) * self.init_noise)
+        noisy = self.init_mode == "default" and self.n_pseudo > 1
+        init_exact_mha_mixing(
+            self.alpha_q,
+            self.alpha_k,
+            self.alpha_v,
+            self.collapse,
+            init_noise=self.init_noise if noisy else 0.0,
+        )
 
     def extra_repr(self) -> str:
         return (
@@ -158,55 +175,23 @@ class InterleavedHeadAttention(nn.Module):
                     f"key_padding_mask must be (B, N) bool, got {tuple(key_padding_mask.shape)}"
                 )
             key_padding_mask = key_padding_mask[:, -N:].bool()
-        dropout_p = self.dropout if self.training else 0.0
-        if cache is None or cache.policy == "raw":
-            offset = 0
-            if cache is not None:  # attend over the cached prefix plus the new tokens
-                k, v, key_padding_mask, offset = cache.update(k, v, N, key_padding_mask)
-            y = interleaved_head_attention(
-                q,
-                k,
-                v,
-                self.alpha_q,
-                self.alpha_k,
-                self.alpha_v,
-                self.collapse,
-                mask=self.mask,
-                window=self.window,
-                rope_theta=self.rope_theta,
-                positions=self.positions,
-                position_offset=offset,
-                key_padding_mask=key_padding_mask,
-                backend=self.backend,
-                kernel=self.kernel,
-                dropout_p=dropout_p,
-            )
-        else:
-            y = self._forward_pseudo_cache(q, k, v, key_padding_mask, cache, dropout_p)
+        y = interleaved_head_attention(
+            q,
+            k,
+            v,
+            self.alpha_q,
+            self.alpha_k,
+            self.alpha_v,
+            self.collapse,
+            mask=self.mask,
+            window=self.window,
+            rope_theta=self.rope_theta,
+            positions=self.positions,
+            key_padding_mask=key_padding_mask,
+            backend=self.backend,
+            kernel=self.kernel,
+            dropout_p=self.dropout if self.training else 0.0,
+            cache=cache,
+        )  # (B, H, N, d)
         y = y.transpose(1, 2).reshape(B, N, H * d)
         return self.o_proj(y)
-
-    def _forward_pseudo_cache(self, q, k, v, key_padding_mask, cache, dropout_p):
-        """Decode step with cached pseudo keys/values (mixed and rotated once, when appended)."""
-        P, N = self.n_pseudo, q.shape[2]
-        offset = cache.offset
-        kt = rope_pseudo(mix_heads(k, self.alpha_k), offset, P, self.rope_theta, self.positions)
-        vt = mix_heads(v, self.alpha_v)
-        kt_all, vt_all, kpm, _ = cache.update(kt, vt, N, key_padding_mask)
-        n_k = kt_all.shape[2] // P
-        qt = rope_pseudo(mix_heads(q, self.alpha_q), offset, P, self.rope_theta, self.positions)
-        spec = MaskSpec(
-            self.mask, P, N, n_k, q_start=offset, k_start=offset + N - n_k, window=self.window
-        )
-        o = attend(
-            qt,
-            kt_all,
-            vt_all,
-            spec,
-            scale=1.0 / math.sqrt(self.head_dim),
-            key_padding_mask=kpm,
-            kernel=self.kernel,
-            backend=self.backend,
-            dropout_p=dropout_p,
-        )
-        return collapse_heads(o, self.collapse, P)

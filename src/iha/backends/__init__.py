@@ -19,7 +19,7 @@ from iha.backends.band import attend_band
 from iha.backends.blocked import attend_blocked
 from iha.backends.flex import attend_flex
 from iha.backends.reference import attend_reference
-from iha.backends.sdpa import attend_sdpa
+from iha.backends.sdpa import attend_sdpa, expand_kv
 
 BACKENDS = {
     "reference": attend_reference,
@@ -30,5 +30,11 @@ BACKENDS = {
 }
 
 __all__ = [
-    "BACKENDS", "attend_band", "attend_blocked", "attend_flex", "attend_reference", "attend_sdpa",
+    "BACKENDS",
+    "attend_band",
+    "attend_blocked",
+    "attend_flex",
+    "attend_reference",
+    "attend_sdpa",
+    "expand_kv",
 ]

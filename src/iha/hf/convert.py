@@ -23,7 +23,7 @@ Two modes:
   (unmixed) *un-rotated* keys and values, and the layer rotates mixed pseudo queries and keys with
   a private copy of the model's own rotary embedding evaluated at the virtual positions (so RoPE
   scaling such as llama3 or linear is applied as configured, at virtual positions). Not exact:
-  measure the drift with :mod:`iha.hf.convert_report`.
+  measure the drift with ``iha convert-report`` (:mod:`iha.hf.convert_report`).
 
 Masks and caches: the layers accept what ``transformers`` builds for them (no mask, a 4-D boolean
 or additive causal mask with padding and sliding window, a 2-D padding mask) and check that it is
@@ -48,8 +48,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from iha.attention import COLLAPSE_MODES
-from iha.functional import attend, collapse_heads, interleaved_head_attention, mix_heads
+from iha.attention import COLLAPSE_MODES, init_exact_mha_mixing
+from iha.functional import interleaved_head_attention
 from iha.masks import MaskSpec
 from iha.optim import is_mixing_parameter
 from iha.rope import apply_rope
@@ -135,7 +135,6 @@ class IHAConvertedAttention(nn.Module):
         self.collapse = nn.Parameter(torch.empty(H, P if collapse == "per_head" else H * P, **kw))
         self.reset_mixing(init_noise, generator)
 
-    @torch.no_grad()
     def reset_mixing(
         self, init_noise: float = 0.0, generator: torch.Generator | None = None
     ) -> None:
@@ -144,18 +143,14 @@ class IHAConvertedAttention(nn.Module):
         ``init_noise`` > 0 adds N(0, init_noise^2) noise to all four tensors, which breaks the
         symmetry between the P copies before fine-tuning (the layer is then no longer exact).
         """
-        H, P = self.n_heads, self.n_pseudo
-        for a in (self.alpha_q, self.alpha_k, self.alpha_v):
-            a.copy_(torch.eye(a.shape[0])[:, :, None].expand_as(a))
-        self.collapse.zero_()
-        if self.collapse_mode == "per_head":
-            self.collapse[:, P - 1] = 1.0
-        else:
-            self.collapse.view(H, H, P)[torch.arange(H), torch.arange(H), P - 1] = 1.0
-        if init_noise > 0:
-            for p in (self.alpha_q, self.alpha_k, self.alpha_v, self.collapse):
-                noise = torch.randn(p.shape, generator=generator, dtype=torch.float32)
-                p.add_((noise * init_noise).to(p.device, p.dtype))
+        init_exact_mha_mixing(
+            self.alpha_q,
+            self.alpha_k,
+            self.alpha_v,
+            self.collapse,
+            init_noise=init_noise,
+            generator=generator,
+        )
 
     def settings(self) -> dict[str, Any]:
         """The conversion settings of this layer, as stored in ``config.iha_conversion``."""
@@ -230,30 +225,35 @@ class IHAConvertedAttention(nn.Module):
         key_padding_mask: torch.Tensor | None,
         dropout_p: float,
     ) -> torch.Tensor:
-        """Flat mask, virtual positions: mix, rotate at n*P + p, attend, collapse (SPEC 1-6)."""
-        P, Nq, Nk = self.n_pseudo, q.shape[2], k.shape[2]
-        # RoPE only sees position differences, so the first cached key is placed at token 0.
-        positions = torch.arange(Nk * P, device=k.device)[None]  # (1, Nk*P)
-        cos, sin = self.virtual_rotary(v, position_ids=positions)  # (1, Nk*P, d)
-        cos, sin = cos[0].to(v.dtype), sin[0].to(v.dtype)
-        kt = apply_rope(mix_heads(k, self.alpha_k), cos, sin)  # (B, G, Nk*P, d)
-        qt = apply_rope(mix_heads(q, self.alpha_q), cos[-Nq * P :], sin[-Nq * P :])
-        vt = mix_heads(v, self.alpha_v)  # (B, G, Nk*P, d)
+        """Flat mask, virtual positions: the IHA core with this model's RoPE at n*P + p."""
         # HF sliding caches keep W-1 past tokens; a flat window of W tokens would need part of
         # token n-W, so sliding layers use a flat window of W-1 tokens (everything it needs is
         # cached, and cached and uncached runs agree).
         window = None if self.sliding_window is None else max(1, self.sliding_window - 1)
-        spec = MaskSpec("flat", P, Nq, Nk, q_start=Nk - Nq, k_start=0, window=window)
-        o = attend(
-            qt,
-            kt,
-            vt,
-            spec,
-            scale=self.scaling,
+        # RoPE only sees position differences, so the first cached key is placed at token 0.
+        return interleaved_head_attention(
+            q,
+            k,
+            v,
+            self.alpha_q,
+            self.alpha_k,
+            self.alpha_v,
+            self.collapse,
+            mask="flat",
+            window=window,
+            positions="virtual",
+            position_offset=k.shape[2] - q.shape[2],
             key_padding_mask=key_padding_mask,
+            scale=self.scaling,
             dropout_p=dropout_p,
-        )  # (B, H, Nq*P, d)
-        return collapse_heads(o, self.collapse, P)
+            rope_tables=self._virtual_rope_tables,
+        )  # (B, H, Nq, d)
+
+    def _virtual_rope_tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (L, d) of the model's own rotary embedding at virtual positions (L,)."""
+        like = torch.empty(0, device=positions.device)  # float32: HF computes the tables in it
+        cos, sin = self.virtual_rotary(like, position_ids=positions[None])  # (1, L, d) each
+        return cos[0], sin[0]
 
     def _key_padding_mask(
         self, attention_mask: Any, B: int, n_q: int, n_k: int

@@ -21,6 +21,12 @@ plain global MHA, as the paper's cost formula charges it H N^2 d); ``iha_global`
 A schedule shorter than ``num_hidden_layers`` is repeated (26 layers of LLLLG end in L); a
 variant's pattern is cut for fewer than 5 layers (a 2-layer ``iha`` model is II). An explicit
 ``layer_schedule`` longer than ``num_hidden_layers`` is an error.
+
+Long contexts: ``iha_window`` is a stored number of tokens. Left as None it is computed once, when
+the config is made, from the pretraining context (N / (2 P^2)) and kept from then on:
+``replace(max_position_embeddings=...)`` and ``to_dict``/``from_dict`` keep it, so extending the
+context never changes the model. ``rope_scaling`` (``transformers`` conventions, see
+:mod:`iha.rope`) changes RoPE for context extension; its lengths are in tokens.
 """
 
 from __future__ import annotations
@@ -81,12 +87,13 @@ class ModelConfig:
     intermediate_size: int | None = None  # None = 8/3 * hidden rounded up to a multiple of 8
     max_position_embeddings: int = 256  # training context N
     rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None  # iha.rope rules: linear, dynamic, yarn, llama3
     rms_norm_eps: float = 1e-5
     tie_word_embeddings: bool = False
     attention_variant: str = "global"
     num_pseudo_heads: int | None = None  # P of IHA layers; None = num_attention_heads
     sliding_window: int = 512  # window (tokens) of "local" MHA layers
-    iha_window: int | None = None  # window (tokens) of "iha_local" layers; None = N / (2 P^2)
+    iha_window: int | None = None  # "iha_local" window (tokens); None: N / (2 P^2), then stored
     layer_schedule: str | list[str] | None = None  # letters ("LLLLG") or kind names
     iha_collapse: str = "global"
     iha_mask: str = "flat"
@@ -131,6 +138,11 @@ class ModelConfig:
         from iha.functional import BACKEND_NAMES
 
         _choice("attention_backend", self.attention_backend, BACKEND_NAMES)
+        from iha.rope import check_rope_scaling
+
+        self.rope_scaling = check_rope_scaling(self.rope_scaling)
+        if self.iha_window is None:  # computed once, from the pretraining context
+            self.iha_window = max(1, self.max_position_embeddings // (2 * self.n_pseudo**2))
         if isinstance(self.layer_schedule, tuple):
             self.layer_schedule = list(self.layer_schedule)
         kinds = self.layer_kinds()  # validates the schedule
@@ -172,10 +184,12 @@ class ModelConfig:
 
     @property
     def iha_window_tokens(self) -> int:
-        """Window (tokens) of ``iha_local`` layers: ``iha_window`` or max(1, N // (2 P^2))."""
-        if self.iha_window is not None:
-            return self.iha_window
-        return max(1, self.max_position_embeddings // (2 * self.n_pseudo**2))
+        """Window (tokens) of ``iha_local`` layers: the stored ``iha_window``.
+
+        Unless given, it was set to max(1, N // (2 P^2)) when the config was made (N = the
+        ``max_position_embeddings`` of that moment, the pretraining context).
+        """
+        return self.iha_window
 
     def layer_kinds(self) -> list[str]:
         """The attention kind of every layer (see the module docstring)."""
@@ -229,6 +243,8 @@ class ModelConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if isinstance(out["layer_schedule"], list):
             out["layer_schedule"] = list(out["layer_schedule"])
+        if out["rope_scaling"] is not None:
+            out["rope_scaling"] = dict(out["rope_scaling"])
         return out
 
     @classmethod

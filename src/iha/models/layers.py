@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iha.backends.sdpa import expand_kv
+from iha.backends import expand_kv
 from iha.cache import CACHE_POLICIES, KVCache
-from iha.functional import attend, check_options
+from iha.functional import attend, check_options, rope_pseudo
 from iha.masks import MaskSpec
-from iha.rope import apply_rope, rope_cos_sin
 
 
 class RMSNorm(nn.Module):
@@ -58,10 +57,9 @@ class SwiGLU(nn.Module):
 
 
 def rotate(x: torch.Tensor, start: int, theta: float) -> torch.Tensor:
-    """RoPE at token positions start .. start+N-1 for x (B, heads, N, d)."""
-    pos = torch.arange(start, start + x.shape[2], device=x.device)
-    cos, sin = rope_cos_sin(pos, x.shape[-1], theta, x.dtype)
-    return apply_rope(x, cos, sin)
+    """RoPE at token positions start .. start+N-1 for x (B, heads, N, d): the IHA core's RoPE
+    with one pseudo token per token."""
+    return rope_pseudo(x, start, 1, theta, "token")
 
 
 def _check_input(x: torch.Tensor, d_model: int) -> None:

@@ -19,6 +19,7 @@ from torch import nn
 from iha.attention import InterleavedHeadAttention
 from iha.cache import CACHE_POLICIES, KVCache
 from iha.models.config import ModelConfig
+from iha.models.counts import model_flops
 from iha.models.layers import (
     DiffAttention,
     MultiHeadAttention,
@@ -271,10 +272,8 @@ class DecoderLM(nn.Module):
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Forward FLOPs per token at ``seq_len`` (default: max_position_embeddings).
 
-        Training is about 3x. See :func:`iha.models.describe.model_flops` for the breakdown.
+        Training is about 3x. See :func:`iha.models.counts.model_flops` for the breakdown.
         """
-        from iha.models.describe import model_flops
-
         n = self.config.max_position_embeddings if seq_len is None else seq_len
         return model_flops(self.config, n)["total"] / n
 

@@ -361,24 +361,27 @@ def resolve_model_dict(raw: dict[str, Any]) -> dict[str, Any]:
             )
         return raw
     preset = raw.pop("preset", None)
-    base: dict[str, Any] = {}
     if preset is not None:
         if not isinstance(preset, str):
             raise ConfigError(f"config key 'model.preset' must be str, got {preset!r}")
         try:
-            base = get_preset(preset).to_dict()
+            get_preset(preset)
         except (KeyError, ValueError) as e:
             raise ConfigError(f"config key 'model.preset': {e}") from e
     hints = typing.get_type_hints(ModelConfig)
     names = [f.name for f in dataclasses.fields(ModelConfig)]
+    table: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in names:
             raise ConfigError(
                 f"unknown config key 'model.{key}'; accepted keys: preset, {', '.join(names)}"
             )
-        base[key] = coerce(value, hints[key], f"model.{key}")
+        table[key] = coerce(value, hints[key], f"model.{key}")
     try:
-        return ModelConfig.from_dict(base).to_dict()
+        # the table's keys go in before the config is made, so values derived from them (the
+        # IHA window from max_position_embeddings) use the table's context, not the preset's
+        made = ModelConfig.from_dict(table) if preset is None else get_preset(preset, **table)
+        return made.to_dict()
     except (ValueError, TypeError) as e:
         raise ConfigError(f"invalid [model] table: {e}") from e
 
@@ -457,11 +460,14 @@ def _model_from_init(cfg: RunConfig) -> dict[str, Any]:
     fine-tuning config need not repeat the pre-trained architecture."""
     if not cfg.train.init_from or "preset" in cfg.model or "factory" in cfg.model:
         return cfg.model
+    from iha.models import ModelConfig
     from iha.train import checkpoint as ckpt
 
     try:
         found = ckpt.resolve_checkpoint(cfg.train.init_from)
         base = dict(ckpt.read_meta(found)["config"]["model"])
+        if "factory" not in base:  # a run saved without a stored IHA window gets it now, once,
+            base = ModelConfig.from_dict(base).to_dict()  # from its own context
     except (FileNotFoundError, KeyError, ValueError, OSError) as e:
         raise ConfigError(
             f"config key 'train.init_from': no checkpoint with a model config at "

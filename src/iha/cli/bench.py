@@ -49,7 +49,7 @@ from iha.functional import (
     rope_pseudo,
 )
 from iha.masks import MaskSpec
-from iha.rope import apply_rope, rope_cos_sin
+from iha.models.layers import MultiHeadAttention
 
 SUITES = ("core", "window", "scaling", "decode", "memory", "accuracy")
 DEFAULT_SUITES = ("core", "window", "decode", "memory", "accuracy")
@@ -108,36 +108,6 @@ def _naive_iha(q, k, v, alphas, collapse, mask: str, window: int | None) -> torc
     return collapse_heads(o, collapse, P)
 
 
-class MHA(nn.Module):
-    """Plain causal multi-head attention layer (q/k/v/o projections, RoPE, SDPA is_causal)."""
-
-    def __init__(self, d_model: int, n_heads: int, window: int | None = None) -> None:
-        super().__init__()
-        self.n_heads, self.window = n_heads, window
-        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (
-            nn.Linear(d_model, d_model, bias=False) for _ in range(4)
-        )
-
-    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
-        B, N, D = x.shape
-        H, d = self.n_heads, D // self.n_heads
-        q, k, v = (p(x).view(B, N, H, d).transpose(1, 2) for p in (self.q_proj, self.k_proj,
-                                                                  self.v_proj))
-        start = 0 if cache is None else cache.get("offset", 0)
-        cos, sin = rope_cos_sin(torch.arange(start, start + N, device=x.device), d, ROPE_THETA,
-                                x.dtype)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            if "k" in cache:
-                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
-            cache.update(k=k, v=v, offset=start + N)
-            causal = N > 1
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and start == 0)
-        return self.o_proj(y.transpose(1, 2).reshape(B, N, D))
-
-
 def build(case: Case, device: torch.device, dtype=torch.float32, seed: int = 0) -> Callable:
     """Inputs for ``case`` and a closure running one forward + backward on them."""
     gen = torch.Generator().manual_seed(seed)
@@ -189,7 +159,7 @@ def build(case: Case, device: torch.device, dtype=torch.float32, seed: int = 0) 
                 H * d, H, n_pseudo=P, mask=case.mask, window=case.window, backend=case.backend
             )
         else:
-            module = MHA(H * d, H)
+            module = MultiHeadAttention(H * d, H)
         module = module.to(device, dtype)
         x = _rand(gen, B, N, H * d, **kw)
         params = [x, *module.parameters()]
@@ -404,11 +374,11 @@ def suite_decode(args, device) -> SuiteResult:
     res = SuiteResult("decode", {"B": 1, "H": H, "d": d, "P": P, "steps": steps - 1})
     rows = []
     torch.manual_seed(0)
-    mha = MHA(D, H).to(device).eval()
+    mha = MultiHeadAttention(D, H).to(device).eval()
     for T in prompts:
         W = _paper_window(T, P)
         row = {"prompt": T, "window": W}
-        row["mha tok/s"] = _decode_rate(mha, T, steps, D, device, dict)
+        row["mha tok/s"] = _decode_rate(mha, T, steps, D, device, mha.make_cache)
         for mask, window in (("flat", None), ("token", None), ("flat", W)):
             layer = InterleavedHeadAttention(D, H, n_pseudo=P, mask=mask, window=window)
             layer = layer.to(device).eval()
@@ -463,7 +433,10 @@ def _rss_kib(field_name: str) -> int:
 def peak_memory_mb(case: Case, device: torch.device, threads: int) -> float:
     """Peak memory of one forward + backward of ``case``, measured in a subprocess."""
     spec = json.dumps(case.__dict__)
-    code = f"from iha.bench import _peak_child; _peak_child({spec!r}, {str(device)!r}, {threads})"
+    code = (
+        f"from iha.cli.bench import _peak_child; "
+        f"_peak_child({spec!r}, {str(device)!r}, {threads})"
+    )
     # A fixed mmap threshold makes glibc map every large tensor and unmap it on free, so the
     # peak RSS tracks live tensors (a dynamic threshold keeps freed memory resident).
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MALLOC_MMAP_THRESHOLD_": "65536"}
