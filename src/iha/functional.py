@@ -100,8 +100,10 @@ def choose_backend(
       fused kernel; on CUDA the flash kernel).
     - everything else (token mask, windows, padding, a query block against a longer cache):
       on CUDA "flex" (compiled FlexAttention with a block mask) or, for decoding (at most 64
-      query rows: the dense mask is tiny), "sdpa"; elsewhere "blocked" (exact pieces without a
-      dense mask; windows in O(N*P * W*P); few query rows as one piece with a small mask).
+      query rows: the dense mask is tiny), "sdpa"; on CPU "band" for sliding windows (the
+      compiled band kernel at the cost of the window's FLOPs; it runs "blocked" itself where it
+      is unavailable) and "blocked" for the rest (exact pieces without a dense mask; few query
+      rows as one piece with a small mask).
     ``device=None`` means CPU.
     """
     if backend != "auto":
@@ -112,6 +114,8 @@ def choose_backend(
         return "sdpa"
     if device is not None and device.type == "cuda":
         return "sdpa" if spec.n_q * spec.n_pseudo <= 64 else "flex"
+    if spec.window is not None and (device is None or device.type == "cpu"):
+        return "band"
     return "blocked"
 
 
@@ -252,7 +256,7 @@ def interleaved_head_attention(
             knows it).
         key_padding_mask: (B, Nk) bool, True = real token.
         scale: softmax scale, default 1/sqrt(d).
-        backend: "auto", "reference", "sdpa", "blocked" or "flex".
+        backend: "auto", "reference", "sdpa", "blocked", "flex" or "band".
         kernel: "softmax", or "linear" (masked scores used as weights; for the theory).
         dropout_p: dropout on the attention weights (training only).
         rope_tables: RoPE table provider (positions -> cos, sin) used instead of ``rope_theta``,
