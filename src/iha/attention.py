@@ -17,6 +17,7 @@ from iha.functional import (
     rope_pseudo,
 )
 from iha.masks import MaskSpec
+from iha.rope import check_rope_scaling
 
 INIT_MODES = ("default", "exact_mha")
 COLLAPSE_MODES = ("global", "per_head")
@@ -62,6 +63,7 @@ class InterleavedHeadAttention(nn.Module):
         kernel: str = "softmax",
         backend: str = "auto",
         init_noise: float = 0.02,
+        rope_scaling: dict | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("d_model", d_model), ("n_heads", n_heads)):
@@ -100,6 +102,7 @@ class InterleavedHeadAttention(nn.Module):
             backend,
         )
         self.dropout = dropout
+        self.rope_scaling = check_rope_scaling(rope_scaling)  # iha.rope rules, lengths in tokens
         H, G, P, d = n_heads, n_kv_heads, n_pseudo, head_dim
         self.q_proj = nn.Linear(d_model, H * d, bias=bias)
         self.k_proj = nn.Linear(d_model, G * d, bias=bias)
@@ -174,6 +177,7 @@ class InterleavedHeadAttention(nn.Module):
                 mask=self.mask,
                 window=self.window,
                 rope_theta=self.rope_theta,
+                rope_scaling=self.rope_scaling,
                 positions=self.positions,
                 position_offset=offset,
                 key_padding_mask=key_padding_mask,
@@ -190,11 +194,12 @@ class InterleavedHeadAttention(nn.Module):
         """Decode step with cached pseudo keys/values (mixed and rotated once, when appended)."""
         P, N = self.n_pseudo, q.shape[2]
         offset = cache.offset
-        kt = rope_pseudo(mix_heads(k, self.alpha_k), offset, P, self.rope_theta, self.positions)
+        rope = (self.rope_theta, self.positions, self.rope_scaling)
+        kt = rope_pseudo(mix_heads(k, self.alpha_k), offset, P, *rope)
         vt = mix_heads(v, self.alpha_v)
         kt_all, vt_all, kpm, _ = cache.update(kt, vt, N, key_padding_mask)
         n_k = kt_all.shape[2] // P
-        qt = rope_pseudo(mix_heads(q, self.alpha_q), offset, P, self.rope_theta, self.positions)
+        qt = rope_pseudo(mix_heads(q, self.alpha_q), offset, P, *rope)
         spec = MaskSpec(
             self.mask, P, N, n_k, q_start=offset, k_start=offset + N - n_k, window=self.window
         )

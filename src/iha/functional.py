@@ -43,14 +43,25 @@ def pseudo_positions(
 
 
 def rope_pseudo(
-    xt: torch.Tensor, start: int, n_pseudo: int, rope_theta: float | None, positions: str
+    xt: torch.Tensor,
+    start: int,
+    n_pseudo: int,
+    rope_theta: float | None,
+    positions: str,
+    rope_scaling: dict | None = None,
 ) -> torch.Tensor:
-    """Apply RoPE to interleaved pseudo tokens (B, H, N*P, d) whose first token is ``start``."""
+    """Apply RoPE to interleaved pseudo tokens (B, H, N*P, d) whose first token is ``start``.
+
+    ``rope_scaling`` (``iha.rope`` rules) sees the positions RoPE sees: under virtual positions
+    every length of the rule (given in tokens) is multiplied by P and linear scaling divides the
+    virtual position n*P + p.
+    """
     if rope_theta is None:
         return xt
     n_tokens = xt.shape[2] // n_pseudo
     pos = pseudo_positions(start, n_tokens, n_pseudo, positions, xt.device)
-    cos, sin = rope_cos_sin(pos, xt.shape[-1], rope_theta, xt.dtype)
+    per_token = n_pseudo if positions == "virtual" else 1
+    cos, sin = rope_cos_sin(pos, xt.shape[-1], rope_theta, xt.dtype, rope_scaling, per_token)
     return apply_rope(xt, cos, sin)
 
 
@@ -211,6 +222,7 @@ def interleaved_head_attention(
     backend: str = "auto",
     kernel: str = "softmax",
     dropout_p: float = 0.0,
+    rope_scaling: dict | None = None,
 ) -> torch.Tensor:
     """Interleaved Head Attention (SPEC.md). Returns collapsed per-head outputs (B, H, Nq, d).
 
@@ -230,6 +242,8 @@ def interleaved_head_attention(
         backend: "auto", "reference" or "sdpa".
         kernel: "softmax", or "linear" (masked scores used as weights; for the theory).
         dropout_p: dropout on the attention weights (training only).
+        rope_scaling: None or a ``transformers``-style RoPE scaling rule (``iha.rope``), lengths
+            in tokens; under virtual positions they are multiplied by P (:func:`rope_pseudo`).
     """
     check_options(mask=mask, window=window, positions=positions, kernel=kernel, backend=backend)
     P = _check_inputs(
@@ -238,8 +252,10 @@ def interleaved_head_attention(
     Nq, Nk, d = q.shape[2], k.shape[2], q.shape[3]
     k_start = position_offset + Nq - Nk
     spec = MaskSpec(mask, P, Nq, Nk, q_start=position_offset, k_start=k_start, window=window)
-    qt = rope_pseudo(mix_heads(q, alpha_q), position_offset, P, rope_theta, positions)
-    kt = rope_pseudo(mix_heads(k, alpha_k), k_start, P, rope_theta, positions)
+    qt = rope_pseudo(
+        mix_heads(q, alpha_q), position_offset, P, rope_theta, positions, rope_scaling
+    )
+    kt = rope_pseudo(mix_heads(k, alpha_k), k_start, P, rope_theta, positions, rope_scaling)
     vt = mix_heads(v, alpha_v)
     o = attend(
         qt,

@@ -27,7 +27,7 @@ from iha.backends.sdpa import expand_kv
 from iha.cache import CACHE_POLICIES, KVCache
 from iha.functional import attend, check_options
 from iha.masks import MaskSpec
-from iha.rope import apply_rope, rope_cos_sin
+from iha.rope import apply_rope, check_rope_scaling, rope_cos_sin
 
 
 class RMSNorm(nn.Module):
@@ -57,10 +57,13 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-def rotate(x: torch.Tensor, start: int, theta: float) -> torch.Tensor:
-    """RoPE at token positions start .. start+N-1 for x (B, heads, N, d)."""
+def rotate(
+    x: torch.Tensor, start: int, theta: float, rope_scaling: dict | None = None
+) -> torch.Tensor:
+    """RoPE at token positions start .. start+N-1 for x (B, heads, N, d), scaled by
+    ``rope_scaling`` (``iha.rope`` rules, lengths in tokens)."""
     pos = torch.arange(start, start + x.shape[2], device=x.device)
-    cos, sin = rope_cos_sin(pos, x.shape[-1], theta, x.dtype)
+    cos, sin = rope_cos_sin(pos, x.shape[-1], theta, x.dtype, rope_scaling)
     return apply_rope(x, cos, sin)
 
 
@@ -117,6 +120,7 @@ class _Attention(nn.Module):
         q_dim: int,
         kv_dim: int,
         backend: str = "auto",
+        rope_scaling: dict | None = None,
     ) -> None:
         super().__init__()
         check_options(mask="flat", window=window, positions="token", backend=backend)
@@ -127,6 +131,7 @@ class _Attention(nn.Module):
             raise ValueError(f"window={window!r} must be None or an int >= 1 (tokens)")
         self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, G
         self.rope_theta, self.window, self.backend = rope_theta, window, backend
+        self.rope_scaling = check_rope_scaling(rope_scaling)
         self.q_proj = nn.Linear(d_model, q_dim, bias=False)
         self.k_proj = nn.Linear(d_model, kv_dim, bias=False)
         self.v_proj = nn.Linear(d_model, kv_dim, bias=False)
@@ -163,8 +168,9 @@ class _Attention(nn.Module):
         d = self.head_dim
         offset = 0 if cache is None else cache.offset
         kpm = _new_padding(key_padding_mask, N)
-        q = rotate(self.q_proj(x).view(B, N, q_heads, d).transpose(1, 2), offset, self.rope_theta)
-        k = rotate(self.k_proj(x).view(B, N, k_heads, d).transpose(1, 2), offset, self.rope_theta)
+        theta, scaling = self.rope_theta, self.rope_scaling
+        q = rotate(self.q_proj(x).view(B, N, q_heads, d).transpose(1, 2), offset, theta, scaling)
+        k = rotate(self.k_proj(x).view(B, N, k_heads, d).transpose(1, 2), offset, theta, scaling)
         v = self.v_proj(x).view(B, N, v_heads, v_width).transpose(1, 2)
         if cache is not None:
             k, v, kpm, _ = cache.update(k, v, N, kpm)
@@ -192,12 +198,15 @@ class MultiHeadAttention(_Attention):
         window: int | None = None,
         rope_theta: float = 10000.0,
         backend: str = "auto",
+        rope_scaling: dict | None = None,
     ) -> None:
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         d = d_model // n_heads
         G = n_heads if n_kv_heads is None else n_kv_heads
-        super().__init__(d_model, n_heads, G, rope_theta, window, n_heads * d, G * d, backend)
+        super().__init__(
+            d_model, n_heads, G, rope_theta, window, n_heads * d, G * d, backend, rope_scaling
+        )
         self.head_dim = d
 
     def extra_repr(self) -> str:
@@ -245,12 +254,15 @@ class TalkingHeadsAttention(_Attention):
         n_heads: int,
         n_kv_heads: int | None = None,
         rope_theta: float = 10000.0,
+        rope_scaling: dict | None = None,
     ) -> None:
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         d = d_model // n_heads
         G = n_heads if n_kv_heads is None else n_kv_heads
-        super().__init__(d_model, n_heads, G, rope_theta, None, n_heads * d, G * d)
+        super().__init__(
+            d_model, n_heads, G, rope_theta, None, n_heads * d, G * d, rope_scaling=rope_scaling
+        )
         self.head_dim = d
         self.logits_mix = nn.Parameter(torch.eye(n_heads))
         self.weights_mix = nn.Parameter(torch.eye(n_heads))
@@ -312,6 +324,7 @@ class DiffAttention(_Attention):
         layer_index: int = 1,
         eps: float = 1e-5,
         backend: str = "auto",
+        rope_scaling: dict | None = None,
     ) -> None:
         G = n_heads if n_kv_heads is None else n_kv_heads
         if d_model % n_heads:
@@ -321,7 +334,9 @@ class DiffAttention(_Attention):
                 f"n_heads={n_heads} and n_kv_heads={G} must both be even (heads come in pairs)"
             )
         d = d_model // n_heads
-        super().__init__(d_model, n_heads, G, rope_theta, None, n_heads * d, G * d, backend)
+        super().__init__(
+            d_model, n_heads, G, rope_theta, None, n_heads * d, G * d, backend, rope_scaling
+        )
         self.head_dim = d
         self.layer_index = layer_index
         self.lambda_init = diff_lambda_init(layer_index)
