@@ -56,18 +56,23 @@ def rope_pseudo(
     rope_theta: float | None,
     positions: str,
     rope_tables: RopeTables | None = None,
+    rope_scaling: dict | None = None,
 ) -> torch.Tensor:
     """Apply RoPE to interleaved pseudo tokens (B, H, N*P, d) whose first token is ``start``.
 
     The tables come from ``rope_tables`` when given (e.g. a pretrained model's own rotary
     embedding), else from ``iha.rope`` with base ``rope_theta``; neither means no RoPE.
+    ``rope_scaling`` (``iha.rope`` rules) sees the positions RoPE sees: under virtual positions
+    every length of the rule (given in tokens) is multiplied by P and linear scaling divides the
+    virtual position n*P + p.
     """
     if rope_tables is None and rope_theta is None:
         return xt
     n_tokens = xt.shape[2] // n_pseudo
     pos = pseudo_positions(start, n_tokens, n_pseudo, positions, xt.device)  # (N*P,)
     if rope_tables is None:
-        cos, sin = rope_cos_sin(pos, xt.shape[-1], rope_theta, xt.dtype)
+        per_token = n_pseudo if positions == "virtual" else 1
+        cos, sin = rope_cos_sin(pos, xt.shape[-1], rope_theta, xt.dtype, rope_scaling, per_token)
     else:
         cos, sin = rope_tables(pos)  # (N*P, d) each
     return apply_rope(xt, cos.to(xt.dtype), sin.to(xt.dtype))
@@ -238,6 +243,7 @@ def interleaved_head_attention(
     dropout_p: float = 0.0,
     rope_tables: RopeTables | None = None,
     cache: KVCache | None = None,
+    rope_scaling: dict | None = None,
 ) -> torch.Tensor:
     """Interleaved Head Attention (docs/spec.md). Returns collapsed per-head outputs (B, H, Nq, d).
 
@@ -264,6 +270,8 @@ def interleaved_head_attention(
         cache: a ``KVCache``; k, v (and the key padding) of the new tokens are appended to it
             and q attends over everything it holds. Policy "raw" stores k, v as given and mixes
             and rotates the whole cache at every call; "pseudo" stores them mixed and rotated.
+        rope_scaling: None or a ``transformers``-style RoPE scaling rule (``iha.rope``), lengths
+            in tokens; under virtual positions they are multiplied by P (:func:`rope_pseudo`).
     """
     check_options(mask=mask, window=window, positions=positions, kernel=kernel, backend=backend)
     P = _check_inputs(
@@ -271,10 +279,12 @@ def interleaved_head_attention(
     )
     if rope_tables is not None and rope_theta is not None:
         raise ValueError("pass rope_theta or rope_tables, not both")
+    if rope_tables is not None and rope_scaling is not None:
+        raise ValueError("rope_scaling applies to rope_theta's tables; rope_tables bring their own")
     Nq, d = q.shape[2], q.shape[3]
 
     def rope(x: torch.Tensor, start: int) -> torch.Tensor:
-        return rope_pseudo(x, start, P, rope_theta, positions, rope_tables)
+        return rope_pseudo(x, start, P, rope_theta, positions, rope_tables, rope_scaling)
 
     kt = vt = None
     if cache is not None:

@@ -20,10 +20,11 @@ Two modes:
   model caches.
 - ``"paper"``: the paper's flat mask and virtual positions: pseudo token (n, p) sits at RoPE
   position n*P + p. RoPE must then be applied after mixing, so the HF cache holds the raw
-  (unmixed) *un-rotated* keys and values, and the layer rotates mixed pseudo queries and keys with
-  a private copy of the model's own rotary embedding evaluated at the virtual positions (so RoPE
-  scaling such as llama3 or linear is applied as configured, at virtual positions). Not exact:
-  measure the drift with ``iha convert-report`` (:mod:`iha.hf.convert_report`).
+  (unmixed) *un-rotated* keys and values, and the core rotates mixed pseudo queries and keys with
+  the model's ``rope_theta`` and RoPE scaling read from its config (:func:`rope_from_hf_config`)
+  through the one implementation of each rule in :mod:`iha.rope`: at virtual positions every
+  length of the rule is multiplied by P, as for ``iha`` models. Not exact: measure the drift with
+  ``iha convert-report`` (:mod:`iha.hf.convert_report`).
 
 Masks and caches: the layers accept what ``transformers`` builds for them (no mask, a 4-D boolean
 or additive causal mask with padding and sliding window, a 2-D padding mask) and check that it is
@@ -54,7 +55,7 @@ from iha.attention import COLLAPSE_MODES, init_exact_mha_mixing
 from iha.functional import interleaved_head_attention
 from iha.masks import MaskSpec
 from iha.optim import is_mixing_parameter
-from iha.rope import apply_rope
+from iha.rope import apply_rope, check_rope_scaling
 from iha.validate import check_choice, check_int
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
@@ -80,7 +81,6 @@ class IHAConvertedAttention(nn.Module):
         mode: "exact" (token mask, token positions, rotation before mixing) or "paper" (flat
             mask, virtual positions, rotation after mixing).
         collapse: "global" (H, H*P) or "per_head" (H, P).
-        rotary: the model's rotary embedding module (copied; used by mode "paper" only).
         init_noise: std of Gaussian noise added to the exact-MHA mixing init (0: exact).
         generator: random generator for that noise.
     """
@@ -93,7 +93,6 @@ class IHAConvertedAttention(nn.Module):
         n_pseudo: int,
         mode: str = "exact",
         collapse: str = "global",
-        rotary: nn.Module | None = None,
         init_noise: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> None:
@@ -118,12 +117,8 @@ class IHAConvertedAttention(nn.Module):
             self.sliding_window = getattr(config, "sliding_window", None)
         for name in PROJECTIONS:
             setattr(self, name, getattr(attn, name))
-        if mode == "paper":
-            if rotary is None:
-                raise ValueError("mode='paper' needs the model's rotary embedding module")
-            # A private copy: dynamic RoPE types update their frequencies from the largest
-            # position seen, and the virtual positions (up to N*P) must not change the model's.
-            self.virtual_rotary = type(rotary)(config=config).to(rotary.inv_freq.device)
+        if mode == "paper":  # the model's RoPE, rotated by the core at virtual positions
+            self.rope_theta, self.rope_scaling = rope_from_hf_config(config)
         H, G, P = self.n_heads, self.n_kv_heads, n_pseudo
         weight = self.q_proj.weight
         kw = {"dtype": weight.dtype, "device": weight.device}
@@ -244,14 +239,9 @@ class IHAConvertedAttention(nn.Module):
             key_padding_mask=key_padding_mask,
             scale=self.scaling,
             dropout_p=dropout_p,
-            rope_tables=self._virtual_rope_tables,
+            rope_theta=self.rope_theta,
+            rope_scaling=self.rope_scaling,
         )  # (B, H, Nq, d)
-
-    def _virtual_rope_tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin (L, d) of the model's own rotary embedding at virtual positions (L,)."""
-        like = torch.empty(0, device=positions.device)  # float32: HF computes the tables in it
-        cos, sin = self.virtual_rotary(like, position_ids=positions[None])  # (1, L, d) each
-        return cos[0], sin[0]
 
     def _key_padding_mask(
         self, attention_mask: Any, B: int, n_q: int, n_k: int
@@ -323,6 +313,31 @@ def original_model_type(model_type: Any) -> Any:
         if original in SUPPORTED_MODEL_TYPES:
             return original
     return model_type
+
+
+def rope_from_hf_config(config: Any) -> tuple[float, dict[str, Any] | None]:
+    """``(rope_theta, rope_scaling)`` of a ``transformers`` config, in :mod:`iha.rope`'s form.
+
+    Reads ``rope_parameters`` (transformers >= 5) or ``rope_theta`` + ``rope_scaling`` (4.x).
+    Lengths a rule leaves implicit take transformers' meaning: the dynamic rule's original length
+    is ``max_position_embeddings``, and so is a missing ``original_max_position_embeddings``.
+    Raises ValueError naming the key for a rule ``iha.rope`` does not implement (longrope, ...).
+    """
+    parameters = getattr(config, "rope_parameters", None)
+    if isinstance(parameters, dict) and parameters:
+        theta = parameters.get("rope_theta", getattr(config, "rope_theta", None))
+        scaling = dict(parameters)
+    else:
+        theta = getattr(config, "rope_theta", None)
+        scaling = dict(getattr(config, "rope_scaling", None) or {})
+    if theta is None:
+        raise ValueError(f"{type(config).__name__} has no rope_theta")
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type == "dynamic":
+        scaling["original_max_position_embeddings"] = config.max_position_embeddings
+    elif rope_type in ("yarn", "llama3"):
+        scaling.setdefault("original_max_position_embeddings", config.max_position_embeddings)
+    return float(theta), check_rope_scaling(scaling or None)
 
 
 def _mark_converted(model: nn.Module, config: Any) -> None:
@@ -412,9 +427,8 @@ def convert(
     if not isinstance(init_noise, (int, float)) or not math.isfinite(init_noise) or init_noise < 0:
         raise ValueError(f"init_noise={init_noise!r} must be a finite number >= 0")
     chosen = _resolve_layers(layers, len(decoder_layers))
-    rotary = getattr(backbone, "rotary_emb", None)
-    if mode == "paper" and rotary is None:
-        raise ValueError("mode='paper' needs the model's rotary embedding (model.model.rotary_emb)")
+    if mode == "paper":
+        rope_from_hf_config(config)  # an unsupported RoPE raises before anything changes
     for i in chosen:  # check everything before changing anything
         attn = decoder_layers[i].self_attn
         if isinstance(attn, IHAConvertedAttention):
@@ -437,7 +451,6 @@ def convert(
             n_pseudo=P,
             mode=mode,
             collapse=collapse,
-            rotary=rotary,
             init_noise=float(init_noise),
             generator=generator,
         )
