@@ -29,7 +29,7 @@ import warnings
 import torch
 
 from iha.attention import InterleavedHeadAttention
-from iha.bench import Case, build, time_round_robin
+from iha.cli.bench import Case, build, time_round_robin
 from iha.functional import interleaved_head_attention
 
 CONFIGS = [  # (name, mask, window, padding, query tokens, cached prefix tokens)

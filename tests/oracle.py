@@ -1,4 +1,4 @@
-"""An independent, deliberately naive implementation of SPEC.md for tests (float64 loops).
+"""An independent, deliberately naive implementation of docs/spec.md for tests (float64 loops).
 
 It shares no code with `iha`: its own RoPE, its own mask, its own mixing and collapse.
 """

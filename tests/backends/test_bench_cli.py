@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from iha.bench import Case, peak_memory_mb
 from iha.cli import main as cli_main
+from iha.cli.bench import Case, peak_memory_mb
 
 ROOT = Path(__file__).resolve().parents[2]
 

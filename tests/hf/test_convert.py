@@ -237,10 +237,8 @@ def test_paper_mode_runs_and_reports_drift():
 
 
 def test_convert_report_prints_both_modes_and_the_control(capsys):
-    from iha.hf.convert_report import main as report_main
-
     argv = ["--train-steps", "2", "--finetune-steps", "1", "--seq-len", "16", "--rows", "2"]
-    assert report_main(argv) == 0
+    assert cli_main(["convert-report", *argv]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [(r["mode"], r["stage"]) for r in rows] == [
         ("exact", "converted"),

@@ -27,7 +27,7 @@ def test_polynomial_cannot_row_only_where_the_claim_applies() -> None:
 
 
 def test_cli_theory_is_registered_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.SUBCOMMANDS["theory"][0] == "iha.theory.cli"
+    assert cli.SUBCOMMANDS["theory"][0] == "iha.cli.theory"
     code = cli.main(["theory", "--polynomial-k", "4", "--cpm3-n-max", "3", "--sequences", "4"])
     out = capsys.readouterr().out
     assert code == 0 and "| claim | paper | ours | status |" in out and "0 failed" in out

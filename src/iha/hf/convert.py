@@ -23,7 +23,7 @@ Two modes:
   (unmixed) *un-rotated* keys and values, and the layer rotates mixed pseudo queries and keys with
   a private copy of the model's own rotary embedding evaluated at the virtual positions (so RoPE
   scaling such as llama3 or linear is applied as configured, at virtual positions). Not exact:
-  measure the drift with :mod:`iha.hf.convert_report`.
+  measure the drift with ``iha convert-report`` (:mod:`iha.hf.convert_report`).
 
 Masks and caches: the layers accept what ``transformers`` builds for them (no mask, a 4-D boolean
 or additive causal mask with padding and sliding window, a 2-D padding mask) and check that it is
@@ -31,9 +31,11 @@ a causal (+ sliding window) mask with key padding, which is what the IHA core im
 masks (packed documents, static caches with empty slots, flex-attention block masks) raise a
 ValueError. Sliding-window layers (Mistral, Qwen2 with ``use_sliding_window``) keep their window.
 
-Saving: ``save_pretrained`` writes the mixing parameters with the other weights and
-``config.iha_conversion`` (the per-layer settings). Load with :func:`load_converted`; the original
-class' ``from_pretrained`` alone would drop the mixing parameters (it reports them as unexpected).
+Saving: a converted model is an instance of a converted model type of :mod:`iha.hf.converted`
+(``iha_llama``, ``iha_qwen2``, ``iha_mistral``), so ``save_pretrained`` writes a directory that
+``AutoModelForCausalLM`` loads as the converted model (after ``import iha.hf``, or with
+``trust_remote_code=True``), with the mixing parameters, ``config.iha_conversion`` (the per-layer
+settings) and an ``auto_map`` shim. :func:`load_converted` also reads older directories.
 """
 
 from __future__ import annotations
@@ -48,11 +50,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from iha.attention import COLLAPSE_MODES
-from iha.functional import attend, collapse_heads, interleaved_head_attention, mix_heads
+from iha.attention import COLLAPSE_MODES, init_exact_mha_mixing
+from iha.functional import interleaved_head_attention
+from iha.hf.converted import ORIGINAL_TYPE, mark_converted
 from iha.masks import MaskSpec
 from iha.optim import is_mixing_parameter
 from iha.rope import apply_rope
+from iha.validate import check_choice, check_int
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
 MODES = ("exact", "paper")
@@ -60,12 +64,6 @@ CONFIG_KEY = "iha_conversion"
 FORMAT_VERSION = 1
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 FREEZE_MODES = ("none", "mixing")
-
-
-def _check_choice(name: str, value: Any, accepted: Iterable) -> None:
-    accepted = tuple(accepted)
-    if value not in accepted:
-        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(accepted)}")
 
 
 class IHAConvertedAttention(nn.Module):
@@ -100,8 +98,8 @@ class IHAConvertedAttention(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        _check_choice("mode", mode, MODES)
-        _check_choice("collapse", collapse, COLLAPSE_MODES)
+        check_choice("mode", mode, MODES)
+        check_choice("collapse", collapse, COLLAPSE_MODES)
         self.config = config
         self.layer_idx = attn.layer_idx
         self.n_heads = config.num_attention_heads
@@ -135,7 +133,6 @@ class IHAConvertedAttention(nn.Module):
         self.collapse = nn.Parameter(torch.empty(H, P if collapse == "per_head" else H * P, **kw))
         self.reset_mixing(init_noise, generator)
 
-    @torch.no_grad()
     def reset_mixing(
         self, init_noise: float = 0.0, generator: torch.Generator | None = None
     ) -> None:
@@ -144,18 +141,14 @@ class IHAConvertedAttention(nn.Module):
         ``init_noise`` > 0 adds N(0, init_noise^2) noise to all four tensors, which breaks the
         symmetry between the P copies before fine-tuning (the layer is then no longer exact).
         """
-        H, P = self.n_heads, self.n_pseudo
-        for a in (self.alpha_q, self.alpha_k, self.alpha_v):
-            a.copy_(torch.eye(a.shape[0])[:, :, None].expand_as(a))
-        self.collapse.zero_()
-        if self.collapse_mode == "per_head":
-            self.collapse[:, P - 1] = 1.0
-        else:
-            self.collapse.view(H, H, P)[torch.arange(H), torch.arange(H), P - 1] = 1.0
-        if init_noise > 0:
-            for p in (self.alpha_q, self.alpha_k, self.alpha_v, self.collapse):
-                noise = torch.randn(p.shape, generator=generator, dtype=torch.float32)
-                p.add_((noise * init_noise).to(p.device, p.dtype))
+        init_exact_mha_mixing(
+            self.alpha_q,
+            self.alpha_k,
+            self.alpha_v,
+            self.collapse,
+            init_noise=init_noise,
+            generator=generator,
+        )
 
     def settings(self) -> dict[str, Any]:
         """The conversion settings of this layer, as stored in ``config.iha_conversion``."""
@@ -230,30 +223,35 @@ class IHAConvertedAttention(nn.Module):
         key_padding_mask: torch.Tensor | None,
         dropout_p: float,
     ) -> torch.Tensor:
-        """Flat mask, virtual positions: mix, rotate at n*P + p, attend, collapse (SPEC 1-6)."""
-        P, Nq, Nk = self.n_pseudo, q.shape[2], k.shape[2]
-        # RoPE only sees position differences, so the first cached key is placed at token 0.
-        positions = torch.arange(Nk * P, device=k.device)[None]  # (1, Nk*P)
-        cos, sin = self.virtual_rotary(v, position_ids=positions)  # (1, Nk*P, d)
-        cos, sin = cos[0].to(v.dtype), sin[0].to(v.dtype)
-        kt = apply_rope(mix_heads(k, self.alpha_k), cos, sin)  # (B, G, Nk*P, d)
-        qt = apply_rope(mix_heads(q, self.alpha_q), cos[-Nq * P :], sin[-Nq * P :])
-        vt = mix_heads(v, self.alpha_v)  # (B, G, Nk*P, d)
+        """Flat mask, virtual positions: the IHA core with this model's RoPE at n*P + p."""
         # HF sliding caches keep W-1 past tokens; a flat window of W tokens would need part of
         # token n-W, so sliding layers use a flat window of W-1 tokens (everything it needs is
         # cached, and cached and uncached runs agree).
         window = None if self.sliding_window is None else max(1, self.sliding_window - 1)
-        spec = MaskSpec("flat", P, Nq, Nk, q_start=Nk - Nq, k_start=0, window=window)
-        o = attend(
-            qt,
-            kt,
-            vt,
-            spec,
-            scale=self.scaling,
+        # RoPE only sees position differences, so the first cached key is placed at token 0.
+        return interleaved_head_attention(
+            q,
+            k,
+            v,
+            self.alpha_q,
+            self.alpha_k,
+            self.alpha_v,
+            self.collapse,
+            mask="flat",
+            window=window,
+            positions="virtual",
+            position_offset=k.shape[2] - q.shape[2],
             key_padding_mask=key_padding_mask,
+            scale=self.scaling,
             dropout_p=dropout_p,
-        )  # (B, H, Nq*P, d)
-        return collapse_heads(o, self.collapse, P)
+            rope_tables=self._virtual_rope_tables,
+        )  # (B, H, Nq, d)
+
+    def _virtual_rope_tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (L, d) of the model's own rotary embedding at virtual positions (L,)."""
+        like = torch.empty(0, device=positions.device)  # float32: HF computes the tables in it
+        cos, sin = self.virtual_rotary(like, position_ids=positions[None])  # (1, L, d) each
+        return cos[0], sin[0]
 
     def _key_padding_mask(
         self, attention_mask: Any, B: int, n_q: int, n_k: int
@@ -319,8 +317,11 @@ def _backbone(model: nn.Module) -> nn.Module:
 
 
 def _check_model(model: nn.Module) -> Any:
+    from iha.hf.converted import ORIGINAL_TYPE
+
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
+    model_type = ORIGINAL_TYPE.get(model_type, model_type)  # converting more layers
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"model_type={model_type!r} is not supported; expected one of "
@@ -377,11 +378,10 @@ def convert(
     backbone = _backbone(model)
     decoder_layers = backbone.layers
     H = config.num_attention_heads
+    check_int("num_pseudo_heads", num_pseudo_heads, allow_none=True)
     P = H if num_pseudo_heads is None else num_pseudo_heads
-    if isinstance(P, bool) or not isinstance(P, int) or P < 1:
-        raise ValueError(f"num_pseudo_heads={num_pseudo_heads!r} must be None or an int >= 1")
-    _check_choice("mode", mode, MODES)
-    _check_choice("collapse", collapse, COLLAPSE_MODES)
+    check_choice("mode", mode, MODES)
+    check_choice("collapse", collapse, COLLAPSE_MODES)
     if not isinstance(init_noise, (int, float)) or not math.isfinite(init_noise) or init_noise < 0:
         raise ValueError(f"init_noise={init_noise!r} must be a finite number >= 0")
     chosen = _resolve_layers(layers, len(decoder_layers))
@@ -420,6 +420,7 @@ def convert(
         if isinstance(layer.self_attn, IHAConvertedAttention)
     ]
     setattr(config, CONFIG_KEY, {"format_version": FORMAT_VERSION, "layers": settings})
+    mark_converted(model, config)  # saves as model_type "iha_<type>" (iha.hf.converted)
     return model
 
 
@@ -470,16 +471,23 @@ class _DropLoadReport(logging.Filter):
 def load_converted(path: str | Path, **from_pretrained_kwargs: Any) -> nn.Module:
     """Load a checkpoint written by ``save_pretrained`` of a converted model.
 
-    Loads the original architecture with ``AutoModelForCausalLM.from_pretrained(path, **kw)``,
-    converts the layers recorded in ``config.iha_conversion`` and loads their mixing parameters
-    from the checkpoint's safetensors files. Raises ValueError when the checkpoint has no
-    conversion record or lacks mixing parameters of a converted layer.
+    A directory of model type ``iha_llama`` / ``iha_qwen2`` / ``iha_mistral`` (what
+    ``save_pretrained`` writes) loads with ``AutoModelForCausalLM.from_pretrained(path, **kw)``.
+    An older directory (the original model type plus ``config.iha_conversion``) loads the original
+    architecture, converts the layers recorded in ``config.iha_conversion`` and loads their mixing
+    parameters from the checkpoint's safetensors files; saving the result writes the new form.
+    Raises ValueError when the checkpoint has no conversion record or lacks mixing parameters of
+    a converted layer.
     """
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    import iha.hf  # noqa: F401  registers the converted model types
+
     path = Path(path)
     config = AutoConfig.from_pretrained(path)
+    if config.model_type in ORIGINAL_TYPE:
+        return AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs)
     settings = getattr(config, CONFIG_KEY, None)
     if settings is None:
         raise ValueError(
@@ -576,7 +584,7 @@ def sft_model_factory(model_cfg: dict[str, Any]) -> nn.Module:
     if not model_cfg.get("hf_path"):
         raise ValueError("model key 'hf_path' (a converted checkpoint directory) is required")
     freeze = model_cfg.get("freeze", "none")
-    _check_choice("freeze", freeze, FREEZE_MODES)
+    check_choice("freeze", freeze, FREEZE_MODES)
     model = load_converted(model_cfg["hf_path"], dtype=torch.float32)
     if freeze == "mixing":
         freeze_except_mixing(model)

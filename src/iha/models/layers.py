@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iha.backends.sdpa import expand_kv
+from iha.backends import expand_kv
 from iha.cache import CACHE_POLICIES, KVCache
-from iha.functional import attend, check_options
+from iha.functional import attend, check_options, rope_pseudo
 from iha.masks import MaskSpec
-from iha.rope import apply_rope, rope_cos_sin
+from iha.validate import check_choice, check_int
 
 
 class RMSNorm(nn.Module):
@@ -58,10 +58,9 @@ class SwiGLU(nn.Module):
 
 
 def rotate(x: torch.Tensor, start: int, theta: float) -> torch.Tensor:
-    """RoPE at token positions start .. start+N-1 for x (B, heads, N, d)."""
-    pos = torch.arange(start, start + x.shape[2], device=x.device)
-    cos, sin = rope_cos_sin(pos, x.shape[-1], theta, x.dtype)
-    return apply_rope(x, cos, sin)
+    """RoPE at token positions start .. start+N-1 for x (B, heads, N, d): the IHA core's RoPE
+    with one pseudo token per token."""
+    return rope_pseudo(x, start, 1, theta, "token")
 
 
 def _check_input(x: torch.Tensor, d_model: int) -> None:
@@ -105,7 +104,8 @@ def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
 
 
 class _Attention(nn.Module):
-    """Shared plumbing: q/k/v/o projections, RoPE, cache update."""
+    """Shared plumbing: argument checks, q/k/v/o projections (H and G heads of d = D / H),
+    RoPE, cache update."""
 
     def __init__(
         self,
@@ -114,33 +114,31 @@ class _Attention(nn.Module):
         n_kv_heads: int | None,
         rope_theta: float,
         window: int | None,
-        q_dim: int,
-        kv_dim: int,
         backend: str = "auto",
     ) -> None:
         super().__init__()
+        check_int("d_model", d_model)
+        check_int("n_heads", n_heads)
         check_options(mask="flat", window=window, positions="token", backend=backend)
-        G = n_heads if n_kv_heads is None else n_kv_heads
-        if n_heads < 1 or G < 1 or n_heads % G:
+        G = check_int("n_kv_heads", n_heads if n_kv_heads is None else n_kv_heads)
+        if n_heads % G:
             raise ValueError(f"n_kv_heads={G} must divide n_heads={n_heads}")
-        if window is not None and window < 1:
-            raise ValueError(f"window={window!r} must be None or an int >= 1 (tokens)")
-        self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, G
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        d = d_model // n_heads
+        self.d_model, self.n_heads, self.n_kv_heads, self.head_dim = d_model, n_heads, G, d
         self.rope_theta, self.window, self.backend = rope_theta, window, backend
-        self.q_proj = nn.Linear(d_model, q_dim, bias=False)
-        self.k_proj = nn.Linear(d_model, kv_dim, bias=False)
-        self.v_proj = nn.Linear(d_model, kv_dim, bias=False)
-        self.o_proj = nn.Linear(q_dim, d_model, bias=False)
+        self.q_proj = nn.Linear(d_model, n_heads * d, bias=False)
+        self.k_proj = nn.Linear(d_model, G * d, bias=False)
+        self.v_proj = nn.Linear(d_model, G * d, bias=False)
+        self.o_proj = nn.Linear(n_heads * d, d_model, bias=False)
 
     def make_cache(self, policy: str = "raw") -> KVCache:
         """An empty cache (rotated keys, values); bounded to the window for local layers.
 
         ``policy`` is accepted for a uniform interface; these layers have one kind of cache.
         """
-        if policy not in CACHE_POLICIES:
-            raise ValueError(
-                f"policy={policy!r} is not supported; expected one of {CACHE_POLICIES}"
-            )
+        check_choice("policy", policy, CACHE_POLICIES)
         return KVCache(policy="raw", max_tokens=self.window)
 
     def _project(
@@ -193,12 +191,7 @@ class MultiHeadAttention(_Attention):
         rope_theta: float = 10000.0,
         backend: str = "auto",
     ) -> None:
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        d = d_model // n_heads
-        G = n_heads if n_kv_heads is None else n_kv_heads
-        super().__init__(d_model, n_heads, G, rope_theta, window, n_heads * d, G * d, backend)
-        self.head_dim = d
+        super().__init__(d_model, n_heads, n_kv_heads, rope_theta, window, backend)
 
     def extra_repr(self) -> str:
         return f"n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, window={self.window}"
@@ -246,12 +239,7 @@ class TalkingHeadsAttention(_Attention):
         n_kv_heads: int | None = None,
         rope_theta: float = 10000.0,
     ) -> None:
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        d = d_model // n_heads
-        G = n_heads if n_kv_heads is None else n_kv_heads
-        super().__init__(d_model, n_heads, G, rope_theta, None, n_heads * d, G * d)
-        self.head_dim = d
+        super().__init__(d_model, n_heads, n_kv_heads, rope_theta, None)
         self.logits_mix = nn.Parameter(torch.eye(n_heads))
         self.weights_mix = nn.Parameter(torch.eye(n_heads))
         self.logits_mix._iha_mixing = True
@@ -313,16 +301,12 @@ class DiffAttention(_Attention):
         eps: float = 1e-5,
         backend: str = "auto",
     ) -> None:
-        G = n_heads if n_kv_heads is None else n_kv_heads
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        super().__init__(d_model, n_heads, n_kv_heads, rope_theta, None, backend)
+        G, d = self.n_kv_heads, self.head_dim
         if n_heads % 2 or G % 2:
             raise ValueError(
                 f"n_heads={n_heads} and n_kv_heads={G} must both be even (heads come in pairs)"
             )
-        d = d_model // n_heads
-        super().__init__(d_model, n_heads, G, rope_theta, None, n_heads * d, G * d, backend)
-        self.head_dim = d
         self.layer_index = layer_index
         self.lambda_init = diff_lambda_init(layer_index)
         self.lambda_q1 = nn.Parameter(torch.empty(d))

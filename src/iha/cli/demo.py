@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from iha.reproduce.cli import reproduce
+from iha.cli.reproduce import reproduce
 from iha.reproduce.report import verdicts
 
 

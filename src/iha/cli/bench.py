@@ -4,7 +4,7 @@ Every number is a ratio of variants timed round-robin in the same process (a sha
 machine slows them alike), forward + backward in float32 unless stated, medians over
 ``--repeats`` after one warm-up. Suites:
 
-- ``core`` (issue 2 item 8, issue 8): B=2, H=8, d=64, N=512, P=4. The IHA core (mix, interleave,
+- ``core``: B=2, H=8, d=64, N=512, P=4. The IHA core (mix, interleave,
   RoPE, attention, collapse) against its *floor* (SDPA ``is_causal`` on already-interleaved
   (B, H, N*P, d) tensors), token vs flat mask, IHA vs MHA at the same N, the IHA module vs an MHA
   module, and a *naive* dense-mask implementation (a (N*P)^2 boolean mask into SDPA, what public
@@ -49,7 +49,7 @@ from iha.functional import (
     rope_pseudo,
 )
 from iha.masks import MaskSpec
-from iha.rope import apply_rope, rope_cos_sin
+from iha.models.layers import MultiHeadAttention
 
 SUITES = ("core", "window", "scaling", "decode", "memory", "accuracy")
 DEFAULT_SUITES = ("core", "window", "decode", "memory", "accuracy")
@@ -108,36 +108,6 @@ def _naive_iha(q, k, v, alphas, collapse, mask: str, window: int | None) -> torc
     return collapse_heads(o, collapse, P)
 
 
-class MHA(nn.Module):
-    """Plain causal multi-head attention layer (q/k/v/o projections, RoPE, SDPA is_causal)."""
-
-    def __init__(self, d_model: int, n_heads: int, window: int | None = None) -> None:
-        super().__init__()
-        self.n_heads, self.window = n_heads, window
-        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (
-            nn.Linear(d_model, d_model, bias=False) for _ in range(4)
-        )
-
-    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
-        B, N, D = x.shape
-        H, d = self.n_heads, D // self.n_heads
-        q, k, v = (p(x).view(B, N, H, d).transpose(1, 2) for p in (self.q_proj, self.k_proj,
-                                                                  self.v_proj))
-        start = 0 if cache is None else cache.get("offset", 0)
-        cos, sin = rope_cos_sin(torch.arange(start, start + N, device=x.device), d, ROPE_THETA,
-                                x.dtype)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            if "k" in cache:
-                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
-            cache.update(k=k, v=v, offset=start + N)
-            causal = N > 1
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and start == 0)
-        return self.o_proj(y.transpose(1, 2).reshape(B, N, D))
-
-
 def build(case: Case, device: torch.device, dtype=torch.float32, seed: int = 0) -> Callable:
     """Inputs for ``case`` and a closure running one forward + backward on them."""
     gen = torch.Generator().manual_seed(seed)
@@ -189,7 +159,7 @@ def build(case: Case, device: torch.device, dtype=torch.float32, seed: int = 0) 
                 H * d, H, n_pseudo=P, mask=case.mask, window=case.window, backend=case.backend
             )
         else:
-            module = MHA(H * d, H)
+            module = MultiHeadAttention(H * d, H)
         module = module.to(device, dtype)
         x = _rand(gen, B, N, H * d, **kw)
         params = [x, *module.parameters()]
@@ -225,7 +195,12 @@ def _sync(device: torch.device) -> None:
 def time_round_robin(
     steps: dict[str, Callable], repeats: int, device: torch.device
 ) -> dict[str, dict[str, float]]:
-    """Median/min/max milliseconds of each step, timed in turn (one warm-up each first)."""
+    """Median/min/max milliseconds of each step, timed in turn (one warm-up each first).
+
+    Ours rather than ``torch.utils.benchmark.Timer``: every number we report is a ratio of
+    variants, and timing them round-robin (A B C A B C ...) makes load on a shared machine slow
+    them alike; ``Timer.blocked_autorange`` measures one statement to the end before the next.
+    """
     for step in steps.values():
         step()
     times: dict[str, list[float]] = {name: [] for name in steps}
@@ -294,7 +269,7 @@ def suite_core(args, device) -> SuiteResult:
     )
     res.add_ratios([
         Ratio("IHA core (flat) / SDPA floor", "iha_flat", "floor", 1.15,
-              "issue 8 target 1.15, issue 2 target 1.25"),
+              "target 1.15 (a first, looser target was 1.25)"),
         Ratio("IHA core token / flat", "iha_token", "iha_flat", 1.2),
         Ratio("IHA core (token) / SDPA floor", "iha_token", "floor"),
         Ratio("IHA core (flat) / MHA at the same N", "iha_flat", "mha", None,
@@ -380,7 +355,11 @@ def suite_scaling(args, device) -> SuiteResult:
 
 
 def _decode_rate(module: nn.Module, prompt: int, steps: int, D: int, device, make_cache):
-    """Tokens/s of ``steps`` greedy-like steps (random inputs) after a ``prompt``-token prefill."""
+    """Tokens/s of ``steps`` greedy-like steps (random inputs) after a ``prompt``-token prefill.
+
+    A plain loop: every step grows the cache, so the steps are not repeats of one statement
+    (what ``torch.utils.benchmark`` times).
+    """
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, prompt, D, generator=gen).to(device)
     xs = [torch.randn(1, 1, D, generator=gen).to(device) for _ in range(steps)]
@@ -404,11 +383,11 @@ def suite_decode(args, device) -> SuiteResult:
     res = SuiteResult("decode", {"B": 1, "H": H, "d": d, "P": P, "steps": steps - 1})
     rows = []
     torch.manual_seed(0)
-    mha = MHA(D, H).to(device).eval()
+    mha = MultiHeadAttention(D, H).to(device).eval()
     for T in prompts:
         W = _paper_window(T, P)
         row = {"prompt": T, "window": W}
-        row["mha tok/s"] = _decode_rate(mha, T, steps, D, device, dict)
+        row["mha tok/s"] = _decode_rate(mha, T, steps, D, device, mha.make_cache)
         for mask, window in (("flat", None), ("token", None), ("flat", W)):
             layer = InterleavedHeadAttention(D, H, n_pseudo=P, mask=mask, window=window)
             layer = layer.to(device).eval()
@@ -463,7 +442,10 @@ def _rss_kib(field_name: str) -> int:
 def peak_memory_mb(case: Case, device: torch.device, threads: int) -> float:
     """Peak memory of one forward + backward of ``case``, measured in a subprocess."""
     spec = json.dumps(case.__dict__)
-    code = f"from iha.bench import _peak_child; _peak_child({spec!r}, {str(device)!r}, {threads})"
+    code = (
+        f"from iha.cli.bench import _peak_child; "
+        f"_peak_child({spec!r}, {str(device)!r}, {threads})"
+    )
     # A fixed mmap threshold makes glibc map every large tensor and unmap it on free, so the
     # peak RSS tracks live tensors (a dynamic threshold keeps freed memory resident).
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MALLOC_MMAP_THRESHOLD_": "65536"}

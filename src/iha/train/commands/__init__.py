@@ -1,1 +1,0 @@
-"""``iha`` subcommands of the training engine: train, generate, describe, plot."""
