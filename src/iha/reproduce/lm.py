@@ -11,11 +11,9 @@ other seeds with the rate chosen on validation), :func:`summarise_lm` builds the
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -26,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from iha.reproduce.lm_plans import LM_MODES, LMExperiment, LMJob, LMPlan, get_lm_plan
+from iha.reproduce.lm_plans import LMExperiment, LMJob, LMPlan
 from iha.reproduce.stats import Interval, mean_ci, paired_difference_ci
 
 RESULT_FILE = "result.json"
@@ -282,6 +280,17 @@ def _in_worker(exp: LMExperiment, job: LMJob, out: Path, steps: int, threads: in
     return run_job(exp, job, out, steps)
 
 
+def finished_lm_records(plan: LMPlan, out: Path) -> list[dict[str, Any]]:
+    """The records of every finished run of ``plan``'s experiments in ``out`` (trains nothing)."""
+    names = {e.name for e in plan.experiments}
+    records = []
+    for path in sorted((out / "runs").glob(f"**/{RESULT_FILE}")):
+        record = json.loads(path.read_text())
+        if record["experiment"] in names and record["seed"] in plan.seeds:
+            records.append(record)
+    return records
+
+
 def selection_score(exp: LMExperiment, record: dict[str, Any]) -> float:
     """Higher is better: validation accuracy (recall tasks) or minus validation loss (text)."""
     val = record.get("val")
@@ -478,13 +487,13 @@ def experiment_section(s: dict[str, Any], flops_table: dict[str, dict[str, Any]]
             f"{a['paper_attn_vs_global']:.3f} | {a['steps']} | {a['train_flops']:.3g} |"
         )
     head = " | ".join(f"{_point_name(exp, p)}" for p in points)
-    diff_head = " | ".join(f"- global, {_point_name(exp, p)}" for p in points)
+    diff_head = " | ".join(f"minus global, {_point_name(exp, p)}" for p in points)
     lines += [
         "",
         f"{unit}, mean ± 95% t-interval over seeds at the chosen learning rate, and the paired "
         "per-seed difference to global:",
         "",
-        f"| variant | lr (chosen) | seeds | converged | {head} | {diff_head} |",
+        f"| variant | lr (chosen) | seeds | converged runs | {head} | {diff_head} |",
         "|---|---|---|---|" + "---|" * (2 * len(points)),
     ]
     for v, row in s["rows"].items():
@@ -589,71 +598,3 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
-
-
-# ---------------------------------------------------------------------------------------- CLI
-def add_lm_arguments(p: argparse.ArgumentParser) -> None:
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
-    size.add_argument("--full", action="store_true", help="the committed sizes (default)")
-    size.add_argument("--tiny", action="store_true", help="test sizes: seconds, learns nothing")
-    p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 (default: 3)")
-    p.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default results/lm/MODE)")
-    p.add_argument("--resume", action="store_true",
-                   help="reuse the finished runs in --out and resume interrupted ones")  # fmt: skip
-
-
-def lm_mode(args: argparse.Namespace) -> str:
-    return "quick" if args.quick else "tiny" if args.tiny else "full"
-
-
-def lm_command_line(args: argparse.Namespace) -> str:
-    parts = ["iha", "reproduce", "lm", f"--{lm_mode(args)}"]
-    for name in ("seeds", "workers", "threads", "out"):
-        value = getattr(args, name)
-        if value is not None and not (name in ("workers", "threads") and value == 1):
-            parts += [f"--{name}", str(value)]
-    return " ".join(parts)
-
-
-def run_lm(args: argparse.Namespace, log: Callable[[str], None] = print) -> int:
-    """``iha reproduce lm``: run the plan, write the report, print the outcome (exit code)."""
-    for name in ("workers", "threads"):
-        if getattr(args, name) < 1:
-            print(f"iha reproduce: --{name}={getattr(args, name)} must be >= 1")
-            return 2
-    try:
-        plan = get_lm_plan(lm_mode(args), args.seeds)
-    except ValueError as e:
-        print(f"iha reproduce: {e}")
-        return 2
-    out = args.out or Path("results") / "lm" / plan.mode
-    if (out / "runs").exists() and not args.resume:
-        print(f"iha reproduce: --out {out} already holds runs; pass --resume to reuse them or "
-              "choose another --out")  # fmt: skip
-        return 2
-    start = time.time()
-    torch.set_num_threads(args.threads)
-    records = run_lm_plan(plan, out, workers=args.workers, threads=args.threads, log=log)
-    summaries = summarise_lm(plan, records)
-    wall = sum(r["seconds"] for r in records) / max(args.workers, 1) or time.time() - start
-    path = write_lm_report(plan, summaries, out, command=lm_command_line(args), wall=wall)
-    print("\nOutcome:")
-    for v in verdicts(summaries):
-        print(f"- {v}")
-    print(f"\nreport: {path}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="iha reproduce lm", description=__doc__.splitlines()[0])
-    add_lm_arguments(parser)
-    return run_lm(parser.parse_args(argv))
-
-
-__all__ = ["LM_MODES", "main", "run_lm", "run_lm_plan", "summarise_lm", "write_lm_report"]
-
-if __name__ == "__main__":
-    sys.exit(main())
