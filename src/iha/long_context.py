@@ -234,15 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS),
                         help="RULER tasks to train on and evaluate (synthetic ones: qa_1/qa_2 "
                         "need SQuAD / HotpotQA data)")
-    parser.add_argument("--pretrain-steps", type=int, default=60)
-    parser.add_argument("--pretrain-docs", type=int, default=400)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--pretrain-steps", type=int, default=24)
+    parser.add_argument("--pretrain-docs", type=int, default=80)
+    parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--extend-steps", type=int, default=6)
-    parser.add_argument("--extend-docs", type=int, default=30)
-    parser.add_argument("--extend-batch", type=int, default=2)
+    parser.add_argument("--extend-steps", type=int, default=3)
+    parser.add_argument("--extend-docs", type=int, default=12)
+    parser.add_argument("--extend-batch", type=int, default=1)
     parser.add_argument("--extend-lr", type=float, default=1e-3)
-    parser.add_argument("--limit", type=int, default=4, help="RULER samples per task")
+    parser.add_argument("--limit", type=int, default=2, help="RULER samples per task")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     if args.long <= args.short or args.short < 1:
