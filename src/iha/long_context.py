@@ -121,6 +121,13 @@ class _Steps:
             raise RuntimeError(f"{line} exited with {code}")
 
 
+def _val_loss(run: Path) -> float | None:
+    """The last validation loss (nats per answer token) in a run's metrics, or None."""
+    losses = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [m["loss"] for m in losses if m.get("split") == "val"]
+    return losses[-1] if losses else None
+
+
 def _ruler_scores(out: Path) -> dict[str, dict[int, float]]:
     summary = json.loads((out / "ruler.json").read_text(encoding="utf-8"))
     return {t: {int(n): v for n, v in by.items()} for t, by in summary["scores"].items()}
@@ -157,6 +164,7 @@ def rehearse(args: argparse.Namespace) -> dict[str, Any]:
         ])
         scores = _ruler_scores(target)
         rows.append({"model": name.split("-")[0], "stage": label, "length": length,
+                     "val_loss": _val_loss(run),
                      "scores": {t: by[length] for t, by in scores.items()}})
 
     for variant in VARIANTS:
@@ -192,12 +200,13 @@ def rehearse(args: argparse.Namespace) -> dict[str, Any]:
 
 def _markdown(result: dict[str, Any], tasks: list[str]) -> str:
     s = result["settings"]
-    head = "| model | stage | length | " + " | ".join(tasks) + " | avg |"
-    lines = [head, "|---" * (len(tasks) + 4) + "|"]
+    head = "| model | stage | val loss | length | " + " | ".join(tasks) + " | avg |"
+    lines = [head, "|---" * (len(tasks) + 5) + "|"]
     for row in result["rows"]:
         cells = [f"{100 * row['scores'][t]:.1f}" if t in row["scores"] else "-" for t in tasks]
         avg = 100 * sum(row["scores"].values()) / len(row["scores"])
-        lines.append(f"| {row['model']} | {row['stage']} | {row['length']} | "
+        loss = "-" if row["val_loss"] is None else f"{row['val_loss']:.3f}"
+        lines.append(f"| {row['model']} | {row['stage']} | {loss} | {row['length']} | "
                      + " | ".join(cells) + f" | {avg:.1f} |")
     total = sum(result["seconds"].values())
     return "\n".join([
@@ -205,12 +214,15 @@ def _markdown(result: dict[str, Any], tasks: list[str]) -> str:
         "",
         f"RULER string_match_all (%), {s['limit']} samples per task and length, greedy. "
         f"Pretraining at {s['short']} tokens, extension to {s['long']} tokens "
-        f"({s['long'] // s['short']}x).",
+        f"({s['long'] // s['short']}x). val loss: the run's last validation loss, nats per "
+        "answer token (the training loss is on the answers only). Tiny models trained for "
+        "minutes: docs/long-context.md says what this table does and does not show.",
         "",
         *lines,
         "",
         "Command: `python -m iha.long_context " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in s.items()) + "`",
+            f"--{k.replace('_', '-')} " + (" ".join(v) if isinstance(v, list) else str(v))
+            for k, v in s.items()) + "`",
         "",
         f"Wall-clock: {total:.0f} s in all; per step (s): "
         + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()),
