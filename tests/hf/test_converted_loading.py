@@ -55,7 +55,7 @@ def test_auto_model_loads_the_converted_model_with_lm_eval_hf_arguments(tmp_path
     assert saved["auto_map"]["AutoModelForCausalLM"] == f"iha_converted.{cls.__name__}"
     assert (path / "iha_converted.py").is_file()
     # what lm_eval's HFLM does (config first, then the model), here after `import iha.hf` as in
-    # `python -m iha.eval.lm_eval_bridge --model iha` / `--model hf`
+    # `iha lm-eval --model iha` / `--model hf`
     config = AutoConfig.from_pretrained(str(path), revision="main", trust_remote_code=False)
     loaded = AutoModelForCausalLM.from_pretrained(
         str(path), revision="main", dtype=torch.float32, trust_remote_code=False, config=config

@@ -101,8 +101,15 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) * 2 // 3] ^= 0x01  # inside the tensor data: same size, other content
+    path.write_bytes(bytes(data))
+
+
 DAMAGE = {
     "truncated weights": lambda c: _truncate(c / "model.safetensors"),
+    "one flipped bit in the weights": lambda c: _flip_a_byte(c / "model.safetensors"),
     "garbage optimizer state": lambda c: (c / "state.pt").write_bytes(b"\x00garbage" * 50),
     "truncated meta.json": lambda c: _truncate(c / "meta.json"),
     "missing manifest": lambda c: (c / "manifest.json").unlink(),
@@ -250,6 +257,23 @@ def test_resume_applies_a_new_lr_and_max_steps_with_the_schedule_re_derived(tmp_
         assert lrs[s] == pytest.approx(reference_lr(s - 1, 1e-2, 2, 10, 0.01), rel=1e-12), s
     saved = json.loads((run / "config.json").read_text())
     assert saved["optim"]["lr"] == 1e-2 and saved["train"]["max_steps"] == 10
+
+
+def test_resume_applies_new_optimizer_hyperparameters(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    run = tmp_path / "run"
+    train(tiny_config(run, corpus, checkpoint=CKPT), stop_at=4)
+    new = {"weight_decay": 0.02, "betas": [0.8, 0.9], "eps": 1e-6}
+    trainer = Trainer(tiny_config(run, corpus, checkpoint=CKPT, optim=new), resume=True)
+    try:
+        trainer.prepare()
+        assert trainer.step == 4
+        groups = trainer.optimizer.param_groups
+        assert {g["weight_decay"] for g in groups} == {0.0, 0.02}  # norms/mixing: no decay
+        assert all(g["betas"] == (0.8, 0.9) and g["eps"] == 1e-6 for g in groups)
+        assert trainer.optimizer.state  # the moments themselves were restored
+    finally:
+        trainer.close()
 
 
 @pytest.mark.parametrize(

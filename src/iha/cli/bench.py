@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -604,6 +605,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown", type=str, default=None, help="write the markdown report here")
 
 
+def _output_problem(path: str | None) -> str | None:
+    """Why ``path`` cannot take an output file (None when it can, or when it is not given)."""
+    if path is None:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        return "is a directory; give a file name"
+    if not target.parent.is_dir():
+        return f"is in a folder that does not exist ({str(target.parent)!r})"
+    if not os.access(target.parent, os.W_OK):
+        return f"is in a folder that is not writable ({str(target.parent)!r})"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -612,6 +627,11 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.threads < 1:
         print("iha bench: --repeats and --threads must be >= 1", file=sys.stderr)
         return 2
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+        problem = _output_problem(path)
+        if problem:  # checked before the benchmark runs, not after
+            print(f"iha bench: {flag} {path!r} {problem}", file=sys.stderr)
+            return 2
     torch.set_num_threads(args.threads)
     suites = list(SUITES) if "all" in args.suite else list(dict.fromkeys(args.suite))
     report = {

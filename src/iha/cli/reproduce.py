@@ -16,7 +16,7 @@ from iha.reproduce.plans import MODES, get_plan
 from iha.reproduce.report import markdown_tables, verdicts, write_report
 from iha.reproduce.synthetic import finished_records, machine_description, run_plan, summarise
 
-SUITES = ("synthetic",)
+SUITES = ("synthetic", "lm")
 MODE_HELP = (
     "full (default): relation composition at reduced sizes (m <= 5, 800 training examples) "
     "trained until early stopping, MHA vs 2-simplicial vs IHA (P=8), the IHA ablations and the "
@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     size.add_argument("--mode", choices=MODES, default=None, help=MODE_HELP)
     size.add_argument("--quick", action="store_true", help="same as --mode quick")
     size.add_argument("--tiny", action="store_true", help="same as --mode tiny")
+    size.add_argument("--full", action="store_true", help="same as --mode full")
     p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 (default: the mode's)")
     p.add_argument("--workers", type=int, default=1, help="jobs run in parallel processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
@@ -118,6 +119,10 @@ def reproduce(args: argparse.Namespace, log=print) -> tuple[dict, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.suite == "lm":
+        from iha.cli.reproduce_lm import run_lm
+
+        return run_lm(args)
     try:
         summary, path = reproduce(args)
     except ValueError as e:

@@ -53,13 +53,13 @@ from torch import nn
 
 from iha.attention import COLLAPSE_MODES, init_exact_mha_mixing
 from iha.functional import interleaved_head_attention
-from iha.hf.converted import ORIGINAL_TYPE, mark_converted
 from iha.masks import MaskSpec
 from iha.optim import is_mixing_parameter
 from iha.rope import apply_rope, check_rope_scaling
 from iha.validate import check_choice, check_int
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+CONVERTED_PREFIX = "iha_"  # model_type of a converted checkpoint, e.g. "iha_llama"
 MODES = ("exact", "paper")
 CONFIG_KEY = "iha_conversion"
 FORMAT_VERSION = 1
@@ -306,6 +306,15 @@ def _backbone(model: nn.Module) -> nn.Module:
     )
 
 
+def original_model_type(model_type: Any) -> Any:
+    """"llama" for "iha_llama" (and qwen2, mistral); any other model_type unchanged."""
+    if isinstance(model_type, str) and model_type.startswith(CONVERTED_PREFIX):
+        original = model_type[len(CONVERTED_PREFIX) :]
+        if original in SUPPORTED_MODEL_TYPES:
+            return original
+    return model_type
+
+
 def rope_from_hf_config(config: Any) -> tuple[float, dict[str, Any] | None]:
     """``(rope_theta, rope_scaling)`` of a ``transformers`` config, in :mod:`iha.rope`'s form.
 
@@ -331,12 +340,30 @@ def rope_from_hf_config(config: Any) -> tuple[float, dict[str, Any] | None]:
     return float(theta), check_rope_scaling(scaling or None)
 
 
-def _check_model(model: nn.Module) -> Any:
-    from iha.hf.converted import ORIGINAL_TYPE
+def _mark_converted(model: nn.Module, config: Any) -> None:
+    """Make a just-converted model and its config the converted types, in place.
 
+    The converted types (``iha.hf.converted``) are registered with the Auto classes when
+    ``iha.hf`` is imported, which happens before this module loads; they are looked up there, so
+    that this module and ``iha.hf.converted`` (whose models convert their layers with
+    :func:`apply_conversion`) import each other only one way. The config object keeps its
+    identity (every layer holds it), only its class changes, to a subclass that differs in
+    ``model_type``. A causal LM of exactly the original class becomes the converted class (no
+    new state); a bare decoder stack keeps its class.
+    """
+    from transformers import CONFIG_MAPPING, MODEL_FOR_CAUSAL_LM_MAPPING
+
+    original = original_model_type(config.model_type)
+    config_class = CONFIG_MAPPING[CONVERTED_PREFIX + original]
+    if type(config) is not config_class:
+        config.__class__ = config_class
+    if type(model) is MODEL_FOR_CAUSAL_LM_MAPPING[CONFIG_MAPPING[original]]:
+        model.__class__ = MODEL_FOR_CAUSAL_LM_MAPPING[config_class]
+
+
+def _check_model(model: nn.Module) -> Any:
     config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    model_type = ORIGINAL_TYPE.get(model_type, model_type)  # converting more layers
+    model_type = original_model_type(getattr(config, "model_type", None))  # converting more layers
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"model_type={model_type!r} is not supported; expected one of "
@@ -433,7 +460,7 @@ def convert(
         if isinstance(layer.self_attn, IHAConvertedAttention)
     ]
     setattr(config, CONFIG_KEY, {"format_version": FORMAT_VERSION, "layers": settings})
-    mark_converted(model, config)  # saves as model_type "iha_<type>" (iha.hf.converted)
+    _mark_converted(model, config)  # saves as model_type "iha_<type>" (iha.hf.converted)
     return model
 
 
@@ -495,11 +522,9 @@ def load_converted(path: str | Path, **from_pretrained_kwargs: Any) -> nn.Module
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    import iha.hf  # noqa: F401  registers the converted model types
-
     path = Path(path)
-    config = AutoConfig.from_pretrained(path)
-    if config.model_type in ORIGINAL_TYPE:
+    config = AutoConfig.from_pretrained(path)  # iha.hf has registered the converted types
+    if original_model_type(config.model_type) != config.model_type:
         return AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs)
     settings = getattr(config, CONFIG_KEY, None)
     if settings is None:

@@ -62,6 +62,7 @@ VARIANT_SCHEDULES = {
 IHA_COLLAPSES = COLLAPSE_MODES
 IHA_MASKS = ("flat", "token")  # a decoder is causal: the module's masks without "none"
 IHA_POSITIONS = POSITION_MODES
+MLP_TYPES = ("swiglu", "gelu")  # gated down(silu(gate x) * up x), or plain down(gelu(up x))
 
 
 @dataclass
@@ -92,6 +93,7 @@ class ModelConfig:
     iha_positions: str = "virtual"
     initializer_range: float = 0.02
     attention_backend: str = "auto"  # iha.functional backend of IHA and MHA-family layers
+    mlp_type: str = "swiglu"  # "swiglu" (Llama) or "gelu" (plain two-matrix MLP, GPT style)
 
     def __post_init__(self) -> None:
         for name in (
@@ -126,6 +128,7 @@ class ModelConfig:
         check_choice("iha_mask", self.iha_mask, IHA_MASKS)
         check_choice("iha_positions", self.iha_positions, IHA_POSITIONS)
         check_choice("attention_backend", self.attention_backend, BACKEND_NAMES)
+        check_choice("mlp_type", self.mlp_type, MLP_TYPES)
         self.rope_scaling = check_rope_scaling(self.rope_scaling)
         if self.iha_window is None:  # computed once, from the pretraining context
             self.iha_window = max(1, self.max_position_embeddings // (2 * self.n_pseudo**2))
@@ -162,9 +165,12 @@ class ModelConfig:
 
     @property
     def ffn_size(self) -> int:
-        """SwiGLU hidden size: ``intermediate_size`` or 8/3 * hidden rounded up to 8."""
+        """MLP hidden size: ``intermediate_size``, else 4 * hidden for ``mlp_type="gelu"`` and
+        8/3 * hidden rounded up to 8 for SwiGLU (the same parameters as a 4x plain MLP)."""
         if self.intermediate_size is not None:
             return self.intermediate_size
+        if self.mlp_type == "gelu":
+            return 4 * self.hidden_size
         ideal = -(-8 * self.hidden_size // 3)  # ceil(8/3 * hidden)
         return -(-ideal // 8) * 8
 

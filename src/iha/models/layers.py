@@ -58,6 +58,18 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+class GELUMLP(nn.Module):
+    """down(gelu(up(x))): the plain two-matrix MLP (GPT-2, the original Transformer's FFN)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        super().__init__()
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.gelu(self.up_proj(x)))
+
+
 def rotate(
     x: torch.Tensor, start: int, theta: float, rope_scaling: dict | None = None
 ) -> torch.Tensor:

@@ -22,6 +22,7 @@ from iha.cache import CACHE_POLICIES, KVCache
 from iha.models.config import ModelConfig
 from iha.models.counts import model_flops
 from iha.models.layers import (
+    GELUMLP,
     DiffAttention,
     MultiHeadAttention,
     RMSNorm,
@@ -75,7 +76,7 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
 
 
 class DecoderLayer(nn.Module):
-    """One pre-norm block: attention then SwiGLU, each with a residual."""
+    """One pre-norm block: attention then the MLP (SwiGLU or GELU), each with a residual."""
 
     def __init__(self, cfg: ModelConfig, kind: str, layer_index: int) -> None:
         super().__init__()
@@ -83,7 +84,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.self_attn = build_attention(cfg, kind, layer_index)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = SwiGLU(cfg.hidden_size, cfg.ffn_size)
+        mlp = GELUMLP if cfg.mlp_type == "gelu" else SwiGLU
+        self.mlp = mlp(cfg.hidden_size, cfg.ffn_size)
 
     def forward(
         self,
