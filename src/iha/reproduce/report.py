@@ -277,7 +277,7 @@ def plot_all(summary: dict, out_dir: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     names = []
-    rel = summary["relations"]
+    rel = [s for s in summary["relations"] if _ran(s)]
     if rel:
         fig, axes = plt.subplots(1, len(rel), figsize=(5 * len(rel), 4), squeeze=False)
         for ax, s in zip(axes[0], rel):
@@ -309,6 +309,8 @@ def plot_all(summary: dict, out_dir: Path) -> list[str]:
         plt.close(fig)
         names.append("relations.png")
     for s in summary["sweeps"]:
+        if not _ran(s):
+            continue
         exp = s["experiment"]
         fig, ax = plt.subplots(figsize=(5.5, 4))
         pct = exp.metric == "pos_acc"
@@ -362,10 +364,18 @@ def _err(iv: Interval) -> float:
     return 0.0 if math.isnan(iv.half_width) else iv.half_width
 
 
+def _ran(s: dict) -> bool:
+    return s.get("n_runs", 1) > 0
+
+
+def _not_run(s: dict) -> str:
+    return f"{s['experiment'].key}: not run yet."
+
+
 def verdicts(summary: dict) -> list[str]:
     """The plain-language outcome of every experiment."""
-    return [relations_verdict(s) for s in summary["relations"]] + [
-        sweep_verdict(s) for s in summary["sweeps"]
+    return [relations_verdict(s) if _ran(s) else _not_run(s) for s in summary["relations"]] + [
+        sweep_verdict(s) if _ran(s) else _not_run(s) for s in summary["sweeps"]
     ]
 
 
@@ -373,9 +383,9 @@ def markdown_tables(summary: dict) -> list[str]:
     """The result tables (what the command prints)."""
     lines: list[str] = []
     for s in summary["relations"]:
-        lines += _relations_section(s)
+        lines += _relations_section(s) if _ran(s) else [f"### {_not_run(s)}", ""]
     for s in summary["sweeps"]:
-        lines += _sweep_section(s)
+        lines += _sweep_section(s) if _ran(s) else [f"### {_not_run(s)}", ""]
     return lines
 
 
