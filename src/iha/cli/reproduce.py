@@ -25,7 +25,7 @@ MODE_HELP = (
     "(ternary), 40,000 / 5,000 / 5,000 examples, 1 layer, H=8, P=8, lr 1e-3 and 1e-4, early "
     "stopping with patience 10 (epoch cap 200), MHA, 2-simplicial and IHA, 3 seeds; runs on a GPU "
     "when one is present (see --device), prints a measured ETA before starting and one progress "
-    "line per epoch; days on a CPU. "
+    "line per epoch; weeks on a CPU. "
     "quick: a few minutes. tiny: seconds, learns nothing."
 )
 

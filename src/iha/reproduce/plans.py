@@ -2,7 +2,7 @@
 
 * ``paper``: the paper's appendix-D settings for both relation tasks (m 6..10 / 5..8,
   40,000 / 5,000 / 5,000 examples, 1 layer, H = 8, P = 8, lr 1e-3 and 1e-4, early stopping with
-  patience 10) for MHA, 2-simplicial attention and IHA; meant for a GPU (days on a CPU).
+  patience 10) for MHA, 2-simplicial attention and IHA; meant for a GPU (weeks on a CPU).
 * ``full``: sized so that early stopping ends the runs on 2 CPU cores (the committed results in
   docs/results/synthetic/), with the IHA ablations (mixing init, mixing learning rate, P) and
   the head-count sweeps. :data:`PAPER_RELATIONS` records the paper's sizes for the report.
