@@ -263,7 +263,7 @@ def _poly_args(n_tokens: int, d: int, k: int) -> tuple[tuple[str, object], ...]:
 
 
 def full_plan() -> SyntheticPlan:
-    """About 45 minutes on 2 quiet CPU cores, sized so that early stopping ends the runs.
+    """Roughly 1-2 hours on 2 quiet CPU cores, sized so that early stopping ends the runs.
 
     Relations: the paper's tasks at m <= 5 (25 tokens) with 800 training examples, so that the
     models overfit and validation loss turns within the epoch cap; learning rates 3e-3 and

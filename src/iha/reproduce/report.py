@@ -140,8 +140,9 @@ def _relations_section(s: dict) -> list[str]:
         f"at most {exp.max_epochs} epochs, patience {exp.patience}.",
         "",
         "| model | lr | trainable params | attention MFLOPs/example | epochs (mean) | "
-        "val pos. acc % | test pos. acc % | test whole-relation acc % | train s/run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "val pos. acc % | test pos. acc % | test whole-relation acc % | train s/run (wall) | "
+        "CPU s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in s["rows"]:
         chosen = s["best"].get(r["kind"]) is r
@@ -149,10 +150,11 @@ def _relations_section(s: dict) -> list[str]:
             f"| {_name(r['kind'], exp)}{' (chosen lr)' if chosen else ''} | {r['lr']:g} | "
             f"{r['params']:,} | {r['attn_flops'] / 1e6:.2f} | {r['epochs']:.1f} | "
             f"{_pct(r['val_pos_acc'])} | {_pct(r['test_pos_acc'])} | "
-            f"{_pct(r['test_example_acc'])} | {r['seconds']:.0f} |"
+            f"{_pct(r['test_example_acc'])} | {r['seconds']:.0f} | "
+            + ("-" if r.get("cpu_seconds") is None else f"{r['cpu_seconds']:.0f}") + " |"
         )
     if s["baseline"] is not None:
-        lines.append(f"| majority class | - | - | - | - | - | {_pct(s['baseline'])} | - | - |")
+        lines.append(f"| majority class | - | - | - | - | - | {_pct(s['baseline'])} | - | - | - |")
     lines += ["", f"**{relations_verdict(s)}**", ""]
     best = s["best"]
     if "mha" in best and "iha" in best:
