@@ -360,7 +360,7 @@ def run_lm_plan(
             run_all(exp, rest, steps)
     finally:
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
     return records
 
 
