@@ -1,4 +1,4 @@
-"""Interchangeable implementations of the attention step (SPEC.md steps 4-5).
+"""Interchangeable implementations of the attention step (docs/spec.md steps 4-5).
 
 Every backend takes pseudo queries (B, H, Nq*P, d) and pseudo keys/values (B, G, Nk*P, d) that
 are already mixed, interleaved and rotated, plus a ``MaskSpec``, and returns (B, H, Nq*P, d).

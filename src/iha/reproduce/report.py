@@ -390,8 +390,12 @@ def write_report(
     machine: dict,
     workers: int,
     threads: int,
+    missing: list[str] | None = None,
 ) -> Path:
-    """Write ``report.md``, ``summary.json`` and the plots into ``out_dir``; returns the report."""
+    """Write ``report.md``, ``summary.json`` and the plots into ``out_dir``; returns the report.
+
+    ``missing``: keys of the plan's jobs without a finished run (listed in the report).
+    """
     plots = plot_all(summary, out_dir)
     lines = [
         f"# Synthetic reproduction of Interleaved Head Attention ({plan.mode} mode)",
@@ -410,6 +414,7 @@ def write_report(
         "",
         *[f"- {v}" for v in verdicts(summary)],
         "",
+        *_missing_lines(plan, missing or [], command),
         "## Results",
         "",
         *markdown_tables(summary),
@@ -427,6 +432,25 @@ def write_report(
     }
     (out_dir / "summary.json").write_text(json.dumps(to_jsonable(slim), indent=1) + "\n")
     return path
+
+
+def _missing_lines(plan: SyntheticPlan, missing: list[str], command: str) -> list[str]:
+    if not missing:
+        return []
+    counts: dict[str, int] = {}
+    for key in missing:
+        group = "/".join(key.split("/")[:3])  # experiment and model
+        counts[group] = counts.get(group, 0) + 1
+    resume = command if "--resume" in command else f"{command} --resume"
+    return [
+        "## Not run yet",
+        "",
+        f"{len(missing)} of {len(plan.jobs())} jobs of this plan have not finished, so the "
+        f"tables above hold only the finished runs; `{resume}` continues them (finished jobs "
+        "are skipped, an interrupted one resumes from its last epoch). Missing, per experiment "
+        "and model: " + ", ".join(f"{k} ({v})" for k, v in sorted(counts.items())) + ".",
+        "",
+    ]
 
 
 def _sizes_table(plan: SyntheticPlan) -> list[str]:

@@ -96,6 +96,7 @@ class TrainSection:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPUs that support it
     compile: bool | Literal["full", "regional"] = False  # regional: each block (fast compile)
+    activation_checkpointing: bool = False  # recompute layer activations in backward
     log_every: int = 10
     val_every: int = 0  # 0: validate only at the end
     val_batches: int = 4
@@ -395,13 +396,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text ({e})") from e
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError as e:
             raise ConfigError("YAML configs need PyYAML: pip install pyyaml") from e
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from e
     elif path.suffix == ".toml":
         try:
             data = tomllib.loads(text)
@@ -520,12 +527,14 @@ def dump_toml(data: dict[str, Any]) -> str:
 
 
 def find_config(name_or_path: str) -> Path:
-    """A config path, or a preset name looked up in ``./configs`` and the repository's configs/."""
+    """A config path, or a preset name looked up in ``./configs``, the repository's configs/ and
+    the configs shipped inside the installed package (``iha/configs``)."""
     p = Path(name_or_path)
     if p.suffix in (".toml", ".yaml", ".yml") or p.exists():
         return p
     repo_configs = Path(__file__).resolve().parents[3] / "configs"
-    for folder in (Path("configs"), repo_configs):
+    package_configs = Path(__file__).resolve().parents[1] / "configs"
+    for folder in (Path("configs"), repo_configs, package_configs):
         for suffix in (".toml", ".yaml", ".yml"):
             candidate = folder / f"{name_or_path}{suffix}"
             if candidate.is_file():
