@@ -1,25 +1,48 @@
-"""``InterleavedHeadAttention``: the nn.Module of SPEC.md, (B, N, D) in and out."""
+"""``InterleavedHeadAttention``: the nn.Module of docs/spec.md, (B, N, D) in and out."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 
 from iha.cache import KVCache
-from iha.functional import (
-    attend,
-    check_options,
-    collapse_heads,
-    interleaved_head_attention,
-    mix_heads,
-    rope_pseudo,
-)
-from iha.masks import MaskSpec
+from iha.functional import check_options, interleaved_head_attention
+from iha.rope import check_rope_scaling
+from iha.validate import check_choice, check_int
 
 INIT_MODES = ("default", "exact_mha")
 COLLAPSE_MODES = ("global", "per_head")
+
+
+@torch.no_grad()
+def init_exact_mha_mixing(
+    alpha_q: torch.Tensor,
+    alpha_k: torch.Tensor,
+    alpha_v: torch.Tensor,
+    collapse: torch.Tensor,
+    *,
+    init_noise: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> None:
+    """The exact-MHA init, in place: alpha = identity on the head axis for every pseudo index,
+    the collapse selects the last copy (p = P-1) of each head.
+
+    alpha_q (H, H, P), alpha_k and alpha_v (G, G, P), collapse (H, P) or (H, H*P).
+    ``init_noise`` > 0 then adds N(0, init_noise^2) noise (drawn in float32 from ``generator``,
+    or the global generator) to all four, which breaks the symmetry between the P copies.
+    """
+    H, _, P = alpha_q.shape
+    for a in (alpha_q, alpha_k, alpha_v):
+        a.copy_(torch.eye(a.shape[0])[:, :, None].expand_as(a))
+    collapse.zero_()
+    if collapse.shape[1] == P:  # per-head (H, P)
+        collapse[:, P - 1] = 1.0
+    else:  # global (H, H*P): output head h takes pseudo head (h, P-1)
+        collapse.view(H, H, P)[torch.arange(H), torch.arange(H), P - 1] = 1.0
+    if init_noise > 0:
+        for t in (alpha_q, alpha_k, alpha_v, collapse):
+            noise = torch.randn(t.shape, generator=generator, dtype=torch.float32)
+            t.add_((noise * init_noise).to(t.device, t.dtype))
 
 
 class InterleavedHeadAttention(nn.Module):
@@ -27,7 +50,7 @@ class InterleavedHeadAttention(nn.Module):
 
     Projects (B, N, D) to H query heads and G key/value heads of size d, mixes each into P
     pseudo-heads, runs attention on the interleaved N*P sequence, collapses back to H heads and
-    applies ``o_proj``. See SPEC.md for the exact semantics.
+    applies ``o_proj``. See docs/spec.md for the exact semantics.
 
     Init modes:
         ``"exact_mha"``: every pseudo-head is a copy of its head (alpha = identity for every p) and
@@ -62,17 +85,13 @@ class InterleavedHeadAttention(nn.Module):
         kernel: str = "softmax",
         backend: str = "auto",
         init_noise: float = 0.02,
+        rope_scaling: dict | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive int")
-        n_pseudo = n_heads if n_pseudo is None else n_pseudo
-        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        if isinstance(n_pseudo, bool) or not isinstance(n_pseudo, int) or n_pseudo < 1:
-            raise ValueError(f"n_pseudo={n_pseudo!r} must be an int >= 1")
-        if isinstance(n_kv_heads, bool) or not isinstance(n_kv_heads, int) or n_kv_heads < 1:
-            raise ValueError(f"n_kv_heads={n_kv_heads!r} must be an int >= 1")
+        check_int("d_model", d_model)
+        check_int("n_heads", n_heads)
+        n_pseudo = check_int("n_pseudo", n_heads if n_pseudo is None else n_pseudo)
+        n_kv_heads = check_int("n_kv_heads", n_heads if n_kv_heads is None else n_kv_heads)
         if n_heads % n_kv_heads:
             raise ValueError(f"n_kv_heads={n_kv_heads} must divide n_heads={n_heads}")
         if head_dim is None:
@@ -81,12 +100,8 @@ class InterleavedHeadAttention(nn.Module):
             head_dim = d_model // n_heads
         if head_dim < 1 or (rope_theta is not None and head_dim % 2):
             raise ValueError(f"head_dim={head_dim} must be >= 1 (and even when RoPE is used)")
-        if collapse not in COLLAPSE_MODES:
-            raise ValueError(
-                f"collapse={collapse!r} is not supported; expected one of {COLLAPSE_MODES}"
-            )
-        if init not in INIT_MODES:
-            raise ValueError(f"init={init!r} is not supported; expected one of {INIT_MODES}")
+        check_choice("collapse", collapse, COLLAPSE_MODES)
+        check_choice("init", init, INIT_MODES)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
         check_options(mask=mask, window=window, positions=positions, kernel=kernel, backend=backend)
@@ -100,6 +115,7 @@ class InterleavedHeadAttention(nn.Module):
             backend,
         )
         self.dropout = dropout
+        self.rope_scaling = check_rope_scaling(rope_scaling)  # iha.rope rules, lengths in tokens
         H, G, P, d = n_heads, n_kv_heads, n_pseudo, head_dim
         self.q_proj = nn.Linear(d_model, H * d, bias=bias)
         self.k_proj = nn.Linear(d_model, G * d, bias=bias)
@@ -112,20 +128,16 @@ class InterleavedHeadAttention(nn.Module):
         self.init_mode, self.init_noise = init, init_noise
         self.reset_mixing()
 
-    @torch.no_grad()
     def reset_mixing(self) -> None:
         """(Re)initialise alphas and collapse according to ``init`` (projections untouched)."""
-        H, P = self.n_heads, self.n_pseudo
-        for a in (self.alpha_q, self.alpha_k, self.alpha_v):
-            a.copy_(torch.eye(a.shape[0])[:, :, None].expand_as(a))
-        self.collapse.zero_()
-        if self.collapse_mode == "per_head":
-            self.collapse[:, P - 1] = 1.0
-        else:
-            self.collapse.view(H, H, P)[torch.arange(H), torch.arange(H), P - 1] = 1.0
-        if self.init_mode == "default" and P > 1:
-            for p in (self.alpha_q, self.alpha_k, self.alpha_v, self.collapse):
-                p.add_(torch.randn_like(p) * self.init_noise)
+        noisy = self.init_mode == "default" and self.n_pseudo > 1
+        init_exact_mha_mixing(
+            self.alpha_q,
+            self.alpha_k,
+            self.alpha_v,
+            self.collapse,
+            init_noise=self.init_noise if noisy else 0.0,
+        )
 
     def extra_repr(self) -> str:
         return (
@@ -148,6 +160,8 @@ class InterleavedHeadAttention(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must be (B, N, d_model={self.d_model}), got {tuple(x.shape)}")
         B, N, _ = x.shape
+        if N == 0:  # nothing new: an empty output, the cache untouched
+            return x.new_zeros(B, 0, self.d_model)
         H, G, d = self.n_heads, self.n_kv_heads, self.head_dim
         q = self.q_proj(x).view(B, N, H, d).transpose(1, 2)  # (B, H, N, d)
         k = self.k_proj(x).view(B, N, G, d).transpose(1, 2)  # (B, G, N, d)
@@ -158,55 +172,24 @@ class InterleavedHeadAttention(nn.Module):
                     f"key_padding_mask must be (B, N) bool, got {tuple(key_padding_mask.shape)}"
                 )
             key_padding_mask = key_padding_mask[:, -N:].bool()
-        dropout_p = self.dropout if self.training else 0.0
-        if cache is None or cache.policy == "raw":
-            offset = 0
-            if cache is not None:  # attend over the cached prefix plus the new tokens
-                k, v, key_padding_mask, offset = cache.update(k, v, N, key_padding_mask)
-            y = interleaved_head_attention(
-                q,
-                k,
-                v,
-                self.alpha_q,
-                self.alpha_k,
-                self.alpha_v,
-                self.collapse,
-                mask=self.mask,
-                window=self.window,
-                rope_theta=self.rope_theta,
-                positions=self.positions,
-                position_offset=offset,
-                key_padding_mask=key_padding_mask,
-                backend=self.backend,
-                kernel=self.kernel,
-                dropout_p=dropout_p,
-            )
-        else:
-            y = self._forward_pseudo_cache(q, k, v, key_padding_mask, cache, dropout_p)
+        y = interleaved_head_attention(
+            q,
+            k,
+            v,
+            self.alpha_q,
+            self.alpha_k,
+            self.alpha_v,
+            self.collapse,
+            mask=self.mask,
+            window=self.window,
+            rope_theta=self.rope_theta,
+            rope_scaling=self.rope_scaling,
+            positions=self.positions,
+            key_padding_mask=key_padding_mask,
+            backend=self.backend,
+            kernel=self.kernel,
+            dropout_p=self.dropout if self.training else 0.0,
+            cache=cache,
+        )  # (B, H, N, d)
         y = y.transpose(1, 2).reshape(B, N, H * d)
         return self.o_proj(y)
-
-    def _forward_pseudo_cache(self, q, k, v, key_padding_mask, cache, dropout_p):
-        """Decode step with cached pseudo keys/values (mixed and rotated once, when appended)."""
-        P, N = self.n_pseudo, q.shape[2]
-        offset = cache.offset
-        kt = rope_pseudo(mix_heads(k, self.alpha_k), offset, P, self.rope_theta, self.positions)
-        vt = mix_heads(v, self.alpha_v)
-        kt_all, vt_all, kpm, _ = cache.update(kt, vt, N, key_padding_mask)
-        n_k = kt_all.shape[2] // P
-        qt = rope_pseudo(mix_heads(q, self.alpha_q), offset, P, self.rope_theta, self.positions)
-        spec = MaskSpec(
-            self.mask, P, N, n_k, q_start=offset, k_start=offset + N - n_k, window=self.window
-        )
-        o = attend(
-            qt,
-            kt_all,
-            vt_all,
-            spec,
-            scale=1.0 / math.sqrt(self.head_dim),
-            key_padding_mask=kpm,
-            kernel=self.kernel,
-            backend=self.backend,
-            dropout_p=dropout_p,
-        )
-        return collapse_heads(o, self.collapse, P)

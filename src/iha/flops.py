@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from iha.masks import MASK_MODES
+from iha.validate import check_choice
+
 
 def _tokens_seen(n_tokens: int, window: int | None) -> int:
     """sum over n in [0, N) of min(n + 1, window): keys seen by causal queries."""
@@ -25,13 +28,12 @@ def attention_pairs(
 
     ``window`` is in original tokens, as everywhere in `iha`.
     """
+    check_choice("mask", mask, MASK_MODES)
     if mask == "none":
         return (seq_len * n_pseudo) ** 2
     if mask == "flat":
         return _tokens_seen(seq_len * n_pseudo, None if window is None else window * n_pseudo)
-    if mask == "token":
-        return n_pseudo**2 * _tokens_seen(seq_len, window)
-    raise ValueError(f"mask={mask!r} is not supported; expected one of ['flat', 'token', 'none']")
+    return n_pseudo**2 * _tokens_seen(seq_len, window)  # mask == "token"
 
 
 def attention_flops(
@@ -52,6 +54,37 @@ def paper_attention_cost(
     """The paper's cost H * (N*P) * (keys per query) * d, keys = N*P globally or W*P in a window."""
     keys = seq_len * n_pseudo if window is None else min(window, seq_len) * n_pseudo
     return n_heads * seq_len * n_pseudo * keys * head_dim
+
+
+def simplicial_triples(seq_len: int, mask: str = "none", window=None) -> int:
+    """Number of (query i, key j, key l) triples 2-simplicial attention allows for one head.
+
+    ``mask`` is "none" (all N^3) or "causal" (j, l <= i), ``window`` None or (w1, w2) tokens.
+    """
+    if mask == "none":
+        return seq_len**3
+    if mask != "causal":
+        raise ValueError(f"mask={mask!r} is not supported; expected one of ['none', 'causal']")
+    w1, w2 = (window, window) if isinstance(window, int) else (window or (seq_len, seq_len))
+    return sum(min(i + 1, w1) * min(i + 1, w2) for i in range(seq_len))
+
+
+def simplicial_attention_flops(
+    seq_len: int, n_heads: int, head_dim: int, mask: str = "none", window=None
+) -> int:
+    """Forward FLOPs of 2-simplicial attention (``iha.simplicial``) over all heads.
+
+    Per allowed triple (i, j, l): the trilinear logit (d multiply-adds of q_i*k_j with k'_l) and
+    the weighted value (d multiply-adds of A_ijl with v'_l), i.e. 4 d FLOPs as for a (query, key)
+    pair of ordinary attention; plus, per (i, j) pair, forming q_i * k_j (d multiplies) and the
+    final sum over j of v_j times the inner sum (d multiply-adds): 3 d FLOPs per pair.
+    """
+    if mask == "causal":
+        w1 = window if isinstance(window, int) else (window or (seq_len, seq_len))[0]
+        pairs = sum(min(i + 1, w1) for i in range(seq_len))
+    else:
+        pairs = seq_len * seq_len
+    return n_heads * head_dim * (4 * simplicial_triples(seq_len, mask, window) + 3 * pairs)
 
 
 def mixing_parameters(

@@ -19,7 +19,9 @@ PAD = torch.ones(1, 4, dtype=torch.bool)
         (MaskSpec("none", 4, 8, 8), None, CPU, "sdpa"),
         (MaskSpec("flat", 4, 8, 8), PAD, CPU, "blocked"),
         (MaskSpec("token", 4, 8, 8), None, CPU, "blocked"),
-        (MaskSpec("flat", 4, 8, 8, window=2), None, None, "blocked"),
+        (MaskSpec("flat", 4, 8, 8, window=2), None, None, "band"),  # compiled band kernel
+        (MaskSpec("token", 4, 8, 8, window=2), PAD, CPU, "band"),
+        (MaskSpec("flat", 4, 1, 8, q_start=7, window=3), None, CPU, "band"),  # windowed decoding
         (MaskSpec("token", 4, 1, 8, q_start=7), None, CPU, "blocked"),  # decoding
         (MaskSpec("flat", 4, 8, 8), None, CUDA, "sdpa"),  # flash kernel
         (MaskSpec("token", 4, 32, 32, window=2), None, CUDA, "flex"),

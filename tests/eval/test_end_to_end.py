@@ -213,3 +213,53 @@ def test_sft_config_trains_on_assistant_tokens_only_then_evaluates(
         "maj@2",
         "pass@2",
     }
+
+
+def test_iha_eval_mbpp_and_humaneval_on_iha_checkpoint(tiny_run, tmp_path, capsys):
+    from iha.eval import humaneval, mbpp
+    from iha.eval.code import run_program
+
+    out = tmp_path / "out"
+    model, _, _ = load_trained_model(tiny_run)
+    for bench, data, module in (
+        ("mbpp", "mbpp_tiny.jsonl", mbpp),
+        ("humaneval", "humaneval_tiny.jsonl", humaneval),
+    ):
+        rc = _eval(
+            capsys,
+            bench, str(tiny_run), "--data", str(FIXTURES / data), "--limit", "1",
+            "--temperature", "0", "--max-new-tokens", "3", "--timeout", "5", "--out", str(out),
+        )  # fmt: skip
+        assert rc == 0
+        summary = json.loads((out / f"{bench}.json").read_text())
+        assert set(summary["metrics"]) == {"pass@1"}  # greedy: one sample, no pass@10
+        (row,) = _jsonl(out / f"{bench}.samples.jsonl")
+        problem = (mbpp.load_mbpp if bench == "mbpp" else humaneval.load_humaneval)(
+            FIXTURES / data, limit=1
+        )[0]
+        prompt = mbpp.fewshot_prompt(problem) if bench == "mbpp" else problem.prompt
+        expected = TOK.decode(greedy_reference(model, [BOS, *TOK.encode(prompt)], 3, EOS))
+        cut = expected.split("[DONE]")[0] if bench == "mbpp" else humaneval.cut_completion(expected)
+        assert row["completions"] == [cut]
+        passed = run_program(module.program(problem, cut), timeout=5)
+        assert row["correct"] == [passed]
+        assert summary["metrics"]["pass@1"]["value"] == float(passed)
+
+
+def test_iha_eval_ruler_qa_from_local_file_and_bad_task(tiny_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = _eval(
+        capsys,
+        "ruler", str(tiny_run), "--lengths", "1024", "--tasks", "qa_1", "vt",
+        "--squad", str(FIXTURES / "squad_v2_tiny.json"), "--limit", "1",
+        "--max-new-tokens", "2", "--out", str(out),
+    )  # fmt: skip
+    assert rc == 0
+    summary = json.loads((out / "ruler.json").read_text())
+    assert list(summary["scores"]) == ["qa_1", "vt"]
+    preds = _jsonl(out / "ruler.samples.jsonl")
+    assert preds[0]["outputs"] == ["1871"]  # the fixture's first answerable question
+    assert set(summary["average"]) == {"by_length", "overall"}
+    rc = main(["eval", "ruler", str(tiny_run), "--tasks", "niah_single_9", "--device", "cpu"])
+    assert rc == 2
+    assert "niah_single_9" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import pytest
 
 from iha.eval import ruler
 from iha.eval.ruler import (
-    TASKS,
+    NIAH,
     format_table,
     generate_samples,
     load_essay_sentences,
@@ -25,14 +25,14 @@ class WhitespaceEncoder:
 
 
 def _needles(sample):
-    kind = TASKS[sample.task].type_needle_v
+    kind = NIAH[sample.task].type_needle_v
     pattern = rf"One of the special magic {kind} for (\S+) is: (\S+?)\.(?:\s|$)"
     return re.findall(pattern, sample.input)
 
 
 def _max_unit_tokens(tok, task):
     """The largest haystack unit (essay sentence or needle) in tokens, plus a separator."""
-    if TASKS[task].haystack == "essay":
+    if NIAH[task].haystack == "essay":
         return max(len(tok.encode(s)) for s in load_essay_sentences()) + 1
     needle = ruler.NEEDLE.format(type_needle_v="uuids", key="x" * 36, value="y" * 36)
     return len(tok.encode(needle)) + 1
@@ -45,11 +45,11 @@ def byte_samples():
         task: generate_samples(
             task, tok, lengths=[1024, 2048], num_samples=3, tokens_to_generate=TOKENS_TO_GENERATE
         )
-        for task in TASKS
+        for task in NIAH
     }
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", list(NIAH))
 def test_lengths_within_tolerance_of_target(byte_samples, task):
     tok = ByteTokenizer()
     slack = _max_unit_tokens(tok, task)
@@ -60,7 +60,7 @@ def test_lengths_within_tolerance_of_target(byte_samples, task):
         assert budget - slack < n <= budget, (s.length, n, slack)
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", list(NIAH))
 def test_sizing_follows_the_given_tokenizer(task):
     enc = WhitespaceEncoder()
     samples = generate_samples(task, enc, lengths=[300, 600], num_samples=2, tokens_to_generate=20)
@@ -70,33 +70,52 @@ def test_sizing_follows_the_given_tokenizer(task):
         assert len(ByteTokenizer().encode(s.input)) > 2 * n  # really counted in words
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", list(NIAH))
 def test_every_needle_present_once_and_answer_recoverable(byte_samples, task):
-    cfg = TASKS[task]
+    cfg = NIAH[task]
     for s in byte_samples[task]:
         found = _needles(s)
         keys = [k for k, _ in found]
         for key in s.keys:
-            assert keys.count(key) == 1, (key, s.task)
-        # the answer is recoverable: the needle of the queried key holds the reference value
-        (value,) = [v for k, v in found if k == s.query]
-        assert s.outputs == [value]
-        assert f"for {s.query} mentioned in the provided text" in s.input
-        assert s.input.endswith(
-            f"The special magic {cfg.type_needle_v} for {s.query} "
-            "mentioned in the provided text are"
+            assert keys.count(key) == cfg.num_needle_v, (key, s.task)
+        # the answer is recoverable: the needles of the queried keys hold the reference values
+        queried = s.keys[: cfg.num_needle_q]
+        assert sorted(s.outputs) == sorted(v for k, v in found if k in queried)
+        assert len(s.outputs) == cfg.num_needle_q * cfg.num_needle_v
+        query = (
+            queried[0] if len(queried) == 1 else ", ".join(queried[:-1]) + ", and " + queried[-1]
         )
+        assert s.query == query
+        # RULER's template, in the singular when one value is asked for
+        if len(s.outputs) == 1:
+            kind = cfg.type_needle_v[:-1]
+            assert s.input.startswith(f"A special magic {kind} is hidden within the following")
+            question = (
+                f"What is the special magic {kind} for {query} mentioned in the provided text?"
+            )
+            prefix = f" The special magic {kind} for {query} mentioned in the provided text is"
+        else:
+            kind = cfg.type_needle_v
+            assert s.input.startswith(f"Some special magic {kind} are hidden within the following")
+            question = (
+                f"What are all the special magic {kind} for {query} mentioned in the provided text?"
+            )
+            prefix = f" The special magic {kind} for {query} mentioned in the provided text are"
+        assert s.input.endswith("\n" + question + prefix)
         if cfg.haystack == "needle":
             assert len(found) > 3  # a haystack of distractor needles
-            assert sum(v == value for _, v in found) == 1
+            assert sum(v == s.outputs[0] for _, v in found) == 1
         else:
-            assert len(found) == cfg.num_needle_k == 4
+            assert len(found) == len(s.keys) * cfg.num_needle_v
+        if cfg.haystack == "noise":
+            lines = s.input.split("\n")[1:-1]
+            assert {line for line in lines if not line.startswith("One of")} == {ruler.NOISE}
 
 
 def test_key_and_value_formats(byte_samples):
     uuid_re = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
     for task, samples in byte_samples.items():
-        cfg = TASKS[task]
+        cfg = NIAH[task]
         for s in samples:
             for k, v in _needles(s):
                 if cfg.type_needle_k == "words":
@@ -162,7 +181,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="too short"):
         generate_samples("niah_multikey_1", tok, lengths=[256], num_samples=1)
     with pytest.raises(ValueError, match="task"):
-        generate_samples("niah_single_1", tok, lengths=[1024])
+        generate_samples("niah_single_4", tok, lengths=[1024])
     with pytest.raises(ValueError, match="lengths"):
         generate_samples("niah_multikey_2", tok, lengths=[0])
 
@@ -191,20 +210,22 @@ def test_string_match_all():
 
 
 def test_scoring_perfect_and_wrong_predictions_and_table(byte_samples):
-    samples = [s for task in TASKS for s in byte_samples[task]]
-    perfect = score_samples(samples, [f" {s.outputs[0]}." for s in samples])
+    samples = [s for task in NIAH for s in byte_samples[task]]
+    perfect = score_samples(samples, [" " + ", ".join(s.outputs) + "." for s in samples])
     assert all(v == 1.0 for by_len in perfect.values() for v in by_len.values())
     wrong = score_samples(samples, ["I cannot find it." for _ in samples])
     assert all(v == 0.0 for by_len in wrong.values() for v in by_len.values())
     # half right at 1024, all right at 2048
+    mk1 = byte_samples["niah_multikey_1"]
     mixed = score_samples(
-        samples[:3] * 2 + samples[3:6],
-        ["x"] * 3 + [s.outputs[0] for s in samples[:3]] + [s.outputs[0] for s in samples[3:6]],
+        mk1[:3] * 2 + mk1[3:6],
+        ["x"] * 3 + [s.outputs[0] for s in mk1[:3]] + [s.outputs[0] for s in mk1[3:6]],
     )
     assert mixed["niah_multikey_1"] == {1024: 0.5, 2048: 1.0}
     table = format_table(mixed)
     lines = table.splitlines()
     assert lines[0] == "| task | 1k | 2k | avg |"
     assert lines[2] == "| niah_multikey_1 | 50.0 | 100.0 | 75.0 |"
+    assert len(lines) == 3  # one task: no average row
     with pytest.raises(ValueError, match="differ"):
         score_samples(samples, [])

@@ -74,6 +74,42 @@ def test_config_round_trips_and_rejects_bad_values(tmp_path):
         IHAConfig(cache_policy="fp8")
 
 
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
+        {"rope_type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 16},
+        {"rope_type": "linear", "factor": 2.0},
+    ],
+)
+def test_rope_scaling_and_stored_window_round_trip_through_config_json(tmp_path, rule):
+    cfg = hf_config(rope_scaling=rule, rope_theta=5e5, iha_window=None)
+    assert cfg.iha_window == 64 // (2 * 2**2)  # stored when made
+    assert cfg.rope_scaling["rope_type"] == rule["rope_type"]
+    cfg.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["iha_window"] == 8
+    again = AutoConfig.from_pretrained(tmp_path, max_position_embeddings=256)
+    model_cfg = again.to_model_config()
+    assert model_cfg.rope_scaling == cfg.to_model_config().rope_scaling
+    assert model_cfg.rope_scaling["factor"] == rule["factor"] and model_cfg.rope_theta == 5e5
+    assert model_cfg.iha_window == 8 and model_cfg.max_position_embeddings == 256
+    with pytest.raises(ValueError, match="factor"):
+        hf_config(rope_scaling={"rope_type": "linear"})
+
+
+def test_config_json_without_a_stored_window_derives_it_from_its_own_length(tmp_path):
+    hf_config(iha_window=None).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    for key in ("iha_window", "rope_scaling", "rope_parameters"):
+        saved.pop(key, None)
+    saved["max_position_embeddings"] = 128  # an older file: the window was derived from this
+    path.write_text(json.dumps(saved))
+    again = AutoConfig.from_pretrained(tmp_path)
+    assert again.iha_window == 128 // 8 and again.to_model_config().rope_scaling is None
+
+
 def test_hf_logits_are_the_decoder_lm_logits():
     model = hf_model()
     ids = prompts()

@@ -78,3 +78,27 @@ def test_presets_build_configs_and_take_overrides():
     assert paper.max_position_embeddings == 8192
     with pytest.raises(ValueError, match="preset"):
         get_preset("gpt5")
+
+
+def test_iha_window_is_stored_when_made_and_kept_when_the_context_changes():
+    cfg = ModelConfig(attention_variant="iha", max_position_embeddings=1024, num_pseudo_heads=4)
+    assert cfg.iha_window == 32 and cfg.to_dict()["iha_window"] == 32
+    longer = cfg.replace(max_position_embeddings=4096)
+    assert longer.iha_window_tokens == 32  # not 4096 / 32 = 128
+    assert ModelConfig.from_dict(longer.to_dict()).iha_window == 32
+    assert cfg.replace(max_position_embeddings=4096, iha_window=128).iha_window == 128
+    old = {k: v for k, v in cfg.to_dict().items() if k != "iha_window"}  # saved before storing
+    assert ModelConfig.from_dict({**old, "max_position_embeddings": 512}).iha_window == 16
+
+
+def test_rope_scaling_is_validated_and_round_trips():
+    rule = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 128}
+    cfg = ModelConfig(rope_scaling=rule)
+    assert cfg.rope_scaling == rule
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert ModelConfig(rope_scaling={"rope_type": "default"}).rope_scaling is None
+    with pytest.raises(ValueError, match="original_max_position_embeddings"):
+        ModelConfig(rope_scaling={"rope_type": "yarn", "factor": 4.0})
+    with pytest.raises(ValueError, match="rope_type"):
+        ModelConfig(rope_scaling={"rope_type": "longrope", "factor": 4.0})

@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from iha.reproduce.models import OneLayerTagger, make_attention, trainable_parameters
+from iha.attention import InterleavedHeadAttention
+from iha.reproduce.models import (
+    FoldedInterleavedHeadAttention,
+    OneLayerTagger,
+    init_mixing,
+    make_attention,
+    mixing_movement,
+    trainable_parameters,
+)
 from iha.reproduce.train import evaluate
 from iha.tasks import TaskBatch
 
@@ -47,6 +55,68 @@ def test_iha_output_differs_from_mha_with_the_same_projections():
                                                 if k.endswith("proj.weight")}})  # fmt: skip
     x = torch.randn(2, 5, 16)
     assert not torch.allclose(iha(x), mha(x), atol=1e-4)  # symmetry-breaking init noise
+
+
+def _iha_reference(layer, x):
+    """Bidirectional IHA from the layer's weights: the float64 loop oracle (tests/oracle.py)."""
+    from oracle import oracle_iha
+
+    B, N, D = x.shape
+    H, d = layer.n_heads, layer.head_dim
+
+    def heads(w):
+        return torch.einsum("bnc,oc->bno", x, w).view(B, N, H, d).transpose(1, 2)
+
+    q, k, v = heads(layer.q_proj.weight), heads(layer.k_proj.weight), heads(layer.v_proj.weight)
+    y = oracle_iha(q, k, v, layer.alpha_q, layer.alpha_k, layer.alpha_v, layer.collapse,
+                   mask="none")  # fmt: skip
+    return y.transpose(1, 2).reshape(B, N, H * d) @ layer.o_proj.weight.T
+
+
+@pytest.mark.parametrize("mixing_init", ["near_mha", "random"])
+def test_folded_iha_matches_the_loop_oracle_forward_and_gradients(mixing_init):
+    torch.manual_seed(0)
+    layer = make_attention("iha", 8, 2, 3, mixing_init=mixing_init, seed=1).double()
+    assert isinstance(layer, FoldedInterleavedHeadAttention)
+    x = torch.randn(2, 4, 8, dtype=torch.float64)
+    y = layer(x)
+    torch.testing.assert_close(y, _iha_reference(layer, x), rtol=0, atol=1e-12)
+    grad_out = torch.randn_like(y)
+    (y * grad_out).sum().backward()
+    got = {n: p.grad.clone() for n, p in layer.named_parameters()}
+    layer.zero_grad()
+    (InterleavedHeadAttention.forward(layer, x) * grad_out).sum().backward()  # step by step
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(got[name], p.grad, rtol=0, atol=1e-11, msg=name)
+
+
+def test_mixing_inits_and_movement_measure():
+    layer = make_attention("iha", 8, 2, 3, mixing_init="near_mha", seed=0)
+    eye = torch.eye(2)[:, :, None].expand(2, 2, 3)
+    assert 0 < (layer.alpha_q.detach() - eye).abs().max() < 0.15
+    init_mixing(layer, "random", seed=0)
+    assert (layer.alpha_q.detach() - eye).abs().max() > 0.3
+    start = {n: getattr(layer, n).detach().clone() for n in ("alpha_q", "alpha_k", "alpha_v",
+                                                              "collapse")}  # fmt: skip
+    with torch.no_grad():
+        layer.alpha_k.mul_(2.0)  # moved by 100%
+        layer.alpha_v.copy_(layer.alpha_v.mean(-1, keepdim=True).expand_as(layer.alpha_v))
+    moved = mixing_movement(layer, start)
+    assert moved["alpha_q"]["rel_change"] == 0.0
+    assert moved["alpha_k"]["rel_change"] == pytest.approx(1.0)
+    assert moved["alpha_v"]["copy_spread_end"] == pytest.approx(0.0, abs=1e-12)
+    assert moved["alpha_v"]["copy_spread_start"] > 0.3
+    with pytest.raises(ValueError, match="mixing_init"):
+        make_attention("iha", 8, 2, 3, mixing_init="zeros")
+
+
+def test_simplicial_kind_builds_the_two_simplicial_layer():
+    layer = make_attention("simplicial", 16, 4)
+    assert trainable_parameters(layer) == 6 * 16 * 16  # q, k, v, k', v', o
+    tagger = OneLayerTagger(layer, 5, 1, vocab_size=3)
+    assert tagger(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 5, 1)
+    with pytest.raises(ValueError, match="n_pseudo"):
+        make_attention("simplicial", 16, 4, 2)
 
 
 def test_make_attention_rejects_bad_arguments():

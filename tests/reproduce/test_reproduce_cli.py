@@ -1,12 +1,15 @@
 """`iha reproduce synthetic --tiny` and `iha demo --tiny` end to end, and the plans."""
 
 import json
+from dataclasses import replace
 
 import pytest
+import torch
 
 from iha.cli import main
-from iha.reproduce.plans import MODES, get_plan
+from iha.reproduce.plans import MODES, get_plan, job_priority
 from iha.reproduce.synthetic import load_records
+from iha.reproduce.train import TrainSettings, train_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -62,11 +65,20 @@ def test_bad_worker_count_exits_2_and_names_the_option(tmp_path, capsys):
 
 
 def test_plans_follow_the_paper_where_they_can():
+    paper = get_plan("paper")
+    got = {(e.hops, e.m_min, e.m_max, e.p, e.train, e.val, e.test) for e in paper.relations}
+    assert got == {(2, 6, 10, 0.325, 40_000, 5_000, 5_000), (3, 5, 8, 0.264, 40_000, 5_000, 5_000)}
+    for exp in paper.relations:
+        assert (exp.n_heads, exp.n_pseudo, exp.lrs, exp.patience) == (8, 8, (1e-3, 1e-4), 10)
+        assert set(exp.models) == {"mha", "simplicial", "iha"}
     full = get_plan("full")
     assert len(full.seeds) >= 3
     for exp in full.relations:
-        assert (exp.n_heads, exp.n_pseudo, exp.lrs) == (8, 8, (1e-3, 1e-4))
+        assert (exp.n_heads, exp.n_pseudo) == (8, 8)
+        assert set(exp.models) == {"mha", "simplicial", "iha"}
     assert {(e.hops, e.p) for e in full.relations} == {(2, 0.325), (3, 0.264)}
+    variants = {j.variant for j in full.jobs()}
+    assert {"init_random", "mixing_lr_x10", "P2", "P4"} <= variants
     for mode in MODES:
         keys = [j.key for j in get_plan(mode).jobs()]
         assert len(keys) == len(set(keys))
@@ -75,3 +87,81 @@ def test_plans_follow_the_paper_where_they_can():
         get_plan("huge")
     with pytest.raises(ValueError, match="seeds"):
         get_plan("tiny", seeds=0)
+
+
+def test_paper_mode_is_documented_in_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "synthetic", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in ("paper", "40,000 / 5,000 / 5,000", "patience 10", "--resume", "--device"):
+        assert phrase in text
+
+
+def test_jobs_run_main_comparisons_first_then_ablations_then_sweeps():
+    plan = get_plan("full")
+    order = sorted(plan.jobs(), key=lambda j: job_priority(plan, j))
+    first = order[: 2 * 3]  # seed 0 at the first lr: both tasks, all three models
+    assert {(j.experiment, j.kind, j.seed, j.lr) for j in first} == {
+        (e, k, 0, 3e-3) for e in ("relations/binary", "relations/ternary")
+        for k in ("mha", "simplicial", "iha")
+    }  # fmt: skip
+    groups = [job_priority(plan, j)[0] for j in order]
+    assert groups == sorted(groups)
+    assert order[-1].experiment.startswith("heads/")
+
+
+def test_interrupted_job_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
+    exp = get_plan("tiny").relations[0]
+    job = next(j for j in exp.jobs((0,)) if j.kind == "iha")
+    exp = replace(exp, max_epochs=4, patience=4)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_epoch_3(line: str) -> None:
+        if line.startswith("epoch   3"):
+            raise Interrupt
+
+    task = exp.make_task(0)
+    settings = TrainSettings(lr=1e-3, batch_size=16, max_epochs=4, patience=4)
+    torch.manual_seed(0)
+    straight = train_run(exp.make_model(job, task), task, settings, 0)
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.manual_seed(0)
+    with pytest.raises(Interrupt):
+        train_run(exp.make_model(job, task), task, settings, 0, log=stop_at_epoch_3,
+                  checkpoint=ckpt)  # fmt: skip
+    assert torch.load(ckpt, weights_only=False)["history"][-1]["epoch"] == 2
+    torch.manual_seed(1)  # a different init: the checkpoint must override it
+    resumed = train_run(exp.make_model(job, task), task, settings, 0, checkpoint=ckpt)
+    assert [h["loss"] for h in resumed["history"]] == pytest.approx(
+        [h["loss"] for h in straight["history"]], rel=1e-6)
+    assert resumed["test"]["loss"] == pytest.approx(straight["test"]["loss"], rel=1e-6)
+
+
+def test_resume_skips_finished_jobs_from_their_folders(tiny_run, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run, out)
+    (out / "runs.jsonl").unlink()  # only the per-job folders are left
+    assert main(["reproduce", "synthetic", "--tiny", "--out", str(out), "--resume"]) == 0
+    assert "0 jobs to run" in capsys.readouterr().out
+    assert len(load_records(out / "runs.jsonl")) == len(get_plan("tiny").jobs())
+
+
+def test_report_only_reports_finished_jobs_and_lists_the_missing_ones(tiny_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "partial"
+    shutil.copytree(tiny_run, out)
+    (out / "runs.jsonl").unlink()
+    gone = sorted((out / "jobs").glob("relations__ternary__simplicial*"))
+    for folder in gone:
+        (folder / "record.json").unlink()
+    assert main(["reproduce", "synthetic", "--tiny", "--out", str(out), "--report-only"]) == 0
+    report = (out / "report.md").read_text()
+    total = len(get_plan("tiny").jobs())
+    assert f"{len(gone)} of {total} jobs of this plan have not finished" in report
+    assert "relations/ternary/simplicial" in report.split("## Not run yet")[1]
+    assert not (out / "runs.jsonl").exists()  # nothing was trained

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from iha.backends.blocked import Piece, additive_mask, causal_dead_rows
+from iha.backends.pieces import Piece, additive_mask, causal_dead_rows
 from iha.masks import MaskSpec
 
 # Chunk length as a fraction of the window: a chunk pair at the band's edge computes C*C scores

@@ -1,7 +1,8 @@
 """Masked attention without a dense (N*P)^2 mask: pieces merged by their log-sum-exp.
 
-Every mask of SPEC.md splits into a few dense *pieces*. A piece is a range of query rows against a
-range of key rows of the interleaved sequence that needs no mask, ``is_causal``, or a SMALL mask:
+Every mask of docs/spec.md splits into a few dense *pieces*. A piece is a range of query rows
+against a range of key rows of the interleaved sequence that needs no mask, ``is_causal``, or a
+SMALL mask:
 
 - flat, no window: one ``is_causal`` piece (plus an unmasked piece for a cached prefix);
 - token, no window: the flat pieces plus a within-token piece, (P, P) per token, in which pseudo
@@ -9,9 +10,11 @@ range of key rows of the interleaved sequence that needs no mask, ``is_causal``,
 - windows (``iha.backends.banded``): the rows in chunks of C, each chunk against its own chunk
   and the few chunks before it, one piece per chunk offset; O(N*P * W*P) time and memory.
 
-A piece may cut its rows into chunks (query chunk j attends key chunk j); then the (B, H) axes are
-folded into one and a mask broadcasts over (B*H, chunks, C, C). All query/key operands are views
-of the inputs: nothing is gathered or copied. Each piece returns its output and row log-sum-exp
+The pieces are planned by ``iha.backends.pieces`` (no window) and ``iha.backends.banded``
+(windows); this module runs them and merges their outputs. A piece may cut its rows into chunks
+(query chunk j attends key chunk j); then the (B, H) axes are folded into one and a mask
+broadcasts over (B*H, chunks, C, C). All query/key operands are views of the inputs: nothing is
+gathered or copied. Each piece returns its output and row log-sum-exp
 (LSE); outputs are merged exactly with weights ``exp(lse_i - lse)``. The backward pass calls each
 piece's backward with the *merged* output and LSE, which gives every piece its exact share of the
 gradient (the rule ring attention uses), accumulated in place into dq, dk, dv.
@@ -27,10 +30,10 @@ the float32 reference's error (``tests/backends``), and tiny problems run as one
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from iha.backends.banded import band_pieces
+from iha.backends.pieces import Piece, dense_piece, full_pieces
 from iha.backends.reference import attend_reference
 from iha.backends.sdpa import attend_sdpa, expand_kv
 from iha.masks import MaskSpec, expand_key_padding
@@ -42,35 +45,6 @@ _NEG_INF = float("-inf")
 # several pieces, and needs no merge (each merge adds a relative error of about |lse| * eps).
 DENSE_MAX_ROWS = 64
 DENSE_MAX_SCORES = 1 << 16
-
-
-@dataclass
-class Piece:
-    """Query rows ``rows`` = [r0, r1) against key rows ``keys`` = [k0, k1) of one sequence.
-
-    ``chunk=None``: one problem per (b, h): q (B, H, R, d) against k (B, H, K, d), scores
-    (B, H, R, K). ``chunk=c``: rows are cut into chunks of c, q (B*H, R/c, c, d); query chunk j
-    attends the ``key_len`` keys from row k0 + j*c on (default c: key chunk j), scores
-    (B*H, R/c, c, key_len). With key_len > c consecutive chunks' keys overlap: a strided view.
-    ``mask`` is additive (0 / -inf) in the queries' dtype and broadcasts to the scores;
-    ``causal`` adds the top-left causal mask within each problem; ``dead`` (bool) broadcasts to
-    the score rows ((B, H, R) or (B*H, R/c, c)) and marks rows that see no key of this piece.
-    """
-
-    rows: tuple[int, int]
-    keys: tuple[int, int]
-    chunk: int | None = None
-    key_len: int | None = None
-    mask: torch.Tensor | None = None
-    causal: bool = False
-    dead: torch.Tensor | None = None
-
-
-def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Bool mask (True = may attend) -> additive float mask (0 / -inf) in ``dtype``."""
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
-        ~allowed, _NEG_INF
-    )
 
 
 def _layout(x: torch.Tensor, span: tuple[int, int], chunk: int | None) -> torch.Tensor:
@@ -288,70 +262,6 @@ def merged_attention(
     return _MergedAttention.apply(q, k, v, pieces, scale)
 
 
-def causal_dead_rows(keys: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """keys (..., K) bool -> (..., n_rows): row i sees none of keys[..., :i+1]."""
-    return keys.cumsum(-1)[..., :n_rows] == 0
-
-
-def dense_piece(spec: MaskSpec, keys: torch.Tensor | None, dtype, device) -> Piece:
-    """All query rows against all keys with the dense mask (for small problems only).
-
-    ``keys``: (B, Lk) bool virtual key padding, True = real, or None.
-    """
-    allowed = spec.allowed(device)  # (Lq, Lk)
-    if keys is not None:
-        allowed = allowed[None, None] & keys[:, None, None, :]  # (B, 1, Lq, Lk)
-    Lq, Lk = allowed.shape[-2:]
-    return Piece((0, Lq), (0, Lk), mask=additive_mask(allowed, dtype), dead=~allowed.any(-1))
-
-
-def full_pieces(
-    B: int, H: int, Lq: int, Lk: int, spec: MaskSpec, keys: torch.Tensor | None, dtype, device
-) -> list[Piece]:
-    """Pieces of a mask without a window (flat, token or none), keys bottom-right aligned.
-
-    ``keys``: (B, Lk) bool virtual key padding, True = real, or None.
-    """
-    P = spec.n_pseudo
-
-    def padding(span: tuple[int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        # keys of span -> additive (B, 1, 1, K) mask and rows that see none of them (B, 1, 1)
-        if keys is None:
-            return None, None
-        sel = keys[:, span[0] : span[1]]
-        return additive_mask(sel[:, None, None, :], dtype), ~sel.any(-1)[:, None, None]
-
-    if spec.mode == "none":
-        mask, dead = padding((0, Lk))
-        return [Piece((0, Lq), (0, Lk), mask=mask, dead=dead)]
-    D = Lk - Lq  # key row of query row 0 (a cached prefix before the queries)
-    pieces = []
-    if D > 0:  # the cached prefix is fully visible
-        mask, dead = padding((0, D))
-        pieces.append(Piece((0, Lq), (0, D), mask=mask, dead=dead))
-    mask, _ = padding((D, Lk))
-    dead = None if keys is None else causal_dead_rows(keys[:, D:], Lq)[:, None]
-    pieces.append(Piece((0, Lq), (D, Lk), mask=mask, causal=True, dead=dead))
-    if spec.mode == "token" and P > 1:
-        later = torch.ones(P, P, dtype=torch.bool, device=device).triu(1)  # (P q, P k): p' > p
-        if keys is None:
-            allowed = later[None, None]  # (1, 1, P, P)
-        else:
-            # Folded (B*H) layout: the per-token padding cannot broadcast over H; it is small.
-            own = keys[:, D:].view(B, 1, Lq // P, 1, P)
-            allowed = (later & own).expand(B, H, Lq // P, P, P).reshape(B * H, Lq // P, P, P)
-        pieces.append(
-            Piece(
-                (0, Lq),
-                (D, Lk),
-                chunk=P,
-                mask=additive_mask(allowed, dtype),
-                dead=~allowed.any(-1),
-            )
-        )
-    return pieces
-
-
 def attend_blocked(
     qt: torch.Tensor,  # (B, H, Nq*P, d)
     kt: torch.Tensor,  # (B, G, Nk*P, d)
@@ -370,8 +280,6 @@ def attend_blocked(
     ``DENSE_MAX_SCORES`` scores) run as one piece with a small dense mask.
     Dropout is delegated to ``"sdpa"`` and ``kernel="linear"`` to ``"reference"``.
     """
-    from iha.backends.banded import band_pieces  # banded builds on this module's Piece
-
     common = dict(scale=scale, key_padding_mask=key_padding_mask, kernel=kernel)
     if kernel != "softmax":
         return attend_reference(qt, kt, vt, spec, **common, dropout_p=dropout_p)

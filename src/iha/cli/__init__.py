@@ -15,7 +15,7 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("iha.cli.demo", "train MHA vs IHA on a small synthetic task and print a comparison"),
-    "eval": ("iha.cli.eval", "evaluate a checkpoint or HF model: RULER, GSM8K, MATH-500"),
+    "eval": ("iha.cli.eval", "evaluate: RULER, GSM8K, MATH-500, HumanEval, MBPP, paper tables"),
     "train": ("iha.cli.train", "train or resume a model from a TOML config"),
     "generate": ("iha.cli.generate", "sample text from a trained checkpoint"),
     "describe": ("iha.cli.describe", "parameters and FLOPs per token of model configs"),
@@ -23,8 +23,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "theory": ("iha.cli.theory", "check the paper's theory: constructions as real weights"),
     "reproduce": ("iha.cli.reproduce", "train and report the paper's synthetic experiments on CPU"),
     "convert": ("iha.cli.convert", "convert a HF Llama/Qwen2/Mistral checkpoint to IHA"),
+    "convert-report": ("iha.cli.convert_report", "logit drift and perplexity of both conversions"),
     "bench": ("iha.cli.bench", "attention benchmarks: ratios vs SDPA floor, MHA, naive; memory"),
+    "export": ("iha.cli.export", "write an iha train checkpoint as a Hugging Face model directory"),
+    "lm-eval": ("iha.cli.lm_eval", "lm-evaluation-harness on iha models (lm_eval's own options)"),
 }
+# Commands that hand their arguments, unparsed, to another tool's command line (``--help``
+# included): their module's ``run`` gets ``args.passthrough``, the list after the command name.
+PASSTHROUGH = ("lm-eval",)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -49,6 +55,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen in PASSTHROUGH:
+        rest = argv[argv.index(chosen) + 1 :]
+        args = argparse.Namespace(command=chosen, passthrough=rest)
+        return int(importlib.import_module(SUBCOMMANDS[chosen][0]).run(args) or 0)
     parser = build_parser(only=chosen)
     args = parser.parse_args(argv)
     if args.command is None:

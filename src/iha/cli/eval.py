@@ -1,4 +1,7 @@
-"""``iha eval {ruler,gsm8k,math500} MODEL``: evaluate an ``iha`` checkpoint or a Hugging Face LM.
+"""``iha eval BENCHMARK MODEL``: evaluate an ``iha`` checkpoint or a Hugging Face LM.
+
+BENCHMARK is ``ruler``, ``gsm8k``, ``math500``, ``humaneval``, ``mbpp``, or one of the paper's
+table presets ``paper-pretrained`` / ``paper-sft`` (docs/eval.md).
 
 MODEL is an ``iha train`` run directory / checkpoint (loaded with
 ``iha.train.trainer.load_trained_model``, decoded with ``iha.models.generate``), or else a Hugging
@@ -11,12 +14,17 @@ Examples::
     iha eval gsm8k runs/sft --data gsm8k_test.jsonl --n-samples 16 --temperature 0.6
     iha eval math500 runs/sft --limit 50
     iha eval ruler runs/long --lengths 4096 8192 16384 --limit 100
+    iha eval ruler runs/long --tasks all --squad dev-v2.0.json --hotpotqa hotpot_dev.json
+    iha eval mbpp runs/sft --n-samples 16 --temperature 0.6        # pass@1 and pass@10
+    iha eval humaneval runs/base --temperature 0                    # greedy pass@1
+    iha eval paper-pretrained runs/base --gsm8k gsm8k.jsonl --math500 math500.jsonl ...
 
 Writes ``OUT/{benchmark}.json`` (settings and metrics), ``OUT/{benchmark}.md`` (the table, also
 printed) and ``OUT/{benchmark}.samples.jsonl`` (every completion).
 
-Other benchmarks: ``python -m iha.eval.lm_eval_bridge`` runs lm-evaluation-harness tasks on the
-same models (docs/eval.md).
+The presets write ``OUT/paper-{pretrained,sft}.md`` (the paper's table), ``.json`` and every
+run's own files. Other benchmarks: ``iha lm-eval`` runs
+lm-evaluation-harness tasks on the same models (docs/eval.md).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("ruler", "gsm8k", "math500")
+BENCHMARKS = ("ruler", "gsm8k", "math500", "humaneval", "mbpp", "paper-pretrained", "paper-sft")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,15 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", help="'byte' or a tokenizer dir/name (default: the model's)")
     parser.add_argument(
         "--data",
-        help="local JSONL file (gsm8k, math500) or directory of .txt haystack files (ruler); "
-        "default: the hub dataset (gsm8k, math500) or the built-in essay (ruler)",
+        help="local file (gsm8k, math500, mbpp: JSONL; humaneval: .jsonl or .jsonl.gz) or "
+        "directory of .txt haystack files (ruler); default: the hub dataset or the built-in "
+        "essay (ruler)",
     )
-    parser.add_argument("--split", default="test", help="hub split (default test)")
+    parser.add_argument("--split", default="test", help="dataset split (default test)")
     parser.add_argument(
         "--limit",
         type=int,
-        help="first N problems (gsm8k, math500) or samples per task and "
-        "length (ruler; default 100)",
+        help="first N problems (gsm8k, math500, humaneval, mbpp, presets) or samples per "
+        "task and length (ruler; default 100)",
     )
     parser.add_argument(
         "--n-samples", type=int, help="samples per problem (default 16; 1 when --temperature 0)"
@@ -56,14 +65,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-new-tokens",
         type=int,
-        help="generation budget (default 1024 for gsm8k/math500, 128 for ruler)",
+        help="generation budget (default: 1024 gsm8k/math500, 512 humaneval/mbpp, RULER's "
+        "per-task budget for ruler)",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
     parser.add_argument(
         "--prompt-style",
         choices=("chat", "fewshot"),
-        default="chat",
-        help="chat template (fine-tuned models) or 5-shot (base models); default chat",
+        help="chat template (fine-tuned models) or few-shot (base models: 5-shot gsm8k/math500, "
+        "3-shot mbpp); default chat for gsm8k/math500, fewshot for humaneval/mbpp",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -77,8 +87,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tasks",
         nargs="+",
         default=["niah_multikey_1", "niah_multikey_2", "niah_multikey_3"],
-        help="ruler tasks",
+        help="ruler tasks: 'all' (the 13 of RULER's suite) or names "
+        "(default: niah_multikey_1 niah_multikey_2 niah_multikey_3)",
     )
+    parser.add_argument("--squad", help="SQuAD v2 file for ruler qa_1 (default: the hub)")
+    parser.add_argument("--hotpotqa", help="HotpotQA file for ruler qa_2 (default: the hub)")
+    parser.add_argument(
+        "--k", type=int, nargs="+", default=[1, 10], help="pass@k of humaneval/mbpp (1 10)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per program (humaneval/mbpp)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="sandbox processes at a time (humaneval/mbpp)"
+    )
+    for name in ("gsm8k", "math500", "mbpp", "humaneval"):
+        parser.add_argument(f"--{name}", help=f"{name} file for the presets (default: the hub)")
+    parser.add_argument("--label", help="the model's row label in a preset table (default: MODEL)")
     parser.add_argument("--out", default="results/eval", help="output directory")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
@@ -135,57 +160,31 @@ def _run(args: argparse.Namespace) -> int:
     from iha.train.distributed import pick_device
 
     try:
-        n_samples = args.n_samples or (1 if args.temperature == 0 else 16)
+        _check_args(args)
         device = pick_device(args.device)
         generator, tokenizer, described = load_generator(args.model, args.tokenizer, device)
         extra = {"model": described, "tokenizer": repr(tokenizer)}
+        if args.benchmark.startswith("paper-"):
+            return _run_preset(args, generator, tokenizer, extra)
         if args.benchmark == "ruler":
-            from iha.eval import ruler
-
-            max_new = args.max_new_tokens or 128
-            samples = [
-                s
-                for task in args.tasks
-                for s in ruler.generate_samples(
-                    task,
-                    tokenizer,
-                    lengths=args.lengths,
-                    num_samples=args.limit or 100,
-                    seed=args.seed,
-                    tokens_to_generate=max_new,
-                    haystack_dir=args.data,
-                )
-            ]
-            result: Any = runner.run_ruler_eval(
-                samples,
-                generator,
-                tokenizer,
-                max_new_tokens=max_new,
-                batch_size=args.batch_size,
-                progress=_progress,
-            )
+            result: Any = _run_ruler(args, generator, tokenizer)
+        elif args.benchmark in runner.CODE_BENCHMARKS:
+            result = _run_code(args, generator, tokenizer)
         else:
             if args.benchmark == "gsm8k":
                 from iha.eval.gsm8k import load_gsm8k as load
             else:
                 from iha.eval.math import load_math500 as load
             problems = load(args.data, split=args.split, limit=args.limit)
-            params = runner.SamplingParams(
-                max_new_tokens=args.max_new_tokens or 1024,
-                temperature=args.temperature,
-                top_p=args.top_p,
-                top_k=args.top_k,
-                seed=args.seed,
-            )
             result = runner.run_sampled_eval(
                 args.benchmark,
                 problems,
                 generator,
                 tokenizer,
-                n_samples=n_samples,
-                params=params,
+                n_samples=_n_samples(args),
+                params=_params(args, 1024),
                 batch_size=args.batch_size,
-                prompt_style=args.prompt_style,
+                prompt_style=args.prompt_style or "chat",
                 progress=_progress,
             )
     except (ValueError, RuntimeError, FileNotFoundError, ImportError, OSError) as e:
@@ -194,4 +193,131 @@ def _run(args: argparse.Namespace) -> int:
     paths = runner.write_results(args.out, args.benchmark, result, extra=extra)
     print(result.markdown())
     print(f"\nwrote {paths['json']}, {paths['markdown']}, {paths['samples']}", file=sys.stderr)
+    return 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit {args.limit} must be >= 1")
+    if args.timeout <= 0:
+        raise ValueError(f"--timeout {args.timeout} must be > 0")
+    if args.workers < 1:
+        raise ValueError(f"--workers {args.workers} must be >= 1")
+    if any(k < 1 for k in args.k):
+        raise ValueError(f"--k {args.k} must be positive")
+
+
+def _n_samples(args: argparse.Namespace) -> int:
+    return args.n_samples or (1 if args.temperature == 0 else 16)
+
+
+def _params(args: argparse.Namespace, default_max_new: int) -> Any:
+    from iha.eval.runner import SamplingParams
+
+    return SamplingParams(
+        max_new_tokens=args.max_new_tokens or default_max_new,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
+
+
+def _run_ruler(args: argparse.Namespace, generator: Any, tokenizer: Any) -> Any:
+    from iha.eval import ruler, runner
+    from iha.eval.ruler_qa import load_qa_data
+
+    tasks = ruler.resolve_tasks(args.tasks)
+    paths = {"qa_1": args.squad, "qa_2": args.hotpotqa}
+    samples = []
+    for task in tasks:
+        qa = None
+        if task in paths:
+            try:
+                qa = load_qa_data(task, paths[task])
+            except RuntimeError as e:  # no datasets package or no hub: name the offline option
+                flag = "--squad" if task == "qa_1" else "--hotpotqa"
+                raise RuntimeError(f"{task}: {e} (for ruler: {flag} PATH)") from e
+        samples += ruler.generate_samples(
+            task,
+            tokenizer,
+            lengths=args.lengths,
+            num_samples=args.limit or 100,
+            seed=args.seed,
+            tokens_to_generate=args.max_new_tokens,
+            haystack_dir=args.data,
+            qa_data=qa,
+        )
+    return runner.run_ruler_eval(
+        samples,
+        generator,
+        tokenizer,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        progress=_progress,
+    )
+
+
+def _run_code(args: argparse.Namespace, generator: Any, tokenizer: Any) -> Any:
+    from iha.eval import runner
+
+    if args.benchmark == "humaneval":
+        from iha.eval.humaneval import load_humaneval as load
+    else:
+        from iha.eval.mbpp import load_mbpp as load
+    problems = load(args.data, split=args.split, limit=args.limit)
+    return runner.run_code_eval(
+        args.benchmark,
+        problems,
+        generator,
+        tokenizer,
+        n_samples=_n_samples(args),
+        params=_params(args, 512),
+        ks=args.k,
+        batch_size=args.batch_size,
+        prompt_style=args.prompt_style or "fewshot",
+        timeout=args.timeout,
+        workers=args.workers,
+        progress=_progress,
+    )
+
+
+def _run_preset(args: argparse.Namespace, generator: Any, tokenizer: Any, extra: dict) -> int:
+    import json
+    from pathlib import Path
+
+    from iha.eval import paper, runner
+
+    preset = args.benchmark.removeprefix("paper-")
+    data = {b: getattr(args, b) for b in ("gsm8k", "math500", "mbpp", "humaneval")}
+
+    def progress(name: str) -> Any:
+        print(f"{args.benchmark}: {name}", file=sys.stderr)
+        return _progress
+
+    result = paper.run_preset(
+        preset,
+        generator,
+        tokenizer,
+        data,
+        label=args.label or Path(args.model).name or args.model,
+        limit=args.limit,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        code_prompt_style=args.prompt_style,
+        code_timeout=args.timeout,
+        code_workers=args.workers,
+        progress=progress,
+    )
+    out = Path(args.out)
+    for name, res in result.results.items():
+        runner.write_results(out, name, res, extra=extra)
+    table = out / f"{args.benchmark}.md"
+    table.write_text(result.markdown() + "\n")
+    summary = {**extra, "preset": args.benchmark, "label": result.label, "row": result.row()}
+    summary["runs"] = {name: res.summary() for name, res in result.results.items()}
+    (out / f"{args.benchmark}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(result.markdown())
+    print(f"\nwrote {table} and {out / (args.benchmark + '.json')}", file=sys.stderr)
     return 0

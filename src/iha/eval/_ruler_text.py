@@ -121,3 +121,25 @@ NOUNS = (
     "whistle", "willow", "window", "wolf", "wren", "yarrow", "zebra",
 )
 # fmt: on
+
+# Verbs for the word pool of the common-words task (with ADJECTIVES and NOUNS above).
+# fmt: off
+VERBS = (
+    "accept", "admire", "arrive", "bake", "balance", "borrow", "bounce", "breathe", "build",
+    "carry", "catch", "chase", "climb", "collect", "cook", "count", "crawl", "dance", "deliver",
+    "describe", "dig", "drift", "earn", "enjoy", "explain", "explore", "fetch", "fold", "follow",
+    "gather", "glow", "greet", "guard", "guess", "hammer", "hang", "help", "hop", "hurry",
+    "imagine", "invent", "jog", "join", "juggle", "kneel", "knit", "laugh", "launch", "learn",
+    "lift", "listen", "march", "measure", "melt", "mend", "mix", "nod", "notice", "offer", "open",
+    "paint", "pause", "plant", "polish", "pour", "pretend", "pull", "push", "question", "race",
+    "reach", "remember", "repair", "rest", "ripple", "roll", "sail", "scatter", "search", "sew",
+    "shine", "shiver", "sing", "sketch", "skip", "sleep", "slide", "sniff", "sort", "sparkle",
+    "spin", "splash", "squeeze", "stack", "stir", "stretch", "swim", "swing", "tap", "teach",
+    "thank", "throw", "tickle", "travel", "trust", "tumble", "unfold", "vanish", "visit", "wander",
+    "wash", "watch", "weave", "whisper", "wiggle", "wink", "wonder", "wrap", "write", "yawn",
+    "yell", "zoom",
+)
+# fmt: on
+
+# The noise haystack of RULER's niah_single_1 and vt: one line, repeated.
+NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."

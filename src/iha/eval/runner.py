@@ -1,4 +1,5 @@
-"""Evaluation runners: sampled GSM8K / MATH-500 (Pass@1, Maj@k) and greedy RULER.
+"""Evaluation runners: sampled GSM8K / MATH-500 (Pass@1, Maj@k), HumanEval / MBPP (pass@k of
+programs run in a sandbox) and greedy RULER.
 
 The runners talk to a model only through a :class:`Generator`: a callable that takes a batch of
 prompts (lists of token ids) and :class:`SamplingParams` and returns the generated token ids of
@@ -390,6 +391,123 @@ def run_sampled_eval(
     return SampledResult(benchmark, settings, metric_table, records)
 
 
+# ---------------------------------------------------------------- HumanEval / MBPP
+
+
+CODE_BENCHMARKS = ("humaneval", "mbpp")
+
+
+def _code_prompt(tokenizer: Any, benchmark: str, problem: Any, style: str) -> list[int]:
+    from iha.eval import mbpp as mbpp_mod
+
+    if benchmark == "humaneval":
+        if style != "fewshot":
+            raise ValueError("humaneval has one prompt style: 'fewshot' (the zero-shot completion)")
+        text = problem.prompt
+    elif style == "fewshot":
+        text = mbpp_mod.fewshot_prompt(problem)
+    elif style == "chat":
+        text = tokenizer.apply_chat_template(
+            mbpp_mod.chat_messages(problem), add_generation_prompt=True
+        )
+    else:
+        raise ValueError(f"style={style!r} is not one of 'fewshot', 'chat'")
+    ids = tokenizer.encode(text)
+    if getattr(tokenizer, "uses_bos", True) and ids[:1] != [tokenizer.bos_token_id]:
+        ids.insert(0, tokenizer.bos_token_id)
+    return ids
+
+
+def run_code_eval(
+    benchmark: str,
+    problems: Sequence[Any],
+    generator: Generator,
+    tokenizer: Any,
+    n_samples: int = 1,
+    params: SamplingParams | None = None,
+    ks: Sequence[int] = (1, 10),
+    batch_size: int = 16,
+    prompt_style: str = "fewshot",
+    timeout: float = 10.0,
+    workers: int = 1,
+    confidence: float = 0.95,
+    progress: Callable[[int, int], None] | None = None,
+) -> SampledResult:
+    """Generate ``n_samples`` programs per problem, run each in the sandbox
+    (:mod:`iha.eval.code`) and report pass@k for every k in ``ks`` with k <= n_samples.
+
+    ``benchmark`` is ``"humaneval"`` (:class:`~iha.eval.humaneval.HumanEvalProblem`, zero-shot
+    completion) or ``"mbpp"`` (:class:`~iha.eval.mbpp.MBPPProblem`, ``prompt_style``
+    ``"fewshot"``: the standard 3-shot prompt, or ``"chat"``). pass@k is the unbiased estimator
+    ``1 - C(n-c, k) / C(n, k)`` averaged over problems (pass@1 = the mean fraction of passing
+    samples; with greedy decoding and n = 1, the greedy Pass@1), each with a bootstrap CI.
+    """
+    from iha.eval import code, humaneval, mbpp
+
+    if benchmark not in CODE_BENCHMARKS:
+        raise ValueError(f"benchmark={benchmark!r} is not one of {', '.join(CODE_BENCHMARKS)}")
+    module = humaneval if benchmark == "humaneval" else mbpp
+    params = params or SamplingParams(max_new_tokens=512, temperature=0.0, seed=None)
+    if tokenizer.eos_token_id not in params.stop_token_ids:
+        params = replace(params, stop_token_ids=(*params.stop_token_ids, tokenizer.eos_token_id))
+    if n_samples < 1:
+        raise ValueError(f"n_samples={n_samples} must be >= 1")
+    if params.temperature == 0 and n_samples > 1:
+        raise ValueError(f"n_samples={n_samples} with temperature=0: greedy samples are identical")
+    if not problems:
+        raise ValueError("problems must not be empty")
+    if not ks or any(k < 1 for k in ks):
+        raise ValueError(f"ks={list(ks)!r} must be positive ints")
+    prompt_ids = [_code_prompt(tokenizer, benchmark, p, prompt_style) for p in problems]
+    flat = [ids for ids in prompt_ids for _ in range(n_samples)]  # problem-major
+    outputs = generate_all(generator, flat, params, batch_size, progress)
+    texts = [tokenizer.decode(o) for o in outputs]
+    if benchmark == "humaneval":
+        completions = [humaneval.cut_completion(t) for t in texts]
+    elif prompt_style == "fewshot":
+        completions = [_cut_text(t, mbpp.STOP_STRINGS) for t in texts]
+    else:
+        completions = texts
+    programs = [module.program(problems[i // n_samples], c) for i, c in enumerate(completions)]
+    results = code.run_programs(programs, timeout=timeout, workers=workers)
+
+    records, correct = [], []
+    for i, problem in enumerate(problems):
+        mine = results[i * n_samples : (i + 1) * n_samples]
+        ok = [r.passed for r in mine]
+        correct.append(ok)
+        records.append(
+            {
+                "index": i,
+                "task_id": problem.task_id,
+                "correct": ok,
+                "status": [r.status for r in mine],
+                "completions": completions[i * n_samples : (i + 1) * n_samples],
+            }
+        )
+    seed = params.seed or 0
+    metric_table = {}
+    for k in sorted(set(ks)):
+        if k <= n_samples:
+            per_problem = [metrics.pass_at_k(n_samples, sum(c), k) for c in correct]
+            est = metrics.bootstrap_ci(per_problem, confidence=confidence, seed=seed)
+            metric_table[f"pass@{k}"] = est.as_dict()
+    settings = {
+        "n_problems": len(problems),
+        "n_samples": n_samples,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "max_new_tokens": params.max_new_tokens,
+        "seed": params.seed,
+        "prompt_style": prompt_style,
+        "timeout": timeout,
+        "confidence": confidence,
+        "ci_method": "percentile bootstrap over problems, 1000 resamples",
+    }
+    return SampledResult(benchmark, settings, metric_table, records)
+
+
 # ---------------------------------------------------------------- RULER
 
 
@@ -402,40 +520,65 @@ class RulerResult:
     predictions: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
+        average = ruler.suite_average(self.scores)
         return {
             "benchmark": "ruler",
             "settings": self.settings,
             "scores": {t: {str(n): v for n, v in by.items()} for t, by in self.scores.items()},
+            "average": {
+                "by_length": {str(n): v for n, v in average["by_length"].items()},
+                "overall": average["overall"],
+            },
         }
 
     def markdown(self) -> str:
-        return "## RULER (string_match_all, %)\n\n" + ruler.format_table(self.scores)
+        return (
+            "## RULER (% per task and length: string_match_all, qa string_match_part)\n\n"
+            + ruler.format_table(self.scores)
+        )
 
 
 def run_ruler_eval(
     samples: Sequence[ruler.RulerSample],
     generator: Generator,
     tokenizer: Any,
-    max_new_tokens: int = 128,
+    max_new_tokens: int | None = None,
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> RulerResult:
-    """Greedy-decode every RULER sample and score it with ``string_match_all``."""
+    """Greedy-decode every RULER sample and score it with its task's metric.
+
+    ``max_new_tokens`` defaults to each sample's own budget (``sample.max_new_tokens``: RULER's
+    budget of its task unless the samples were made with another); samples with the same budget
+    are batched together."""
     if not samples:
         raise ValueError("samples must not be empty")
-    params = SamplingParams(
-        max_new_tokens=max_new_tokens,
-        temperature=0.0,
-        seed=None,
-        stop_token_ids=(tokenizer.eos_token_id,),
-    )
     prompts = []
     for s in samples:
         ids = tokenizer.encode(s.input)
         if getattr(tokenizer, "uses_bos", True):
             ids.insert(0, tokenizer.bos_token_id)
         prompts.append(ids)
-    outputs = generate_all(generator, prompts, params, batch_size, progress)
+    budgets = [max_new_tokens or s.max_new_tokens for s in samples]
+    outputs: list[list[int]] = [[] for _ in samples]
+    done = 0
+    for budget in sorted(set(budgets)):
+        idx = [i for i, b in enumerate(budgets) if b == budget]
+        params = SamplingParams(
+            max_new_tokens=budget,
+            temperature=0.0,
+            seed=None,
+            stop_token_ids=(tokenizer.eos_token_id,),
+        )
+
+        def report(n: int, _total: int, offset: int = done) -> None:
+            if progress is not None:
+                progress(offset + n, len(samples))
+
+        got = generate_all(generator, [prompts[i] for i in idx], params, batch_size, report)
+        for i, o in zip(idx, got):
+            outputs[i] = o
+        done += len(idx)
     texts = [tokenizer.decode(o) for o in outputs]
     scores = ruler.score_samples(samples, texts)
     preds = [
@@ -445,15 +588,15 @@ def run_ruler_eval(
             "index": s.index,
             "outputs": s.outputs,
             "prediction": t,
-            "score": ruler.string_match_all(t, s.outputs),
+            "score": ruler.score_prediction(s.task, t, s.outputs),
         }
         for s, t in zip(samples, texts)
     ]
     settings = {
-        "tasks": sorted({s.task for s in samples}),
+        "tasks": list(dict.fromkeys(s.task for s in samples)),
         "lengths": sorted({s.length for s in samples}),
         "num_samples": len(samples),
-        "max_new_tokens": max_new_tokens,
+        "max_new_tokens": max_new_tokens or "per task (RULER)",
         "decoding": "greedy",
     }
     return RulerResult(scores, settings, preds)

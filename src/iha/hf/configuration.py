@@ -9,6 +9,8 @@ from transformers import PretrainedConfig
 
 from iha.cache import CACHE_POLICIES
 from iha.models.config import ModelConfig
+from iha.rope import check_rope_scaling
+from iha.validate import check_choice
 
 MODEL_FIELDS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
@@ -17,6 +19,11 @@ class IHAConfig(PretrainedConfig):
     """Every :class:`iha.models.ModelConfig` field under the same (Hugging Face) name, plus
     ``use_cache``, ``cache_policy`` ("raw" or "pseudo", for IHA layers during generation) and
     the usual token ids. ``to_model_config()`` gives the plain config the network is built from.
+
+    RoPE scaling is accepted as ``rope_scaling`` (``transformers`` 4 name) or ``rope_parameters``
+    (``transformers`` 5, with ``rope_theta`` inside) and stored the way the installed
+    ``transformers`` stores it, so ``config.rope_scaling`` reads back and config.json round-trips.
+    ``iha_window`` is written to config.json as a number (see :class:`iha.models.ModelConfig`).
     """
 
     model_type = "iha"
@@ -32,6 +39,8 @@ class IHAConfig(PretrainedConfig):
         intermediate_size: int | None = None,
         max_position_embeddings: int = 256,
         rope_theta: float = 10000.0,
+        rope_scaling: dict[str, Any] | None = None,
+        rope_parameters: dict[str, Any] | None = None,
         rms_norm_eps: float = 1e-5,
         tie_word_embeddings: bool = False,
         attention_variant: str = "global",
@@ -58,7 +67,17 @@ class IHAConfig(PretrainedConfig):
         self.num_key_value_heads = num_key_value_heads
         self.intermediate_size = intermediate_size
         self.max_position_embeddings = max_position_embeddings
+        if rope_scaling is None and rope_parameters is not None:  # the transformers 5 form
+            rope_theta = rope_parameters.get("rope_theta", rope_theta)
+            rope_scaling = rope_parameters
         self.rope_theta = rope_theta
+        scaling = check_rope_scaling(rope_scaling)
+        if isinstance(getattr(type(self), "rope_scaling", None), property):
+            # transformers 5: rope_scaling reads rope_parameters, which also holds the base
+            rule = scaling or {"rope_type": "default"}
+            self.rope_parameters = {"rope_theta": rope_theta, **rule}
+        else:
+            self.rope_scaling = scaling
         self.rms_norm_eps = rms_norm_eps
         self.attention_variant = attention_variant
         self.num_pseudo_heads = num_pseudo_heads
@@ -73,10 +92,7 @@ class IHAConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.attention_backend = attention_backend
         self.use_cache = use_cache
-        if cache_policy not in CACHE_POLICIES:
-            raise ValueError(
-                f"cache_policy={cache_policy!r} is not supported; expected one of {CACHE_POLICIES}"
-            )
+        check_choice("cache_policy", cache_policy, CACHE_POLICIES)
         self.cache_policy = cache_policy
         super().__init__(
             pad_token_id=pad_token_id,
@@ -85,7 +101,8 @@ class IHAConfig(PretrainedConfig):
             tie_word_embeddings=tie_word_embeddings,
             **kwargs,
         )
-        self.to_model_config()  # validates every field, ValueError naming the bad one
+        # validates every field (ValueError naming the bad one) and stores the derived window
+        self.iha_window = self.to_model_config().iha_window
 
     def to_model_config(self) -> ModelConfig:
         """The :class:`iha.models.ModelConfig` of these fields."""

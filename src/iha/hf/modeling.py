@@ -105,7 +105,7 @@ class IHAPreTrainedModel(PreTrainedModel):
     config_class = IHAConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _no_split_modules = ["DecoderLayer"]
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -120,8 +120,14 @@ class IHAForCausalLM(IHAPreTrainedModel, GenerationMixin):
     """Causal LM over :class:`iha.models.DecoderLM` with the ``transformers`` interface.
 
     ``forward(input_ids, attention_mask=None, past_key_values/cache=None, labels=None,
-    use_cache=None, inputs_embeds=None, logits_to_keep=0)``; ``labels`` gives the mean shifted
-    cross-entropy over labels != -100.
+    use_cache=None, inputs_embeds=None, logits_to_keep=0, output_hidden_states=None)``;
+    ``labels`` gives the mean shifted cross-entropy over labels != -100;
+    ``output_hidden_states=True`` returns the embeddings and every layer's output
+    (``num_hidden_layers + 1`` tensors, the last after the final norm). Attention weights are
+    never materialised (IHA attends over P * N pseudo-tokens in fused kernels), so
+    ``output_attentions=True`` raises a ``ValueError``.
+
+    :meth:`gradient_checkpointing_enable` recomputes layer activations in the backward pass.
     """
 
     _tied_weights_keys = {"model.lm_head.weight": "model.embed_tokens.weight"}
@@ -146,6 +152,14 @@ class IHAForCausalLM(IHAPreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, value: nn.Module) -> None:
         self.model.lm_head = value
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Any = None) -> None:
+        """Recompute each layer's activations in backward (``torch.utils.checkpoint``,
+        non-reentrant; ``gradient_checkpointing_kwargs`` is accepted and ignored)."""
+        self.model.gradient_checkpointing_enable(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.model.gradient_checkpointing_enable(False)
 
     def make_cache(self, batch_size: int, policy: str | None = None) -> IHACache:
         """An empty :class:`IHACache` (``policy`` defaults to ``config.cache_policy``)."""
@@ -176,8 +190,21 @@ class IHAForCausalLM(IHAPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: IHACache | None = None,
         return_dict: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
+        if output_attentions or (
+            output_attentions is None and getattr(self.config, "output_attentions", False)
+        ):
+            raise ValueError(
+                "output_attentions=True is not supported: IHA never materialises attention "
+                "weights (it attends over P * N pseudo-tokens in fused kernels); pass "
+                "output_attentions=False"
+            )
+        if output_hidden_states is None:
+            output_hidden_states = bool(getattr(self.config, "output_hidden_states", False))
+        all_hidden: list[torch.Tensor] | None = [] if output_hidden_states else None
         if past_key_values is not None:
             if cache is not None and cache is not past_key_values:
                 raise ValueError("pass the cache as either past_key_values or cache, not both")
@@ -193,6 +220,7 @@ class IHAForCausalLM(IHAPreTrainedModel, GenerationMixin):
             attention_mask=attention_mask,
             cache=None if cache is None else cache.model_cache,
             inputs_embeds=inputs_embeds,
+            all_hidden_states=all_hidden,
         )  # (B, N, D)
         if isinstance(logits_to_keep, int):
             if logits_to_keep > 0:
@@ -206,7 +234,12 @@ class IHAForCausalLM(IHAPreTrainedModel, GenerationMixin):
             shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).to(work)
             shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
             loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
-        out = CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE_FIELD: cache})
+        out = CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            hidden_states=None if all_hidden is None else tuple(all_hidden),
+            **{_CACHE_FIELD: cache},
+        )
         if return_dict is False:
             return out.to_tuple()
         return out

@@ -14,18 +14,22 @@ masked out. So no ``position_ids`` are needed for left-padded batches.
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from iha.attention import InterleavedHeadAttention
 from iha.cache import CACHE_POLICIES, KVCache
 from iha.models.config import ModelConfig
+from iha.models.counts import model_flops
 from iha.models.layers import (
+    GELUMLP,
     DiffAttention,
     MultiHeadAttention,
     RMSNorm,
     SwiGLU,
     TalkingHeadsAttention,
 )
+from iha.validate import check_choice, check_int
 
 IHA_KINDS = ("iha_local", "iha_global")
 
@@ -35,12 +39,13 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
     D, H, G = cfg.hidden_size, cfg.num_attention_heads, cfg.n_kv_heads
     window = cfg.layer_window(kind)
     backend = cfg.attention_backend
+    scaling = cfg.rope_scaling  # every layer kind applies it at the positions its RoPE sees
     if kind in ("global", "local"):
         return MultiHeadAttention(
-            D, H, G, window=window, rope_theta=cfg.rope_theta, backend=backend
+            D, H, G, window=window, rope_theta=cfg.rope_theta, backend=backend, rope_scaling=scaling
         )
     if kind == "talking_heads":
-        return TalkingHeadsAttention(D, H, G, rope_theta=cfg.rope_theta)
+        return TalkingHeadsAttention(D, H, G, rope_theta=cfg.rope_theta, rope_scaling=scaling)
     if kind == "diff":
         return DiffAttention(
             D,
@@ -50,6 +55,7 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
             layer_index=layer_index + 1,
             eps=cfg.rms_norm_eps,
             backend=backend,
+            rope_scaling=scaling,
         )
     if kind in IHA_KINDS:
         return InterleavedHeadAttention(
@@ -61,6 +67,7 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
             mask=cfg.iha_mask,
             window=window,
             rope_theta=cfg.rope_theta,
+            rope_scaling=scaling,
             positions=cfg.iha_positions,
             init="default",
             backend=backend,
@@ -69,7 +76,7 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
 
 
 class DecoderLayer(nn.Module):
-    """One pre-norm block: attention then SwiGLU, each with a residual."""
+    """One pre-norm block: attention then the MLP (SwiGLU or GELU), each with a residual."""
 
     def __init__(self, cfg: ModelConfig, kind: str, layer_index: int) -> None:
         super().__init__()
@@ -77,7 +84,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.self_attn = build_attention(cfg, kind, layer_index)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = SwiGLU(cfg.hidden_size, cfg.ffn_size)
+        mlp = GELUMLP if cfg.mlp_type == "gelu" else SwiGLU
+        self.mlp = mlp(cfg.hidden_size, cfg.ffn_size)
 
     def forward(
         self,
@@ -134,6 +142,10 @@ class DecoderLM(nn.Module):
             padding for batched generation). Padded tokens are never attended to.
         cache: a :class:`ModelCache` from :meth:`make_cache`; the call then processes the next
             N tokens after those already in the cache and appends them.
+
+    ``gradient_checkpointing = True`` (or :meth:`gradient_checkpointing_enable`) recomputes each
+    layer's activations in the backward pass instead of storing them (training without a cache
+    only): the same gradients for about one more forward pass of compute.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -152,6 +164,11 @@ class DecoderLM(nn.Module):
         self.apply(self.init_module)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        self.gradient_checkpointing = False
+
+    def gradient_checkpointing_enable(self, enable: bool = True) -> None:
+        """Recompute layer activations in backward instead of storing them (see the class)."""
+        self.gradient_checkpointing = bool(enable)
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -188,8 +205,14 @@ class DecoderLM(nn.Module):
         attention_mask: torch.Tensor | None = None,
         cache: ModelCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        all_hidden_states: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """The final-norm hidden states (B, N, D) (``forward`` without the LM head)."""
+        """The final-norm hidden states (B, N, D) (``forward`` without the LM head).
+
+        With ``all_hidden_states`` (a list), appends the embeddings and each layer's output,
+        the last one after the final norm (``num_hidden_layers + 1`` tensors (B, N, D), the
+        ``transformers`` convention).
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids (B, N) and inputs_embeds (B, N, D)")
         if input_ids is not None:
@@ -198,6 +221,7 @@ class DecoderLM(nn.Module):
                     f"input_ids must be a (B, N) integer tensor, got {input_ids.dtype} "
                     f"{tuple(input_ids.shape)}"
                 )
+            self._check_ids(input_ids)
             h = self.embed_tokens(input_ids)  # (B, N, D)
         else:
             if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
@@ -213,9 +237,33 @@ class DecoderLM(nn.Module):
             if not isinstance(cache, ModelCache) or len(cache) != len(self.layers):
                 raise ValueError("cache must be a ModelCache made by this model's make_cache()")
         kpm = self._padding(attention_mask, B, N, cache)
+        recompute = (
+            self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+            and cache is None
+        )  # fmt: skip
         for i, layer in enumerate(self.layers):
-            h = layer(h, key_padding_mask=kpm, cache=None if cache is None else cache.layers[i])
-        return self.norm(h)
+            if all_hidden_states is not None:
+                all_hidden_states.append(h)
+            if recompute:  # dropout masks are replayed: the RNG state is saved and restored
+                h = torch.utils.checkpoint.checkpoint(layer, h, kpm, None, use_reentrant=False)
+            else:
+                h = layer(h, key_padding_mask=kpm, cache=None if cache is None else cache.layers[i])
+        h = self.norm(h)
+        if all_hidden_states is not None:
+            all_hidden_states.append(h)
+        return h
+
+    def _check_ids(self, input_ids: torch.Tensor) -> None:
+        """ValueError when an id is outside [0, vocab_size) (skipped while compiling)."""
+        if input_ids.numel() == 0 or torch.compiler.is_compiling():
+            return
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= self.config.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"input_ids holds token id {bad}, outside the model's vocabulary "
+                f"[0, {self.config.vocab_size})"
+            )
 
     @staticmethod
     def _padding(
@@ -242,12 +290,8 @@ class DecoderLM(nn.Module):
     # ------------------------------------------------------------------ cache
     def make_cache(self, batch_size: int, policy: str = "raw") -> ModelCache:
         """Empty per-layer caches for incremental decoding (see :class:`ModelCache`)."""
-        if policy not in CACHE_POLICIES:
-            raise ValueError(
-                f"policy={policy!r} is not supported; expected one of {CACHE_POLICIES}"
-            )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a positive int")
+        check_choice("policy", policy, CACHE_POLICIES)
+        check_int("batch_size", batch_size)
         return ModelCache(
             [layer.self_attn.make_cache(policy) for layer in self.layers], batch_size, policy
         )
@@ -271,10 +315,8 @@ class DecoderLM(nn.Module):
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Forward FLOPs per token at ``seq_len`` (default: max_position_embeddings).
 
-        Training is about 3x. See :func:`iha.models.describe.model_flops` for the breakdown.
+        Training is about 3x. See :func:`iha.models.counts.model_flops` for the breakdown.
         """
-        from iha.models.describe import model_flops
-
         n = self.config.max_position_embeddings if seq_len is None else seq_len
         return model_flops(self.config, n)["total"] / n
 

@@ -10,7 +10,7 @@ from iha.reproduce.plans import PAPER_RELATIONS, HeadSweep, RelationsExperiment,
 from iha.reproduce.stats import Interval
 
 PAPER_GAIN = {"binary": "+4.7%", "ternary": "+3.3%"}
-NAMES = {"mha": "MHA", "iha": "IHA"}
+NAMES = {"mha": "MHA", "iha": "IHA", "simplicial": "2-simplicial"}
 
 
 def _name(kind: str, exp: RelationsExperiment | None = None) -> str:
@@ -23,8 +23,22 @@ def _pct(iv: Interval | None) -> str:
     return "-" if iv is None else iv.format(2, scale=100.0)
 
 
+def _diff_tail(diff: Interval, other: str) -> str:
+    if diff.n < 2:
+        return "one seed: no interval, no conclusion."
+    if diff.low > 0:
+        return f"IHA beats {other} here."
+    if diff.high < 0:
+        return f"{other} beats IHA here: IHA does NOT beat {other}."
+    side = "higher" if diff.mean > 0 else "lower"
+    return (
+        f"the interval includes 0, so no significant difference (IHA {side} on average): "
+        f"IHA does NOT significantly beat {other} here."
+    )
+
+
 def relations_verdict(s: dict) -> str:
-    """One sentence: does IHA beat MHA on this task (paired CI over seeds at the chosen LRs)?"""
+    """One sentence: does IHA beat MHA (and 2-simplicial) on this task (paired CIs over seeds)?"""
     exp: RelationsExperiment = s["experiment"]
     best, diff = s["best"], s["diff"]
     if diff is None:
@@ -36,21 +50,21 @@ def relations_verdict(s: dict) -> str:
         f"test per-position accuracy; IHA - MHA = {diff.format(2, 100.0)} points "
         f"(paired by seed, n = {diff.n}, 95% t-interval)"
     )
-    if diff.n < 2:
-        tail = "one seed: no interval, no conclusion."
-    elif diff.low > 0:
-        tail = "IHA beats MHA here."
-    elif diff.high < 0:
-        tail = "MHA beats IHA here: IHA does NOT beat MHA."
-    else:
-        side = "higher" if diff.mean > 0 else "lower"
-        tail = (
-            f"the interval includes 0, so no significant difference (IHA {side} on average): "
-            "IHA does NOT significantly beat MHA here."
+    text = f"{head}: {_diff_tail(diff, 'MHA')}"
+    simplicial = s.get("diffs", {}).get("simplicial")
+    if simplicial is not None:
+        b = best["simplicial"]
+        text += (
+            f" 2-simplicial (lr {b['lr']:g}) {_pct(b['test_pos_acc'])}%; IHA - 2-simplicial = "
+            f"{simplicial.format(2, 100.0)} points: {_diff_tail(simplicial, '2-simplicial')}"
         )
+    strongest = s.get("strongest_baseline")
+    if strongest is not None and simplicial is not None:
+        text += f" Strongest baseline on validation: {NAMES[strongest]}."
     paper = PAPER_GAIN.get(exp.name)
-    paper_note = f" (The paper reports IHA {paper} over its strongest baseline.)" if paper else ""
-    return f"{head}: {tail}{paper_note}"
+    if paper:
+        text += f" (The paper reports IHA {paper} over its strongest baseline.)"
+    return text
 
 
 def sweep_verdict(s: dict) -> str:
@@ -152,15 +166,63 @@ def _relations_section(s: dict) -> list[str]:
                "wall times are noisy)." if wall else "."),
             "",
         ]  # fmt: skip
-    capped = [r for r in s["records"] if r["epochs"] == exp.max_epochs and
-              r["best_epoch"] == exp.max_epochs]  # fmt: skip
-    if capped:
-        lines += [
-            f"{len(capped)} of {len(s['records'])} runs were still improving at the epoch cap "
-            f"({exp.max_epochs}): early stopping did not trigger for them, so those models are "
-            "under-trained at this budget and the comparison is between partly trained models.",
-            "",
-        ]
+    lines += [_capped_sentence(s["n_capped"], s["n_runs"], exp.max_epochs), ""]
+    lines += _ablation_lines(s)
+    return lines
+
+
+def _capped_sentence(n_capped: int, n_runs: int, cap: int) -> str:
+    if n_capped == 0:
+        return f"Convergence: early stopping ended all {n_runs} runs before the epoch cap ({cap})."
+    return (
+        f"Convergence: {n_capped} of {n_runs} runs reached the epoch cap ({cap}) with fewer than "
+        "`patience` epochs since their best one: early stopping did not end them, so those "
+        "models are under-trained at this budget."
+    )
+
+
+def _movement_cells(movement: dict | None) -> str:
+    if movement is None:
+        return "- | - | -"
+    alphas = ("alpha_q", "alpha_k", "alpha_v")
+    change = sum(movement[a]["rel_change"].mean for a in alphas) / 3
+    spread0 = sum(movement[a]["copy_spread_start"].mean for a in alphas) / 3
+    spread1 = sum(movement[a]["copy_spread_end"].mean for a in alphas) / 3
+    coll = movement["collapse"]
+    return (
+        f"{100 * change:.1f}% / {100 * coll['rel_change'].mean:.1f}% | "
+        f"{spread0:.3f} -> {spread1:.3f} | "
+        f"{coll['copy_spread_start'].mean:.3f} -> {coll['copy_spread_end'].mean:.3f}"
+    )
+
+
+def _ablation_lines(s: dict) -> list[str]:
+    ablations = s.get("ablations") or []
+    if not ablations:
+        return []
+    exp = s["experiment"]
+    lines = [
+        f"#### IHA ablations ({exp.name} composition, lr {ablations[0]['lr']:g})",
+        "",
+        "Paired by seed against the main IHA runs (P = 8, exact-MHA init + noise 0.02, mixing "
+        "weights at the model's learning rate). Movement of the mixing weights from their start: "
+        "relative change ||W - W0|| / ||W0|| (alphas averaged / collapse), and the copy spread "
+        "||W - mean_p W|| / ||W|| over the pseudo axis (0 = the P pseudo-heads are identical "
+        "copies, i.e. no use of the extra patterns), start -> end.",
+        "",
+        "| variant | seeds | epochs (mean) | runs at cap | test pos. acc % | minus main IHA, "
+        "points | change alphas / collapse | alpha copy spread | collapse copy spread |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in ablations:
+        abl = a["ablation"]
+        name = "main IHA (P=8, near-MHA init)" if abl is None else abl.description
+        vs = "-" if a["vs_main"] is None else a["vs_main"].format(2, 100.0)
+        lines.append(
+            f"| {name} | {a['n_seeds']} | {a['epochs']:.1f} | {a['capped']} | "
+            f"{_pct(a['test_pos_acc'])} | {vs} | {_movement_cells(a['movement'])} |"
+        )
+    lines.append("")
     return lines
 
 
@@ -176,6 +238,8 @@ def _sweep_section(s: dict) -> list[str]:
         if exp.metric == "pos_acc"
         else "worst-channel test nMSE (1 - R^2 of the hardest output channel)"
     )
+    kinds = list(s["curves"])
+    titles = {"mha": "MHA", "iha": "IHA (P = H)", "simplicial": "2-simplicial"}
     lines = [
         f"### Head-count sweep: {exp.name} ({args})",
         "",
@@ -183,9 +247,10 @@ def _sweep_section(s: dict) -> list[str]:
         f"{exp.steps_per_epoch} steps per epoch of fresh examples, at most {exp.max_epochs} "
         f"epochs, patience {exp.patience}. Metric: {metric}.",
         "",
-        "| H | MHA | IHA (P = H) | MHA params | IHA params |",
-        "|---|---|---|---|---|",
-    ]
+        "| H | " + " | ".join(titles[k] for k in kinds) + " | "
+        + " | ".join(f"{NAMES[k]} params" for k in kinds) + " |",
+        "|---|" + "---|" * (2 * len(kinds)),
+    ]  # fmt: skip
     by_h: dict[int, dict] = {}
     for kind, points in s["curves"].items():
         for p in points:
@@ -193,12 +258,14 @@ def _sweep_section(s: dict) -> list[str]:
     scale, digits = (100.0, 2) if exp.metric == "pos_acc" else (1.0, 4)
     for h in sorted(by_h):
         row = by_h[h]
-        cell = {k: (row[k]["test"].format(digits, scale) if k in row else "-") for k in NAMES}
-        par = {k: (f"{row[k]['params']:,}" if k in row else "-") for k in NAMES}
-        lines.append(f"| {h} | {cell['mha']} | {cell['iha']} | {par['mha']} | {par['iha']} |")
+        cell = [row[k]["test"].format(digits, scale) if k in row else "-" for k in kinds]
+        par = [f"{row[k]['params']:,}" if k in row else "-" for k in kinds]
+        lines.append(f"| {h} | " + " | ".join(cell + par) + " |")
     if s["baseline"] is not None:
-        lines.append(f"| majority class | {_pct(s['baseline'])} | | | |")
+        lines.append(f"| majority class | {_pct(s['baseline'])} |" + " |" * (2 * len(kinds) - 1))
     lines += ["", f"**{sweep_verdict(s)}**", ""]
+    if "n_capped" in s:
+        lines += [_capped_sentence(s["n_capped"], s["n_runs"], exp.max_epochs), ""]
     return lines
 
 
@@ -258,10 +325,10 @@ def plot_all(summary: dict, out_dir: Path) -> list[str]:
             low = es if pct else [min(e, 0.95 * m) for e, m in zip(es, ms)]
             color = f"C{j}"
             ax.errorbar(hs, ms, yerr=[low, es], marker="o", capsize=4, color=color,
-                        label="MHA" if kind == "mha" else "IHA (P = H)")  # fmt: skip
+                        label={"mha": "MHA", "iha": "IHA (P = H)"}.get(kind, NAMES[kind]))
             for p in points:  # every seed, small and offset a little for visibility
                 seeds = list(p["test_by_seed"].values())
-                x = [p["n_heads"] + (0.08 if kind == "iha" else -0.08)] * len(seeds)
+                x = [p["n_heads"] + {"mha": -0.08, "iha": 0.08}.get(kind, 0.0)] * len(seeds)
                 ax.scatter(x, [v * scale for v in seeds], s=9, color=color, alpha=0.5)
         ax.set_xticks(sorted(all_heads))
         paper_mha, paper_iha = s["paper"]
@@ -323,8 +390,12 @@ def write_report(
     machine: dict,
     workers: int,
     threads: int,
+    missing: list[str] | None = None,
 ) -> Path:
-    """Write ``report.md``, ``summary.json`` and the plots into ``out_dir``; returns the report."""
+    """Write ``report.md``, ``summary.json`` and the plots into ``out_dir``; returns the report.
+
+    ``missing``: keys of the plan's jobs without a finished run (listed in the report).
+    """
     plots = plot_all(summary, out_dir)
     lines = [
         f"# Synthetic reproduction of Interleaved Head Attention ({plan.mode} mode)",
@@ -343,6 +414,7 @@ def write_report(
         "",
         *[f"- {v}" for v in verdicts(summary)],
         "",
+        *_missing_lines(plan, missing or [], command),
         "## Results",
         "",
         *markdown_tables(summary),
@@ -360,6 +432,25 @@ def write_report(
     }
     (out_dir / "summary.json").write_text(json.dumps(to_jsonable(slim), indent=1) + "\n")
     return path
+
+
+def _missing_lines(plan: SyntheticPlan, missing: list[str], command: str) -> list[str]:
+    if not missing:
+        return []
+    counts: dict[str, int] = {}
+    for key in missing:
+        group = "/".join(key.split("/")[:3])  # experiment and model
+        counts[group] = counts.get(group, 0) + 1
+    resume = command if "--resume" in command else f"{command} --resume"
+    return [
+        "## Not run yet",
+        "",
+        f"{len(missing)} of {len(plan.jobs())} jobs of this plan have not finished, so the "
+        f"tables above hold only the finished runs; `{resume}` continues them (finished jobs "
+        "are skipped, an interrupted one resumes from its last epoch). Missing, per experiment "
+        "and model: " + ", ".join(f"{k} ({v})" for k, v in sorted(counts.items())) + ".",
+        "",
+    ]
 
 
 def _sizes_table(plan: SyntheticPlan) -> list[str]:
@@ -382,7 +473,8 @@ def _sizes_table(plan: SyntheticPlan) -> list[str]:
         "epochs / early-stopping patience": lambda e, p: (
             "not given / 10", f"at most {e.max_epochs} / {e.patience}"),
         "batch size, optimiser": lambda e, p: ("not given", f"{e.batch_size}, AdamW"),
-        "baselines": lambda e, p: ("MHA, 2-simplicial", "MHA"),
+        "baselines": lambda e, p: ("MHA, 2-simplicial", ", ".join(
+            NAMES[k] for k in e.models if k != "iha")),
     }  # fmt: skip
     for label, fn in rows.items():
         cells = []
@@ -403,7 +495,12 @@ def _setup_notes(plan: SyntheticPlan) -> list[str]:
         "(attention, then a 4x GELU MLP), final LayerNorm, linear per-position head. Only the "
         "attention differs: MHA is `InterleavedHeadAttention` with P = 1, the exact-MHA init "
         "and frozen mixing weights (exactly multi-head attention); IHA has P pseudo-heads, "
-        "global collapse, default init (near MHA with small symmetry-breaking noise).",
+        "global collapse, exact-MHA init + noise 0.02 on the mixing weights (computed with the "
+        "mixing folded into the projections, `FoldedInterleavedHeadAttention`: the same layer, "
+        "checked against the loop oracle); 2-simplicial is `iha.simplicial."
+        "TwoSimplicialAttention` (Roy et al. 2025: trilinear logits <q_i, k_j, k'_l> / sqrt(d), "
+        "softmax over the (j, l) pairs, output sum A_ijl v_j * v'_l; five projections, so 1.5x "
+        "MHA's attention parameters).",
         '- Attention is bidirectional (`mask="none"`), with no RoPE: the output at (i, j) of '
         "a composed relation needs row i and column j of the whole matrix, a CPM-3 count needs "
         "every position and the filter bank needs all of X. The paper does not say which mask "
@@ -415,9 +512,12 @@ def _setup_notes(plan: SyntheticPlan) -> list[str]:
         "- Early stopping on validation loss, evaluated once per epoch, with the plan's patience; "
         "the weights of the best epoch are tested. The learning rate of the comparison is chosen "
         "per model on mean validation per-position accuracy (never on test).",
-        "- Sizes are reduced from the paper's (40k training examples, m up to 10, patience 10 "
-        f"epochs) to fit 2 shared CPU cores: IHA with P = {P} attends over N*P virtual tokens, "
-        f"so its attention costs P^2 = {P * P} times MHA's; see the per-experiment lines above.",
+        *([] if plan.mode == "paper" else [
+            "- Sizes are reduced from the paper's (40k training examples, m up to 10, patience 10 "
+            f"epochs) to fit 2 shared CPU cores: IHA with P = {P} attends over N*P virtual "
+            f"tokens, so its attention costs P^2 = {P * P} times MHA's, and 2-simplicial "
+            "attention is cubic in N; see the per-experiment lines above. "
+            "`iha reproduce synthetic --mode paper` runs the paper's sizes (on a GPU)."]),
         "- Head sweeps: the paper proves its Polynomial and CPM-3 head counts by construction "
         "(see `iha theory`) and reports no training runs; these sweeps ask whether trained "
         "1-layer models show the same separation. A trained soft-attention layer with an MLP is "
@@ -426,8 +526,7 @@ def _setup_notes(plan: SyntheticPlan) -> list[str]:
         "- Left out: Talking-Heads and Differential attention. `iha.models` has them only as "
         "causal decoder layers (causal mask and RoPE built in), and these tasks need "
         "bidirectional attention: a causal 1-layer block cannot see the rows below i, so it would "
-        "be solving a different task. The paper's other baseline, 2-simplicial attention, is not "
-        "implemented in this project.",
+        "be solving a different task.",
         "- Raw data: `runs.jsonl` (one record per run, with per-epoch validation history) and "
         "`summary.json`.",
     ]

@@ -7,9 +7,11 @@ kind; it knows the model only as ``inputs -> (B, N, out)``.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -35,6 +37,7 @@ class TrainSettings:
         grad_clip: max global gradient norm.
         warmup_steps: linear warmup length.
         eval_batch: batch size of evaluation.
+        mixing_lr_scale: learning rate of the IHA mixing weights (alphas, collapse) over ``lr``.
     """
 
     lr: float
@@ -46,6 +49,7 @@ class TrainSettings:
     grad_clip: float = 1.0
     warmup_steps: int = 20
     eval_batch: int = 256
+    mixing_lr_scale: float = 1.0
 
 
 def loss_fn(output: str, logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
@@ -80,8 +84,9 @@ def evaluate(model: nn.Module, data: TaskBatch, output: str, batch_size: int = 2
     model.eval()
     loss_sum, n_pos, correct, whole = 0.0, 0, 0, 0
     sq_err, y_sum, y_sq = 0.0, 0.0, 0.0  # per output channel for regression
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     for start in range(0, len(data), batch_size):
-        b = data[start : start + batch_size]
+        b = data[start : start + batch_size].to(device)
         logits = model(b.inputs)
         mask = b.loss_mask
         k = int(mask.sum())
@@ -125,22 +130,34 @@ def _epoch_batches(
         yield b
 
 
+def save_atomic(obj: object, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def train_run(
     model: nn.Module,
     task: SyntheticTask,
     settings: TrainSettings,
     seed: int,
     log: Callable[[str], None] | None = None,
+    checkpoint: Path | None = None,
 ) -> dict:
     """Train ``model`` on ``task`` with early stopping on validation loss; test the best epoch.
 
     Args:
-        model: maps ``TaskBatch.inputs`` to (B, N, out).
+        model: maps ``TaskBatch.inputs`` to (B, N, out); trained on the device it is on.
         task: a task with fixed-size ``val`` and ``test`` splits; ``train`` fixed or streaming
             (streaming needs ``settings.steps_per_epoch``).
         settings: see :class:`TrainSettings`.
         seed: seeds the data order (the caller seeds the model's initialisation).
         log: called with one line per epoch (e.g. ``print``), or None.
+        checkpoint: a file the state is saved to (atomically) after every epoch, and resumed
+            from when it exists; None: no checkpoint. The data order of an epoch depends only on
+            the seed and the epoch, so a resumed run sees what an uninterrupted one would.
+            Streaming train splits are not resumable (``checkpoint`` must be None).
 
     Returns:
         JSON-ready dict: ``epochs`` run, ``best_epoch`` (1-based), ``history`` (per epoch: train
@@ -150,10 +167,16 @@ def train_run(
     streaming = task.split_sizes["train"] is None
     if streaming and settings.steps_per_epoch is None:
         raise ValueError("settings.steps_per_epoch is required when the train split is streaming")
+    if streaming and checkpoint is not None:
+        raise ValueError("checkpoint must be None when the train split is streaming")
     output = task.output
+    device = next(model.parameters()).device
     val, test = task.split("val"), task.split("test")
+    mixing_lr = None if settings.mixing_lr_scale == 1.0 else settings.lr * settings.mixing_lr_scale
     opt = torch.optim.AdamW(
-        param_groups(model, settings.weight_decay), lr=settings.lr, betas=(0.9, 0.98)
+        param_groups(model, settings.weight_decay, mixing_lr=mixing_lr),
+        lr=settings.lr,
+        betas=(0.9, 0.98),
     )
     warmup = max(1, settings.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
@@ -161,12 +184,25 @@ def train_run(
     stream = task.batches("train", settings.batch_size, seed=seed) if streaming else None
     best_state = copy.deepcopy(model.state_dict())
     history: list[dict] = []
-    seen = 0
-    start = time.perf_counter()
+    seen, done_before, first_epoch = 0, 0.0, 1
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        stopper.__dict__.update(state["stopper"])
+        best_state, history, seen = state["best_model"], state["history"], state["seen"]
+        done_before, first_epoch = state["seconds"], len(history) + 1
+        if log is not None:
+            log(f"resumed after epoch {len(history)} from {checkpoint}")
+    start = time.perf_counter() - done_before
     model.train()
-    for epoch in range(1, settings.max_epochs + 1):
+    for epoch in range(first_epoch, settings.max_epochs + 1):
+        if stopper.should_stop:
+            break
         loss_sum, steps = 0.0, 0
         for b in _epoch_batches(task, settings, seed, epoch, stream):
+            b = b.to(device)
             loss = loss_fn(output, model(b.inputs), b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -184,9 +220,21 @@ def train_run(
             extra = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             star = "  *" if stopper.best_index == epoch - 1 else ""
             log(
-                f"epoch {epoch:3d}  train_loss {loss_sum / max(steps, 1):.4f}  val {extra}  "
+                f"epoch {epoch:3d}/{settings.max_epochs}  train_loss "
+                f"{loss_sum / max(steps, 1):.4f}  val {extra}  "
                 f"{time.perf_counter() - start:6.1f}s{star}"
             )
+        if checkpoint is not None:
+            save_atomic({
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "stopper": dict(stopper.__dict__),
+                "best_model": best_state,
+                "history": history,
+                "seen": seen,
+                "seconds": time.perf_counter() - start,
+            }, checkpoint)  # fmt: skip
         if stopper.should_stop:
             break
     model.load_state_dict(best_state)

@@ -5,6 +5,7 @@ Layout of ``RUN_DIR/checkpoints``::
     step_00000100/model.safetensors   model weights (full, unsharded; shared tensors stored once)
     step_00000100/state.pt            optimizer, scheduler, RNG states (torch.save, weights only)
     step_00000100/meta.json           step, data position, counters, the resolved config
+    step_00000100/manifest.json       size and SHA-256 of the three files above (written last)
     latest                            the name of the newest complete checkpoint
 
 A checkpoint is written into a temporary directory next to its final place; every file and the
@@ -14,19 +15,24 @@ moment therefore leaves either the old or the new ``latest``, each naming a comp
 leftover temporary directories are ignored and removed by the next save. Only the newest
 ``keep`` checkpoints are kept.
 
-For tests, the environment variable ``IHA_CHECKPOINT_PAUSE="STEP:SECONDS"`` makes the writer of
-the checkpoint of step STEP sleep for SECONDS half-way through (after the weights are written).
+Files can still be damaged after the fact (a full disk, a copy cut short, a bad sector).
+:func:`verify_checkpoint` compares every file with the manifest, and :func:`find_intact_checkpoint`
+walks back from the newest checkpoint to the newest one that verifies, reporting the ones it
+skipped and why.
+
+:class:`CheckpointManager` saves and restores a set of named :class:`Stateful` parts (model,
+optimizer, scheduler, data position, counters, RNG states) through these files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -34,6 +40,7 @@ from torch import Tensor
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
+MANIFEST_FILE = "manifest.json"
 LATEST = "latest"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -65,13 +72,57 @@ def _write_atomic_text(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def _maybe_pause(step: int) -> None:
-    spec = os.environ.get("IHA_CHECKPOINT_PAUSE")
-    if not spec:
-        return
-    at, _, seconds = spec.partition(":")
-    if int(at) == step:
-        time.sleep(float(seconds or 60))
+class CheckpointError(ValueError):
+    """A checkpoint (or every checkpoint of a directory) is damaged or missing."""
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_manifest(folder: Path, names: list[str]) -> None:
+    files = {n: {"bytes": (folder / n).stat().st_size, "sha256": file_digest(folder / n)}
+             for n in names}  # fmt: skip
+    with open(folder / MANIFEST_FILE, "w", encoding="utf-8") as fh:
+        json.dump({"files": files}, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def verify_checkpoint(ckpt: str | Path) -> None:
+    """Check every file of a checkpoint against its manifest.
+
+    Raises:
+        CheckpointError: naming the first file that is missing, of the wrong size or content,
+            or the manifest itself when it is missing or unreadable.
+    """
+    ckpt = Path(ckpt)
+    manifest = ckpt / MANIFEST_FILE
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+        expected = {str(n): (int(f["bytes"]), str(f["sha256"])) for n, f in files.items()}
+    except FileNotFoundError:
+        raise CheckpointError(f"{str(manifest)!r} is missing (an incomplete checkpoint)") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{str(manifest)!r} is unreadable ({e})") from e
+    for name in (MODEL_FILE, STATE_FILE, META_FILE):
+        if name not in expected:
+            raise CheckpointError(f"{str(manifest)!r} does not list {name}")
+    for name, (size, sha) in expected.items():
+        path = ckpt / name
+        if not path.is_file():
+            raise CheckpointError(f"{str(path)!r} is missing")
+        if path.stat().st_size != size:
+            raise CheckpointError(
+                f"{str(path)!r} has {path.stat().st_size} bytes, the manifest says {size}"
+            )
+        if file_digest(path) != sha:
+            raise CheckpointError(f"{str(path)!r} does not match its SHA-256 in the manifest")
 
 
 def save_model_weights(path: Path, state: dict[str, Tensor]) -> None:
@@ -140,7 +191,6 @@ def save_checkpoint(
     tmp.mkdir()
     save_model_weights(tmp / MODEL_FILE, model_state)
     _fsync_file(tmp / MODEL_FILE)
-    _maybe_pause(step)
     with open(tmp / STATE_FILE, "wb") as fh:
         torch.save(train_state, fh)
         fh.flush()
@@ -149,6 +199,7 @@ def save_checkpoint(
         json.dump({**meta, "step": step}, fh, indent=1, sort_keys=True)
         fh.flush()
         os.fsync(fh.fileno())
+    _write_manifest(tmp, [MODEL_FILE, STATE_FILE, META_FILE])  # last: it vouches for the rest
     _fsync_dir(tmp)
     if final.exists():  # a checkpoint of the same step (e.g. saved again after a resume)
         old = root / f".old-{name}-{os.getpid()}"
@@ -192,16 +243,54 @@ def prune(root: Path, keep: int, protect: str) -> None:
                 p.unlink(missing_ok=True)
 
 
+def _pointed(root: Path) -> Path | None:
+    """The checkpoint the ``latest`` file names, if it names one (a damaged pointer: None)."""
+    try:
+        name = (root / LATEST).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not _STEP_DIR.match(name) or not (root / name / META_FILE).is_file():
+        return None
+    return root / name
+
+
 def latest_checkpoint(root: str | Path) -> Path | None:
     """The checkpoint ``latest`` names, or the newest complete one, or None if there is none."""
     root = Path(root)
-    pointer = root / LATEST
-    if pointer.is_file():
-        target = root / pointer.read_text(encoding="utf-8").strip()
-        if (target / META_FILE).is_file():
-            return target
+    target = _pointed(root)
+    if target is not None:
+        return target
     ckpts = list_checkpoints(root)
     return ckpts[-1] if ckpts else None
+
+
+def find_intact_checkpoint(root: str | Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint under ``root`` that passes :func:`verify_checkpoint`.
+
+    Candidates are the one ``latest`` names, then the others newest first.
+
+    Returns:
+        ``(checkpoint or None when root holds none, reasons the newer ones were skipped)``.
+
+    Raises:
+        CheckpointError: when checkpoints exist but none is intact (naming each damaged file).
+    """
+    root = Path(root)
+    candidates = list(reversed(list_checkpoints(root)))
+    pointed = _pointed(root)
+    if pointed is not None:
+        candidates = [pointed] + [c for c in candidates if c.name != pointed.name]
+    skipped: list[str] = []
+    for candidate in candidates:
+        try:
+            verify_checkpoint(candidate)
+        except CheckpointError as e:
+            skipped.append(str(e))
+            continue
+        return candidate, skipped
+    if skipped:
+        raise CheckpointError(f"no intact checkpoint in {str(root)!r}: " + "; ".join(skipped))
+    return None, []
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -218,12 +307,100 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def read_meta(ckpt: str | Path) -> dict[str, Any]:
     """The metadata (step, data position, config, ...) of a checkpoint directory."""
-    return json.loads((Path(ckpt) / META_FILE).read_text(encoding="utf-8"))
+    path = Path(ckpt) / META_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{str(path)!r} is not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{str(path)!r} must hold a JSON object")
+    return meta
 
 
 def load_checkpoint(ckpt: str | Path) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
-    """``(model_state, train_state, meta)`` of a checkpoint directory (all on the CPU)."""
+    """``(model_state, train_state, meta)`` of a checkpoint directory (all on the CPU).
+
+    Raises:
+        CheckpointError: naming the file that cannot be read.
+    """
     ckpt = Path(ckpt)
-    model_state = load_model_weights(ckpt / MODEL_FILE)
-    train_state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+    try:
+        model_state = load_model_weights(ckpt / MODEL_FILE)
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{str(ckpt / MODEL_FILE)!r} cannot be read ({e})") from e
+    try:
+        train_state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle / zip errors for damaged files
+        raise CheckpointError(f"{str(ckpt / STATE_FILE)!r} cannot be read ({e})") from e
     return model_state, train_state, read_meta(ckpt)
+
+
+# ---------------------------------------------------------------------------------------------
+# the manager: named Stateful parts in and out of checkpoints
+
+
+class Stateful(Protocol):
+    """Anything with ``state_dict()`` and ``load_state_dict(state)`` (torch modules, optimizers,
+    schedulers, data streams, the small adapters in :mod:`iha.train.trainer`)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class CheckpointManager:
+    """Saves and restores named :class:`Stateful` parts as one checkpoint.
+
+    The part called ``model`` goes to ``model.safetensors``; parts listed in ``json_parts`` go
+    to ``meta.json`` (small, human-readable: data position, counters); all others to
+    ``state.pt``. ``state_dict()`` is called on every process (it may be collective); only the
+    process with ``writer=True`` writes.
+
+    Args:
+        root: the checkpoints directory.
+        parts: name -> Stateful, saved and restored in this order.
+        keep: number of newest checkpoints to keep.
+        json_parts: names of the parts stored in ``meta.json``.
+        writer: whether this process writes files.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        parts: dict[str, Stateful],
+        keep: int,
+        json_parts: tuple[str, ...] = (),
+        writer: bool = True,
+    ) -> None:
+        if "model" not in parts:
+            raise ValueError("parts must hold a 'model' part")
+        self.root, self.parts, self.keep = Path(root), parts, keep
+        self.json_parts, self.writer = json_parts, writer
+
+    def save(self, step: int, extra_meta: dict[str, Any] | None = None) -> Path | None:
+        """Checkpoint every part at ``step``; returns the directory (None when not the writer)."""
+        states = {name: part.state_dict() for name, part in self.parts.items()}
+        if not self.writer:
+            return None
+        model_state = states.pop("model")
+        meta = {**(extra_meta or {}), **{n: states.pop(n) for n in self.json_parts}}
+        return save_checkpoint(self.root, step, model_state, states, meta, self.keep)
+
+    def load(self, path: Path) -> dict[str, Any]:
+        """Restore every part from checkpoint ``path``; returns its ``meta.json``.
+
+        Raises:
+            CheckpointError: a file cannot be read or a part is missing from it.
+        """
+        model_state, tensor_states, meta = load_checkpoint(path)
+        for name, part in self.parts.items():
+            if name == "model":
+                state = model_state
+            elif name in self.json_parts:
+                state = meta.get(name)
+            else:
+                state = tensor_states.get(name) if isinstance(tensor_states, dict) else None
+            if state is None:
+                raise CheckpointError(f"checkpoint {str(path)!r} holds no {name!r} state")
+            part.load_state_dict(state)
+        return meta

@@ -96,6 +96,7 @@ class TrainSection:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPUs that support it
     compile: bool = False
+    activation_checkpointing: bool = False  # recompute layer activations in backward
     log_every: int = 10
     val_every: int = 0  # 0: validate only at the end
     val_batches: int = 4
@@ -361,24 +362,27 @@ def resolve_model_dict(raw: dict[str, Any]) -> dict[str, Any]:
             )
         return raw
     preset = raw.pop("preset", None)
-    base: dict[str, Any] = {}
     if preset is not None:
         if not isinstance(preset, str):
             raise ConfigError(f"config key 'model.preset' must be str, got {preset!r}")
         try:
-            base = get_preset(preset).to_dict()
+            get_preset(preset)
         except (KeyError, ValueError) as e:
             raise ConfigError(f"config key 'model.preset': {e}") from e
     hints = typing.get_type_hints(ModelConfig)
     names = [f.name for f in dataclasses.fields(ModelConfig)]
+    table: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in names:
             raise ConfigError(
                 f"unknown config key 'model.{key}'; accepted keys: preset, {', '.join(names)}"
             )
-        base[key] = coerce(value, hints[key], f"model.{key}")
+        table[key] = coerce(value, hints[key], f"model.{key}")
     try:
-        return ModelConfig.from_dict(base).to_dict()
+        # the table's keys go in before the config is made, so values derived from them (the
+        # IHA window from max_position_embeddings) use the table's context, not the preset's
+        made = ModelConfig.from_dict(table) if preset is None else get_preset(preset, **table)
+        return made.to_dict()
     except (ValueError, TypeError) as e:
         raise ConfigError(f"invalid [model] table: {e}") from e
 
@@ -392,13 +396,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text ({e})") from e
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError as e:
             raise ConfigError("YAML configs need PyYAML: pip install pyyaml") from e
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from e
     elif path.suffix == ".toml":
         try:
             data = tomllib.loads(text)
@@ -457,11 +467,14 @@ def _model_from_init(cfg: RunConfig) -> dict[str, Any]:
     fine-tuning config need not repeat the pre-trained architecture."""
     if not cfg.train.init_from or "preset" in cfg.model or "factory" in cfg.model:
         return cfg.model
+    from iha.models import ModelConfig
     from iha.train import checkpoint as ckpt
 
     try:
         found = ckpt.resolve_checkpoint(cfg.train.init_from)
         base = dict(ckpt.read_meta(found)["config"]["model"])
+        if "factory" not in base:  # a run saved without a stored IHA window gets it now, once,
+            base = ModelConfig.from_dict(base).to_dict()  # from its own context
     except (FileNotFoundError, KeyError, ValueError, OSError) as e:
         raise ConfigError(
             f"config key 'train.init_from': no checkpoint with a model config at "
@@ -514,12 +527,14 @@ def dump_toml(data: dict[str, Any]) -> str:
 
 
 def find_config(name_or_path: str) -> Path:
-    """A config path, or a preset name looked up in ``./configs`` and the repository's configs/."""
+    """A config path, or a preset name looked up in ``./configs``, the repository's configs/ and
+    the configs shipped inside the installed package (``iha/configs``)."""
     p = Path(name_or_path)
     if p.suffix in (".toml", ".yaml", ".yml") or p.exists():
         return p
     repo_configs = Path(__file__).resolve().parents[3] / "configs"
-    for folder in (Path("configs"), repo_configs):
+    package_configs = Path(__file__).resolve().parents[1] / "configs"
+    for folder in (Path("configs"), repo_configs, package_configs):
         for suffix in (".toml", ".yaml", ".yml"):
             candidate = folder / f"{name_or_path}{suffix}"
             if candidate.is_file():

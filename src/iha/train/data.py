@@ -34,7 +34,7 @@ import importlib
 import itertools
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -140,6 +140,11 @@ class LocalFiles(IndexedDocuments):
     ``kind="text"``: a document is a maximal run of non-blank lines. ``kind="jsonl"``: a document
     is one non-blank line, a JSON object holding ``text_field`` (or ``prompt_field`` and
     ``response_field``: the loss mask then covers only the response tokens and the final eos).
+
+    Every file is read once when the source is built: each JSONL line is parsed and its fields
+    checked then (a bad line raises ``ValueError`` naming file and line before training starts),
+    and lines holding bytes that are not UTF-8 are counted. Such bytes are decoded as U+FFFD;
+    ``notes`` says how many lines of which file had them.
     """
 
     def __init__(self, path: str, kind: str, tokenizer: Any, cfg: DataConfig) -> None:
@@ -149,6 +154,7 @@ class LocalFiles(IndexedDocuments):
         suffixes = (".txt", ".text", ".md") if kind == "text" else (".jsonl", ".json")
         self.files = list_files(path, suffixes)
         self.ranges: list[tuple[int, int, int]] = []  # (file index, start byte, end byte)
+        self.notes: list[str] = []
         for fi, f in enumerate(self.files):
             self.ranges.extend((fi, s, e) for s, e in self._scan(f))
         if not self.ranges:
@@ -156,11 +162,19 @@ class LocalFiles(IndexedDocuments):
 
     def _scan(self, file: Path) -> Iterator[tuple[int, int]]:
         pos, start = 0, None
+        bad_lines, first_bad = 0, 0
         with open(file, "rb") as fh:
-            for line in fh:
+            for number, line in enumerate(fh, start=1):
                 blank = not line.strip()
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad_lines += 1
+                    first_bad = first_bad or number
+                    text = line.decode("utf-8", errors="replace")
                 if self.kind == "jsonl":
                     if not blank:
+                        self._check_record(text, f"{file} line {number}")
                         yield pos, pos + len(line)
                 elif blank and start is not None:
                     yield start, pos
@@ -170,6 +184,24 @@ class LocalFiles(IndexedDocuments):
                 pos += len(line)
         if self.kind == "text" and start is not None:
             yield start, pos
+        if bad_lines:
+            self.notes.append(
+                f"data file {str(file)!r}: {bad_lines} line(s) hold bytes that are not UTF-8 "
+                f"(first at line {first_bad}); they are read as U+FFFD"
+            )
+
+    def _check_record(self, text: str, where: str) -> None:
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where} is not valid JSON: {e}") from e
+        cfg = self.cfg
+        fields = [cfg.prompt_field, cfg.response_field] if cfg.prompt_field else [cfg.text_field]
+        if not isinstance(record, dict):
+            raise ValueError(f"{where} must be a JSON object, got {type(record).__name__}")
+        for f in fields:
+            if not isinstance(record.get(f), str):
+                raise ValueError(f"{where} has no string field {f!r} (keys: {sorted(record)})")
 
     def __len__(self) -> int:
         return len(self.ranges)
@@ -427,6 +459,7 @@ class TrainData:
     val: list[Batch]
     vocab_size: int  # ids the data can contain (the model's vocabulary must cover them)
     seq_len: int  # tokens per sequence (data.seq_len, or the task's own length)
+    notes: list[str] = field(default_factory=list)  # what the user should know (bad bytes...)
 
 
 def build_data(
@@ -449,10 +482,13 @@ def build_data(
         return TrainData(train, val, vocab, int(task.seq_len))
 
     val_source: DocumentSource | None = None
+    notes: list[str] = []
     if cfg.source in ("text", "jsonl"):
         docs = LocalFiles(cfg.path or "", cfg.source, tokenizer, cfg)
+        notes.extend(docs.notes)
         if cfg.val_path:
             val_source = LocalFiles(cfg.val_path, cfg.source, tokenizer, cfg)
+            notes.extend(val_source.notes)
             train_source: DocumentSource = docs
         elif cfg.val_fraction > 0 and val_batches:
             n = len(docs)
@@ -480,4 +516,4 @@ def build_data(
     if val_source is not None and val_batches:
         vstream = PackedStream(val_source, cfg.seq_len, batch_size, False, 0)
         val = [vstream.next_batch() for _ in range(val_batches)]
-    return TrainData(train, val, int(tokenizer.vocab_size), cfg.seq_len)
+    return TrainData(train, val, int(tokenizer.vocab_size), cfg.seq_len, notes)

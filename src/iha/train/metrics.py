@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,16 +37,17 @@ class MetricsWriter:
             else:
                 self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
-    def truncate_after(self, step: int) -> None:
-        """Drop records past ``step`` (a resumed run rewrites the steps it repeats)."""
+    def truncate_after(self, step: int) -> str | None:
+        """Drop records past ``step`` (a resumed run rewrites the steps it repeats).
+
+        Returns a note when a torn final line (a crash mid-write) was dropped, else None.
+        """
         if not self.path.is_file():
-            return
-        keep = [
-            line
-            for line in self.path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
-        self.path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+            return None
+        records, note = parse_metrics(self.path)
+        keep = [r for r in records if r.get("step", 0) <= step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+        return note
 
     def reset(self) -> None:
         """Start an empty metrics file (a fresh run in an existing directory)."""
@@ -72,12 +74,43 @@ class MetricsWriter:
             self._tb = None
 
 
+def parse_metrics(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """Records of a metrics file and a note when its torn final line was dropped.
+
+    A final line that is not valid JSON is what a crash in the middle of a write leaves: it is
+    dropped (the note says so). Any other unreadable line raises ``ValueError`` naming the file
+    and the line.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{str(path)!r} is not UTF-8 text ({e})") from e
+    numbered = [(i, x) for i, x in enumerate(lines, start=1) if x.strip()]
+    records: list[dict[str, Any]] = []
+    note = None
+    for k, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if k == len(numbered) - 1:
+                note = f"{str(path)!r}: dropped a torn final line {number} (an interrupted write)"
+                break
+            raise ValueError(f"{str(path)!r} line {number} is not valid JSON: {e}") from e
+        if not isinstance(record, dict):
+            raise ValueError(f"{str(path)!r} line {number} is not a JSON object")
+        records.append(record)
+    return records, note
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All records of ``RUN_DIR/metrics.jsonl``."""
+    """All records of ``RUN_DIR/metrics.jsonl`` (a torn final line is dropped with a warning)."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist (is {str(run_dir)!r} a run dir?)")
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    records, note = parse_metrics(path)
+    if note:
+        warnings.warn(note, stacklevel=2)
+    return records
 
 
 def format_count(x: float) -> str:
@@ -99,6 +132,8 @@ class Progress:
 
     ``mode``: ``"bar"``, ``"lines"``, ``"none"`` or ``"auto"`` (bar when ``stream`` is a TTY).
     Log lines are printed every ``every`` steps; the bar is redrawn at most 10 times a second.
+    Ours rather than tqdm: the core install needs torch only, and a redirected run (a log file,
+    a cluster job) gets one plain line every ``every`` steps instead of carriage returns.
     """
 
     def __init__(

@@ -11,7 +11,12 @@ Usage::
     result = train(load_config("configs/cpu-demo.toml", ["train.max_steps=20"]))
 
 Two phases: :meth:`Trainer.prepare` checks everything that can be wrong with the config and the
-data and writes nothing; :meth:`Trainer.run` creates the run directory and trains.
+data, then takes the run directory's lock (creating the directory; nothing else is written);
+:meth:`Trainer.run` writes the run files and trains.
+
+Checkpoints hold named :class:`~iha.train.checkpoint.Stateful` parts (model, optimizer,
+scheduler, data position, counters, RNG states) saved and restored by a
+:class:`~iha.train.checkpoint.CheckpointManager`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from iha.train import checkpoint as ckpt
 from iha.train import distributed as D
 from iha.train.config import ConfigError, RunConfig, batch_geometry, dump_toml
 from iha.train.data import Batch, TrainData, build_data, import_object, shard_rows
+from iha.train.lock import RunDirLocked, RunLock
 from iha.train.metrics import MetricsWriter, Progress
 from iha.train.optim import build_optimizer
 
@@ -97,6 +103,139 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
+# ---------------------------------------------------------------------------------------------
+# the Stateful parts of a checkpoint
+
+
+class _ModelState:
+    """The full (unsharded) model state; collective under FSDP."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def state_dict(self) -> dict[str, Any]:
+        return D.full_model_state(self.model)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        D.load_full_model_state(self.model, state)
+
+
+# hyperparameters that come from the config, not from the checkpoint, when a run resumes
+_CONFIGURED = ("lr", "initial_lr", "betas", "eps", "weight_decay")
+
+
+class _OptimizerState:
+    """Optimizer moments keyed by parameter name; on load the configured hyperparameters
+    (learning rates, betas, eps, weight decay) replace the saved ones."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.model, self.optimizer = model, optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return D.full_optimizer_state(self.model, self.optimizer)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        configured = [{k: g[k] for k in _CONFIGURED if k in g} for g in self.optimizer.param_groups]
+        D.load_full_optimizer_state(self.model, self.optimizer, state)
+        for group, values in zip(self.optimizer.param_groups, configured):
+            group.update(values)
+
+
+class _ScheduleState:
+    """The scheduler's position only: its shape (peak, warmup, total steps) is re-derived from
+    the config, so a resumed run follows the schedule its config describes."""
+
+    def __init__(self, scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+        self.scheduler = scheduler
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_epoch": self.scheduler.last_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        sched = self.scheduler
+        sched.last_epoch = int(state["last_epoch"])
+        lrs = [base * f(sched.last_epoch) for base, f in zip(sched.base_lrs, sched.lr_lambdas)]
+        for group, lr in zip(sched.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        sched._last_lr = lrs
+
+
+class _RNGState:
+    """Python and torch (and CUDA) generator states of every process; collective."""
+
+    def __init__(self, info: D.DistInfo) -> None:
+        self.info = info
+
+    def state_dict(self) -> dict[str, Any]:
+        rng = {
+            "python": random.getstate(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.info.device)
+            if self.info.device.type == "cuda"
+            else None,
+        }
+        return {"per_rank": D.gather_objects(rng, self.info)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        rngs = state["per_rank"]
+        rng = rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0]
+        random.setstate(rng["python"])
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available() and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(rng["cuda"], self.info.device)
+
+
+class _Counters:
+    """Steps, tokens and FLOPs done so far (the trainer's own position)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        t = self.trainer
+        return {"step": t.step, "tokens": t.tokens, "flops": t.flops}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        t = self.trainer
+        t.step, t.tokens, t.flops = int(state["step"]), int(state["tokens"]), state["flops"]
+
+
+# config keys a resumed run may not change: they define the model, the data stream and its
+# position, or the batches drawn from it; every other key applies from the resumed step on
+FROZEN_ON_RESUME = ("model.", "data.", "train.batch_size", "train.seed")
+
+
+def resume_changes(saved: dict[str, Any], now: dict[str, Any], step: int) -> list[str]:
+    """``"key: old -> new"`` for each config key that differs from the checkpoint's.
+
+    Raises:
+        ConfigError: when a key of :data:`FROZEN_ON_RESUME` differs (naming every such key), or
+            ``train.max_steps`` is below the checkpoint's step.
+    """
+    changed = sorted(_diff(saved, now))
+    frozen = [k for k in changed if k.startswith(FROZEN_ON_RESUME) or k in FROZEN_ON_RESUME]
+    if frozen:
+        raise ConfigError(
+            "cannot resume: the config differs from the checkpoint's in "
+            + ", ".join(f"'{k}' ({_lookup(saved, k)!r} -> {_lookup(now, k)!r})" for k in frozen)
+            + "; these keys define the model, the data or the batches and must stay the same "
+            "(start a new run_dir, or use train.init_from to start from these weights)"
+        )
+    max_steps = now.get("train", {}).get("max_steps")
+    if isinstance(max_steps, int) and max_steps < step:
+        raise ConfigError(
+            f"config key 'train.max_steps'={max_steps} is below the checkpoint's step {step}"
+        )
+    return [f"{k}: {_lookup(saved, k)!r} -> {_lookup(now, k)!r}" for k in changed]
+
+
+def _lookup(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 class _StopSignals:
     """SIGINT/SIGTERM set a flag (the step finishes, a checkpoint is saved); a second one aborts."""
 
@@ -137,13 +276,22 @@ class Trainer:
         self.model_factory = model_factory or build_model
         self.run_dir = Path(cfg.run_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
+        self.lock = RunLock(self.run_dir)
+        self.notes: list[str] = []  # said once the run starts (data warnings, skipped files)
         self.prepared = False
 
     # ---------------------------------------------------------------------------------------
     # phase 1: build everything, write nothing
 
     def prepare(self) -> None:
-        """Check the config, set up processes, data, model and optimiser. Writes no file."""
+        """Check the config, set up processes, data, model and optimiser, lock the run
+        directory and, with ``resume``, load its newest intact checkpoint.
+
+        Raises:
+            ConfigError: a bad config, or a resume that would change a frozen key.
+            RunDirLocked: another process trains in this run directory.
+            CheckpointError: checkpoints exist but none is intact.
+        """
         cfg, t = self.cfg, self.cfg.train
         if self.stop_at is not None and self.stop_at < 1:
             raise ConfigError(f"stop_at={self.stop_at} must be >= 1")
@@ -171,6 +319,7 @@ class Trainer:
             tokenizer = load_tokenizer(cfg.data.tokenizer)
         self.tokenizer = tokenizer
         self.data: TrainData = build_data(cfg.data, tokenizer, t.batch_size, t.seed, t.val_batches)
+        self.notes.extend(self.data.notes)
         model_vocab = cfg.model.get("vocab_size")
         if isinstance(model_vocab, int) and model_vocab < self.data.vocab_size:
             raise ConfigError(
@@ -185,6 +334,14 @@ class Trainer:
             )
         with torch.device(self.info.device):  # parameters created where they train
             model = self.model_factory(cfg.model)
+        if t.activation_checkpointing:
+            enable = getattr(model, "gradient_checkpointing_enable", None)
+            if not callable(enable):
+                raise ConfigError(
+                    "config key 'train.activation_checkpointing' = true needs a model with a "
+                    f"gradient_checkpointing_enable() method; {type(model).__name__} has none"
+                )
+            enable()
         self.n_params = sum(p.numel() for p in model.parameters())
         self.flops_per_token = 3.0 * forward_flops_per_token(model, self.data.seq_len)
         if t.init_from:
@@ -202,29 +359,54 @@ class Trainer:
         self.step, self.tokens, self.flops = 0, 0, 0.0
         self.resumed_from: Path | None = None
         self.config_changes: list[str] = []
-        if self.resume:
-            found = ckpt.latest_checkpoint(self.ckpt_root)
-            if found is not None:
-                self._load(found)
+        self.checkpoints = ckpt.CheckpointManager(
+            self.ckpt_root,
+            {
+                "model": _ModelState(model),
+                "optimizer": _OptimizerState(model, self.optimizer),
+                "scheduler": _ScheduleState(self.scheduler),
+                "data": self.data.train,
+                "train": _Counters(self),
+                "rng": _RNGState(self.info),
+            },
+            keep=cfg.checkpoint.keep,
+            json_parts=("data", "train"),
+            writer=self.info.is_main,
+        )
+        self._lock()
+        try:
+            if self.resume:
+                self._resume()
+        except BaseException:
+            self.lock.release()
+            raise
         self.prepared = True
 
-    def _load(self, path: Path) -> None:
-        model_state, train_state, meta = ckpt.load_checkpoint(path)
-        D.load_full_model_state(self.model, model_state)
-        D.load_full_optimizer_state(self.model, self.optimizer, train_state["optimizer"])
-        self.scheduler.load_state_dict(train_state["scheduler"])
-        rngs = train_state["rng"]
-        rng = rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0]
-        random.setstate(rng["python"])
-        torch.set_rng_state(rng["torch"])
-        if torch.cuda.is_available() and rng.get("cuda") is not None:
-            torch.cuda.set_rng_state(rng["cuda"], self.info.device)
-        self.data.train.load_state_dict(meta["data"])
-        self.step, self.tokens, self.flops = meta["step"], meta["tokens"], meta["flops"]
-        self.resumed_from = path
-        saved = meta.get("config", {})
+    def _resume(self) -> None:
+        """Load the newest intact checkpoint, if any, after checking the config changes."""
+        found, skipped = ckpt.find_intact_checkpoint(self.ckpt_root)
+        self.notes.extend(f"skipped a damaged checkpoint: {reason}" for reason in skipped)
+        if found is None:
+            return
+        if skipped:
+            self.notes.append(f"falling back to the newest intact checkpoint, {found}")
+        meta = ckpt.read_meta(found)
         now = json.loads(json.dumps(self.cfg.to_dict()))
-        self.config_changes = sorted(_diff(saved, now))
+        self.config_changes = resume_changes(meta.get("config", {}), now, int(meta["step"]))
+        self.checkpoints.load(found)
+        self.resumed_from = found
+
+    def _lock(self) -> None:
+        """Rank 0 locks the run directory; every rank fails when it could not."""
+        error: RunDirLocked | None = None
+        if self.info.is_main:
+            try:
+                self.lock.acquire()
+            except RunDirLocked as e:
+                error = e
+        failed = torch.tensor(float(error is not None), device=self.info.device)
+        if int(D.all_reduce_max(failed, self.info)):
+            raise error or RunDirLocked(f"run directory {str(self.run_dir)!r} is in use")
 
     # ---------------------------------------------------------------------------------------
     # phase 2: train
@@ -287,34 +469,12 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Checkpoint the current step (collective; rank 0 writes). Returns the directory."""
-        model_state = D.full_model_state(self.model)
-        optim_state = D.full_optimizer_state(self.model, self.optimizer)
-        rng = {
-            "python": random.getstate(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(self.info.device)
-            if self.info.device.type == "cuda"
-            else None,
+        extra = {
+            "world_size": self.info.world_size,
+            "config": self.cfg.to_dict(),
+            "saved_at": time.time(),
         }
-        rngs = D.gather_objects(rng, self.info)
-        path = None
-        if self.info.is_main:
-            meta = {
-                "data": self.data.train.state_dict(),
-                "tokens": self.tokens,
-                "flops": self.flops,
-                "world_size": self.info.world_size,
-                "config": self.cfg.to_dict(),
-                "saved_at": time.time(),
-            }
-            state = {
-                "optimizer": optim_state,
-                "scheduler": self.scheduler.state_dict(),
-                "rng": rngs,
-            }
-            path = ckpt.save_checkpoint(
-                self.ckpt_root, self.step, model_state, state, meta, self.cfg.checkpoint.keep
-            )
+        path = self.checkpoints.save(self.step, extra)
         D.barrier(self.info)
         return path
 
@@ -332,7 +492,9 @@ class Trainer:
             self._write_run_files()
             writer = MetricsWriter(self.run_dir, cfg.logging.tensorboard)
             if self.resumed_from is not None:
-                writer.truncate_after(self.step)
+                note = writer.truncate_after(self.step)
+                if note:
+                    self.notes.append(note)
             else:
                 writer.reset()
         mode = cfg.logging.progress if main else "none"
@@ -340,10 +502,15 @@ class Trainer:
 
     def _announce(self, say: Callable[[str], None]) -> None:
         t, info = self.cfg.train, self.info
+        for note in self.notes:
+            say(note)
         if self.resumed_from is not None:
             say(f"resumed from {self.resumed_from} at step {self.step}")
             if self.config_changes:
-                say("config differs from the checkpoint's in: " + ", ".join(self.config_changes))
+                say(
+                    "applied config changes from this step on (learning-rate schedule "
+                    "re-derived from the new values): " + "; ".join(self.config_changes)
+                )
         elif self.resume:
             say(f"no checkpoint in {self.ckpt_root}; starting from scratch")
         say(
@@ -446,6 +613,8 @@ class Trainer:
         say(f"plots: {', '.join(str(f) for f in files)}")
 
     def close(self) -> None:
+        """Release the run directory and leave the process group."""
+        self.lock.release()
         D.teardown(self.info)
 
 
@@ -487,5 +656,9 @@ def load_trained_model(
     meta = ckpt.read_meta(found)
     config = meta["config"]
     model = (model_factory or build_model)(config["model"])
-    model.load_state_dict(ckpt.load_model_weights(found / ckpt.MODEL_FILE))
+    try:
+        weights = ckpt.load_model_weights(found / ckpt.MODEL_FILE)
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise ckpt.CheckpointError(f"{str(found / ckpt.MODEL_FILE)!r} cannot be read ({e})") from e
+    model.load_state_dict(weights)
     return model.to(device).eval(), config, found
