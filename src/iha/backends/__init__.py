@@ -15,6 +15,7 @@ They all agree with ``reference`` (the test oracle).
   be built or does not serve the inputs.
 """
 
+from iha.backends import mixing as fused_mixing
 from iha.backends.band import attend_band
 from iha.backends.blocked import attend_blocked
 from iha.backends.flex import attend_flex
@@ -37,4 +38,5 @@ __all__ = [
     "attend_reference",
     "attend_sdpa",
     "expand_kv",
+    "fused_mixing",
 ]
