@@ -90,7 +90,7 @@ def _fresh_process(path, tmp_path, trust_remote_code: bool) -> subprocess.Comple
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,  # slow on a loaded machine
         env={**os.environ, **env},
         stdin=subprocess.DEVNULL,
     )
