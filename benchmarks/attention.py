@@ -1,4 +1,4 @@
-"""Attention benchmark of issue 2 (item 8) and issue 8: ratios measured side by side, one run.
+"""Attention benchmark of the core, window and memory suites: ratios measured side by side.
 
 Forward + backward, float32, on this machine's CPU (1 torch thread by default):
 the IHA core (mix, interleave, RoPE, attention, collapse) and the IHA module against the floor

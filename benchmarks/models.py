@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from iha.cli.bench import time_round_robin
 from iha.models import DecoderLM, ModelConfig, model_flops
 
 
@@ -60,22 +61,6 @@ def train_step(cfg: ModelConfig, args: argparse.Namespace, device: torch.device)
         opt.step()
 
     return step
-
-
-def interleaved_times(steps: dict[str, object], repeats: int, device: torch.device):
-    """Median seconds per step of each closure, timed round-robin (A B C A B C ...) after one
-    warm-up each, so that load drift on a shared host hits every model alike."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for step in steps.values():
-        step()
-    for _ in range(repeats):
-        for name, step in steps.items():
-            sync(device)
-            t0 = time.perf_counter()
-            step()
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 @torch.no_grad()
@@ -153,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     steps = {"global": train_step(base, args, device)}
     for backend in backends:
         steps[backend] = train_step(make_config(args, "iha", backend), args, device)
-    times = interleaved_times(steps, args.repeats, device)
+    # round-robin (A B C A B C ...) after one warm-up each: load drift hits every model alike
+    times = {k: t["median"] / 1e3 for k, t in time_round_robin(steps, args.repeats, device).items()}
     print(f"| global | auto | {times['global']:.3f} | 1.00 |")
     for backend in backends:
         print(

@@ -14,13 +14,12 @@ same layer with the mixing folded into the projections (``FoldedInterleavedHeadA
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from iha import flops
 from iha.attention import InterleavedHeadAttention
+from iha.cli.bench import time_round_robin
 from iha.reproduce.models import OneLayerTagger, make_attention
 
 D_MODEL, HEADS, PSEUDO, BATCH = 64, 8, 8, 32
@@ -77,15 +76,8 @@ def main() -> None:
             tokens = torch.randint(0, 3, (BATCH, n))
             models = _models(n)
             steps = {name: _step_fn(m, tokens) for name, (m, _) in models.items()}
-            times: dict[str, list[float]] = {name: [] for name in steps}
-            for step in steps.values():  # warm-up
-                step()
-            for _ in range(args.reps):
-                for name, step in steps.items():
-                    start = time.perf_counter()
-                    step()
-                    times[name].append(time.perf_counter() - start)
-            med = {name: statistics.median(t) for name, t in times.items()}
+            times = time_round_robin(steps, args.reps, torch.device("cpu"))  # milliseconds
+            med = {name: t["median"] / 1e3 for name, t in times.items()}
             base_attn = models["MHA"][1]
             base_model = base_attn + n * mlp_and_head
             for name, (_, attn) in models.items():

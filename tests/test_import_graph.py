@@ -18,13 +18,14 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # (layer, module prefixes); "iha" alone is the package's __init__ (the public API).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("core", ("iha.masks", "iha.rope", "iha.cache", "iha.flops", "iha.optim", "iha.tokenizers")),
+    ("core", ("iha.masks", "iha.rope", "iha.cache", "iha.flops", "iha.optim", "iha.tokenizers",
+              "iha.validate")),  # fmt: skip
     ("backends", ("iha.backends",)),
     ("module", ("iha.functional", "iha.attention", "iha.simplicial", "iha")),
     ("models", ("iha.models",)),
     ("applications", ("iha.tasks", "iha.theory", "iha.train", "iha.hf", "iha.eval",
                       "iha.reproduce")),  # fmt: skip
-    ("cli", ("iha.cli", "iha.__main__")),
+    ("cli", ("iha.cli", "iha.__main__", "iha.long_context")),
 ]
 # Packages reached only through their top level from outside (their modules are internals).
 SEALED = ("iha.backends",)

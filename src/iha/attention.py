@@ -1,4 +1,4 @@
-"""``InterleavedHeadAttention``: the nn.Module of SPEC.md, (B, N, D) in and out."""
+"""``InterleavedHeadAttention``: the nn.Module of docs/spec.md, (B, N, D) in and out."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from torch import nn
 
 from iha.cache import KVCache
 from iha.functional import check_options, interleaved_head_attention
+from iha.rope import check_rope_scaling
+from iha.validate import check_choice, check_int
 
 INIT_MODES = ("default", "exact_mha")
 COLLAPSE_MODES = ("global", "per_head")
@@ -48,7 +50,7 @@ class InterleavedHeadAttention(nn.Module):
 
     Projects (B, N, D) to H query heads and G key/value heads of size d, mixes each into P
     pseudo-heads, runs attention on the interleaved N*P sequence, collapses back to H heads and
-    applies ``o_proj``. See SPEC.md for the exact semantics.
+    applies ``o_proj``. See docs/spec.md for the exact semantics.
 
     Init modes:
         ``"exact_mha"``: every pseudo-head is a copy of its head (alpha = identity for every p) and
@@ -83,17 +85,13 @@ class InterleavedHeadAttention(nn.Module):
         kernel: str = "softmax",
         backend: str = "auto",
         init_noise: float = 0.02,
+        rope_scaling: dict | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive int")
-        n_pseudo = n_heads if n_pseudo is None else n_pseudo
-        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        if isinstance(n_pseudo, bool) or not isinstance(n_pseudo, int) or n_pseudo < 1:
-            raise ValueError(f"n_pseudo={n_pseudo!r} must be an int >= 1")
-        if isinstance(n_kv_heads, bool) or not isinstance(n_kv_heads, int) or n_kv_heads < 1:
-            raise ValueError(f"n_kv_heads={n_kv_heads!r} must be an int >= 1")
+        check_int("d_model", d_model)
+        check_int("n_heads", n_heads)
+        n_pseudo = check_int("n_pseudo", n_heads if n_pseudo is None else n_pseudo)
+        n_kv_heads = check_int("n_kv_heads", n_heads if n_kv_heads is None else n_kv_heads)
         if n_heads % n_kv_heads:
             raise ValueError(f"n_kv_heads={n_kv_heads} must divide n_heads={n_heads}")
         if head_dim is None:
@@ -102,12 +100,8 @@ class InterleavedHeadAttention(nn.Module):
             head_dim = d_model // n_heads
         if head_dim < 1 or (rope_theta is not None and head_dim % 2):
             raise ValueError(f"head_dim={head_dim} must be >= 1 (and even when RoPE is used)")
-        if collapse not in COLLAPSE_MODES:
-            raise ValueError(
-                f"collapse={collapse!r} is not supported; expected one of {COLLAPSE_MODES}"
-            )
-        if init not in INIT_MODES:
-            raise ValueError(f"init={init!r} is not supported; expected one of {INIT_MODES}")
+        check_choice("collapse", collapse, COLLAPSE_MODES)
+        check_choice("init", init, INIT_MODES)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
         check_options(mask=mask, window=window, positions=positions, kernel=kernel, backend=backend)
@@ -121,6 +115,7 @@ class InterleavedHeadAttention(nn.Module):
             backend,
         )
         self.dropout = dropout
+        self.rope_scaling = check_rope_scaling(rope_scaling)  # iha.rope rules, lengths in tokens
         H, G, P, d = n_heads, n_kv_heads, n_pseudo, head_dim
         self.q_proj = nn.Linear(d_model, H * d, bias=bias)
         self.k_proj = nn.Linear(d_model, G * d, bias=bias)
@@ -188,6 +183,7 @@ class InterleavedHeadAttention(nn.Module):
             mask=self.mask,
             window=self.window,
             rope_theta=self.rope_theta,
+            rope_scaling=self.rope_scaling,
             positions=self.positions,
             key_padding_mask=key_padding_mask,
             backend=self.backend,

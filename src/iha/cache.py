@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from iha.validate import check_choice, check_int
+
 CACHE_POLICIES = ("raw", "pseudo")
 
 
@@ -20,12 +22,8 @@ class KVCache:
     """Keys, values, key-padding mask and token offset of one attention layer."""
 
     def __init__(self, policy: str = "raw", max_tokens: int | None = None) -> None:
-        if policy not in CACHE_POLICIES:
-            raise ValueError(
-                f"policy={policy!r} is not supported; expected one of {CACHE_POLICIES}"
-            )
-        if max_tokens is not None and max_tokens < 1:
-            raise ValueError(f"max_tokens={max_tokens} must be None or >= 1")
+        check_choice("policy", policy, CACHE_POLICIES)
+        check_int("max_tokens", max_tokens, 1, allow_none=True)
         self.policy = policy
         self.max_tokens = max_tokens
         self.keys: torch.Tensor | None = None  # (B, G, L*U, d); U = P for "pseudo", else 1

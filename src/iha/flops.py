@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from iha.masks import MASK_MODES
+from iha.validate import check_choice
+
 
 def _tokens_seen(n_tokens: int, window: int | None) -> int:
     """sum over n in [0, N) of min(n + 1, window): keys seen by causal queries."""
@@ -25,13 +28,12 @@ def attention_pairs(
 
     ``window`` is in original tokens, as everywhere in `iha`.
     """
+    check_choice("mask", mask, MASK_MODES)
     if mask == "none":
         return (seq_len * n_pseudo) ** 2
     if mask == "flat":
         return _tokens_seen(seq_len * n_pseudo, None if window is None else window * n_pseudo)
-    if mask == "token":
-        return n_pseudo**2 * _tokens_seen(seq_len, window)
-    raise ValueError(f"mask={mask!r} is not supported; expected one of ['flat', 'token', 'none']")
+    return n_pseudo**2 * _tokens_seen(seq_len, window)  # mask == "token"
 
 
 def attention_flops(

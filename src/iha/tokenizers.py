@@ -7,6 +7,8 @@ on bytes and a Llama-3 checkpoint are evaluated by the same code.
 ``load_tokenizer("byte")`` gives :class:`ByteTokenizer` (no download, always available); any
 other name is a local directory or a hub name handed to
 ``transformers.AutoTokenizer.from_pretrained`` and wrapped in :class:`HFTokenizer`.
+:func:`hf_byte_tokenizer` builds the byte tokenizer as a ``transformers`` tokenizer (for
+exported models), from the same ids, special tokens and chat template.
 """
 
 from __future__ import annotations
@@ -135,6 +137,53 @@ class ByteTokenizer:
     ) -> str:
         """Render messages with :func:`plain_chat_template` (assistant turns end in ``<|eos|>``)."""
         return plain_chat_template(messages, add_generation_prompt, self.eos_token)
+
+
+# the Jinja form of plain_chat_template for the byte tokenizer
+BYTE_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ '<|eos|>' }}{% else %}{{ '\\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+
+
+def hf_byte_tokenizer() -> Any:
+    """A ``transformers.PreTrainedTokenizerFast`` equal to :class:`~iha.tokenizers.ByteTokenizer`.
+
+    Byte b has id b (a byte-level BPE without merges), ``<|bos|>``, ``<|eos|>``, ``<|pad|>`` are
+    the special ids 256, 257, 258; ``add_special_tokens=True`` prepends ``<|bos|>`` (what the
+    training data does); the chat template renders like ``ByteTokenizer.apply_chat_template``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    byte_tok = ByteTokenizer()
+    bos, eos, pad = ByteTokenizer.SPECIAL_TOKENS
+    alphabet = pre_tokenizers.ByteLevel.alphabet()  # the 256 printable stand-ins of the bytes
+    # ByteLevel's byte -> character table (GPT-2's): printable ASCII and Latin-1 map to
+    # themselves, the other bytes to 256 + k in order
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    table = {b: chr(b) for b in keep}
+    table.update({b: chr(256 + k) for k, b in enumerate(b for b in range(256) if b not in table)})
+    if set(table.values()) != set(alphabet):
+        raise RuntimeError("tokenizers' ByteLevel alphabet is not the expected byte table")
+    raw = Tokenizer(models.BPE(vocab={table[b]: b for b in range(256)}, merges=[]))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.add_special_tokens(list(ByteTokenizer.SPECIAL_TOKENS))  # ids 256, 257, 258
+    raw.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A",
+        pair=f"{bos} $A $B",
+        special_tokens=[(bos, byte_tok.bos_token_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        chat_template=BYTE_CHAT_TEMPLATE,
+        clean_up_tokenization_spaces=False,
+    )
 
 
 class HFTokenizer:

@@ -311,3 +311,47 @@ def test_suite_average_and_table():
     assert lines[0] == "| task | 4k | 8k | avg |"
     assert lines[3] == "| vt | 50.0 | 0.0 | 25.0 |"
     assert lines[-1] == "| **average** | 50.0 | 25.0 | 37.5 |"
+
+
+def test_hub_loaders_ask_for_the_right_datasets(monkeypatch):
+    """Without a path, the loaders read the hub through ``datasets.load_dataset`` (replaced here
+    by a stand-in that serves the fixtures as hub rows)."""
+    import sys
+    import types
+
+    from iha.eval import humaneval, mbpp
+
+    squad = json.loads(SQUAD.read_text())
+    hotpot = json.loads(HOTPOT.read_text())
+    rows = {
+        ("rajpurkar/squad_v2", None, "validation"): [
+            {"title": a["title"], "context": p["context"], "question": q["question"],
+             "answers": {"text": [x["text"] for x in q["answers"]]}}
+            for a in squad["data"] for p in a["paragraphs"] for q in p["qas"]
+        ],
+        ("hotpotqa/hotpot_qa", "distractor", "validation"): [
+            {"question": r["question"], "answer": r["answer"],
+             "context": {"title": [t for t, _ in r["context"]],
+                         "sentences": [s for _, s in r["context"]]}}
+            for r in hotpot
+        ],
+        ("openai/openai_humaneval", None, "test"): [
+            json.loads(line) for line in (FIXTURES / "humaneval_tiny.jsonl").read_text().split("\n")
+            if line
+        ],
+        ("google-research-datasets/mbpp", "full", "test"): [
+            json.loads(line) for line in (FIXTURES / "mbpp_tiny.jsonl").read_text().split("\n")
+            if line
+        ][:3],
+    }  # fmt: skip
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = lambda name, config=None, split=None: rows[(name, config, split)]
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    assert [q.answers for q in load_qa_data("qa_1").items] == [
+        ("1871",),
+        ("Marta Olsen", "Olsen"),
+        ("1500 degrees Celsius",),
+    ]
+    assert load_qa_data("qa_2").items == load_hotpotqa(HOTPOT).items
+    assert humaneval.load_humaneval() == humaneval.load_humaneval(FIXTURES / "humaneval_tiny.jsonl")
+    assert mbpp.load_mbpp() == mbpp.load_mbpp(FIXTURES / "mbpp_tiny.jsonl")

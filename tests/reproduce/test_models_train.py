@@ -58,7 +58,7 @@ def test_iha_output_differs_from_mha_with_the_same_projections():
 
 
 def _iha_reference(layer, x):
-    """Bidirectional IHA from the layer's weights: float64 loop oracle of SPEC.md (tests/oracle)."""
+    """Bidirectional IHA from the layer's weights: the float64 loop oracle (tests/oracle.py)."""
     from oracle import oracle_iha
 
     B, N, D = x.shape

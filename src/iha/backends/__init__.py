@@ -1,4 +1,4 @@
-"""Interchangeable implementations of the attention step (SPEC.md steps 4-5).
+"""Interchangeable implementations of the attention step (docs/spec.md steps 4-5).
 
 Every backend takes pseudo queries (B, H, Nq*P, d) and pseudo keys/values (B, G, Nk*P, d) that
 are already mixed, interleaved and rotated, plus a ``MaskSpec``, and returns (B, H, Nq*P, d).
@@ -10,8 +10,14 @@ They all agree with ``reference`` (the test oracle).
 - ``blocked``: no dense mask for any mode; windows in O(N*P * W*P) (``banded``), token-causal as
   flat-causal plus a (P, P) within-token piece, cached prefixes as an unmasked piece.
 - ``flex``: ``torch.nn.attention.flex_attention`` with a block mask (GPU; forward-only on CPU).
+- ``band``: a compiled C++ kernel (CPU, float32/float64): every query row against its one range
+  of keys, query blocks with an exact one-pass softmax; falls back to ``blocked`` where it cannot
+  be built or does not serve the inputs.
 """
 
+from iha.backends import mixing as fused_mixing
+from iha.backends.band import attend_band
+from iha.backends.band import kernel_available as band_kernel_available
 from iha.backends.blocked import attend_blocked
 from iha.backends.flex import attend_flex
 from iha.backends.reference import attend_reference
@@ -22,13 +28,17 @@ BACKENDS = {
     "sdpa": attend_sdpa,
     "blocked": attend_blocked,
     "flex": attend_flex,
+    "band": attend_band,
 }
 
 __all__ = [
     "BACKENDS",
+    "attend_band",
     "attend_blocked",
     "attend_flex",
     "attend_reference",
     "attend_sdpa",
+    "band_kernel_available",
     "expand_kv",
+    "fused_mixing",
 ]

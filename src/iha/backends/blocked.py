@@ -1,7 +1,8 @@
 """Masked attention without a dense (N*P)^2 mask: pieces merged by their log-sum-exp.
 
-Every mask of SPEC.md splits into a few dense *pieces*. A piece is a range of query rows against a
-range of key rows of the interleaved sequence that needs no mask, ``is_causal``, or a SMALL mask:
+Every mask of docs/spec.md splits into a few dense *pieces*. A piece is a range of query rows
+against a range of key rows of the interleaved sequence that needs no mask, ``is_causal``, or a
+SMALL mask:
 
 - flat, no window: one ``is_causal`` piece (plus an unmasked piece for a cached prefix);
 - token, no window: the flat pieces plus a within-token piece, (P, P) per token, in which pseudo

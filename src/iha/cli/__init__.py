@@ -25,7 +25,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("iha.cli.convert", "convert a HF Llama/Qwen2/Mistral checkpoint to IHA"),
     "convert-report": ("iha.cli.convert_report", "logit drift and perplexity of both conversions"),
     "bench": ("iha.cli.bench", "attention benchmarks: ratios vs SDPA floor, MHA, naive; memory"),
+    "export": ("iha.cli.export", "write an iha train checkpoint as a Hugging Face model directory"),
+    "lm-eval": ("iha.cli.lm_eval", "lm-evaluation-harness on iha models (lm_eval's own options)"),
 }
+# Commands that hand their arguments, unparsed, to another tool's command line (``--help``
+# included): their module's ``run`` gets ``args.passthrough``, the list after the command name.
+PASSTHROUGH = ("lm-eval",)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -50,6 +55,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen in PASSTHROUGH:
+        rest = argv[argv.index(chosen) + 1 :]
+        args = argparse.Namespace(command=chosen, passthrough=rest)
+        return int(importlib.import_module(SUBCOMMANDS[chosen][0]).run(args) or 0)
     parser = build_parser(only=chosen)
     args = parser.parse_args(argv)
     if args.command is None:

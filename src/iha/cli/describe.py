@@ -49,7 +49,14 @@ def _model_table(source: str, overrides: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iha.models import ModelConfig, describe, list_presets, markdown_table
+    from iha.models import (
+        ModelConfig,
+        describe,
+        get_preset,
+        list_presets,
+        markdown_table,
+        preset_assumptions,
+    )
     from iha.train.config import resolve_model_dict
 
     if args.list:
@@ -62,6 +69,38 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"iha describe: error: {e}", file=sys.stderr)
         return 2
+    readings = _readings(args.source)
+    if len(readings) > 1 and not args.overrides:
+        # an alias of several readings (paper-2.4b): every reading, each with its assumptions
+        tables = {name: describe(get_preset(name), seq_len=args.seq_len) for name in readings}
+        if args.json:
+            print(json.dumps({name: {"assumptions": list(preset_assumptions(name)), "rows": rows}
+                              for name, rows in tables.items()}, indent=1))  # fmt: skip
+            return 0
+        print(f"{args.source} is a deprecated alias of {readings[0]}; both readings of the "
+              "paper's 2.4B model follow.\n")  # fmt: skip
+        for name, rows in tables.items():
+            print(_assumption_lines(name) + markdown_table(rows) + "\n")
+        return 0
     rows = describe(cfg, seq_len=args.seq_len)
-    print(json.dumps(rows, indent=1) if args.json else markdown_table(rows))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if args.source in list_presets():
+        print(_assumption_lines(args.source), end="")
+    print(markdown_table(rows))
     return 0
+
+
+def _readings(source: str) -> list[str]:
+    """The presets to describe for ``source``: both 2.4B readings for the old ``paper-2.4b``."""
+    if source == "paper-2.4b":
+        return ["paper-2.4b-swiglu", "paper-2.4b-mlp"]
+    return [source]
+
+
+def _assumption_lines(name: str) -> str:
+    from iha.models import preset_assumptions
+
+    notes = preset_assumptions(name)
+    return "".join(f"- {n}\n" for n in notes) + ("\n" if notes else "")

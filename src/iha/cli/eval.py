@@ -23,7 +23,7 @@ Writes ``OUT/{benchmark}.json`` (settings and metrics), ``OUT/{benchmark}.md`` (
 printed) and ``OUT/{benchmark}.samples.jsonl`` (every completion).
 
 The presets write ``OUT/paper-{pretrained,sft}.md`` (the paper's table), ``.json`` and every
-run's own files. Other benchmarks: ``python -m iha.eval.lm_eval_bridge`` runs
+run's own files. Other benchmarks: ``iha lm-eval`` runs
 lm-evaluation-harness tasks on the same models (docs/eval.md).
 """
 
@@ -231,7 +231,13 @@ def _run_ruler(args: argparse.Namespace, generator: Any, tokenizer: Any) -> Any:
     paths = {"qa_1": args.squad, "qa_2": args.hotpotqa}
     samples = []
     for task in tasks:
-        qa = load_qa_data(task, paths[task]) if task in paths else None
+        qa = None
+        if task in paths:
+            try:
+                qa = load_qa_data(task, paths[task])
+            except RuntimeError as e:  # no datasets package or no hub: name the offline option
+                flag = "--squad" if task == "qa_1" else "--hotpotqa"
+                raise RuntimeError(f"{task}: {e} (for ruler: {flag} PATH)") from e
         samples += ruler.generate_samples(
             task,
             tokenizer,

@@ -2,7 +2,7 @@
 
 Writes ``results/synthetic/<mode>/`` (``runs.jsonl``, ``summary.json``, ``report.md``, PNG
 plots, one ``jobs/<key>/`` folder per run) and prints the result tables. Modes: full (default,
-about 45 min on 2 quiet CPU cores), paper (the paper's appendix-D sizes; for a GPU), ``--quick``
+roughly 1-2 h on 2 quiet CPU cores), paper (the paper's appendix-D sizes; for a GPU), ``--quick``
 (a few minutes; what ``iha demo`` runs), ``--tiny`` (seconds; the test suite).
 """
 
@@ -14,18 +14,19 @@ from pathlib import Path
 
 from iha.reproduce.plans import MODES, get_plan
 from iha.reproduce.report import markdown_tables, verdicts, write_report
-from iha.reproduce.synthetic import machine_description, run_plan, summarise
+from iha.reproduce.synthetic import finished_records, machine_description, run_plan, summarise
 
-SUITES = ("synthetic",)
+SUITES = ("synthetic", "lm")
 MODE_HELP = (
-    "full (default): relation composition at reduced sizes (m <= 5, 1,200 training examples) "
+    "full (default): relation composition at reduced sizes (m <= 5, 800 training examples) "
     "trained until early stopping, MHA vs 2-simplicial vs IHA (P=8), the IHA ablations and the "
-    "head-count sweeps; about 45 min on 2 quiet CPU cores. "
+    "head-count sweeps; roughly 1-2 h on 2 quiet CPU cores (estimated from the CPU time of "
+    "the first runs; much longer on a shared machine). "
     "paper: the paper's appendix-D settings for both relation tasks: m 6..10 (binary) and 5..8 "
     "(ternary), 40,000 / 5,000 / 5,000 examples, 1 layer, H=8, P=8, lr 1e-3 and 1e-4, early "
     "stopping with patience 10 (epoch cap 200), MHA, 2-simplicial and IHA, 3 seeds; runs on a GPU "
     "when one is present (see --device), prints a measured ETA before starting and one progress "
-    "line per epoch; days on a CPU. "
+    "line per epoch; weeks on a CPU. "
     "quick: a few minutes. tiny: seconds, learns nothing."
 )
 
@@ -36,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     size.add_argument("--mode", choices=MODES, default=None, help=MODE_HELP)
     size.add_argument("--quick", action="store_true", help="same as --mode quick")
     size.add_argument("--tiny", action="store_true", help="same as --mode tiny")
+    size.add_argument("--full", action="store_true", help="same as --mode full")
     p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 (default: the mode's)")
     p.add_argument("--workers", type=int, default=1, help="jobs run in parallel processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
@@ -46,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(each job checkpoints in <out>/jobs/<key>/); without it, start afresh")
     p.add_argument("--verbose", action="store_true",
                    help="one line per epoch of every job (always on in paper mode)")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the report from the finished jobs in --out, train nothing "
+                   "(lists the jobs that have not run)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when available, else CPU")  # fmt: skip
 
@@ -88,10 +93,13 @@ def reproduce(args: argparse.Namespace, log=print) -> tuple[dict, Path]:
     plan = get_plan(mode_of(args), args.seeds)
     out = args.out or Path("results") / "synthetic" / plan.mode
     start = time.perf_counter()
-    records = run_plan(plan, out, workers=args.workers, threads=args.threads,
-                       resume=args.resume, verbose=args.verbose or plan.mode == "paper",
-                       device=getattr(args, "device", "auto"),
-                       eta=plan.mode in ("full", "paper"), log=log)  # fmt: skip
+    if getattr(args, "report_only", False):
+        records = finished_records(plan, out)
+    else:
+        records = run_plan(plan, out, workers=args.workers, threads=args.threads,
+                           resume=args.resume, verbose=args.verbose or plan.mode == "paper",
+                           device=getattr(args, "device", "auto"),
+                           eta=plan.mode in ("full", "paper"), log=log)  # fmt: skip
     summary = summarise(plan, records)
     # wall time of the runs themselves (also right after a --resume that only re-reports)
     stamps = [(r["started_at"], r["finished_at"]) for r in records if "started_at" in r]
@@ -106,11 +114,16 @@ def reproduce(args: argparse.Namespace, log=print) -> tuple[dict, Path]:
         machine=machine_description(),
         workers=args.workers,
         threads=args.threads,
+        missing=[j.key for j in plan.jobs() if j.key not in {r["key"] for r in records}],
     )
     return summary, path
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.suite == "lm":
+        from iha.cli.reproduce_lm import run_lm
+
+        return run_lm(args)
     try:
         summary, path = reproduce(args)
     except ValueError as e:

@@ -9,23 +9,18 @@ a fresh process) load it with ``trust_remote_code=True``: the shims only import 
 from the installed ``iha`` package, no model code is copied.
 
 The run's byte tokenizer (``data.tokenizer = "byte"``) is written as an equivalent
-``PreTrainedTokenizerFast`` (:func:`hf_byte_tokenizer`): the same ids for every text, the same
-special tokens and the same chat template as :class:`iha.tokenizers.ByteTokenizer`.
+``PreTrainedTokenizerFast`` (:func:`iha.tokenizers.hf_byte_tokenizer`): the same ids for every
+text, the same special tokens and the same chat template as :class:`iha.tokenizers.ByteTokenizer`.
 
-Command line::
-
-    python -m iha.eval.hf_export runs/sft hf/sft            # RUN_DIR_OR_CHECKPOINT OUT_DIR
+Command line: ``iha export RUN_DIR_OR_CHECKPOINT OUT_DIR`` (``iha.cli.export``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Any
 
-from iha.tokenizers import ByteTokenizer
+from iha.tokenizers import hf_byte_tokenizer
 
 AUTO_MAP = {
     "AutoConfig": "configuration_iha.IHAConfig",
@@ -43,52 +38,6 @@ _SHIMS = {
         '__all__ = ["IHAForCausalLM"]\n'
     ),
 }
-
-# the Jinja form of iha.tokenizers.plain_chat_template for the byte tokenizer
-BYTE_CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] }}"
-    "{% if m['role'] == 'assistant' %}{{ '<|eos|>' }}{% else %}{{ '\\n' }}{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
-)
-
-
-def hf_byte_tokenizer() -> Any:
-    """A ``transformers.PreTrainedTokenizerFast`` equal to :class:`~iha.tokenizers.ByteTokenizer`.
-
-    Byte b has id b (a byte-level BPE without merges), ``<|bos|>``, ``<|eos|>``, ``<|pad|>`` are
-    the special ids 256, 257, 258; ``add_special_tokens=True`` prepends ``<|bos|>`` (what the
-    training data does); the chat template renders like ``ByteTokenizer.apply_chat_template``.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    byte_tok = ByteTokenizer()
-    alphabet = pre_tokenizers.ByteLevel.alphabet()  # the 256 printable stand-ins of the bytes
-    # ByteLevel's byte -> character table (GPT-2's): printable ASCII and Latin-1 map to
-    # themselves, the other bytes to 256 + k in order
-    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    table = {b: chr(b) for b in keep}
-    table.update({b: chr(256 + k) for k, b in enumerate(b for b in range(256) if b not in table)})
-    if set(table.values()) != set(alphabet):
-        raise RuntimeError("tokenizers' ByteLevel alphabet is not the expected byte table")
-    raw = Tokenizer(models.BPE(vocab={table[b]: b for b in range(256)}, merges=[]))
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    raw.decoder = decoders.ByteLevel()
-    raw.add_special_tokens(list(ByteTokenizer.SPECIAL_TOKENS))  # ids 256, 257, 258
-    raw.post_processor = processors.TemplateProcessing(
-        single="<|bos|> $A",
-        pair="<|bos|> $A $B",
-        special_tokens=[("<|bos|>", byte_tok.bos_token_id)],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=raw,
-        bos_token="<|bos|>",
-        eos_token="<|eos|>",
-        pad_token="<|pad|>",
-        chat_template=BYTE_CHAT_TEMPLATE,
-        clean_up_tokenization_spaces=False,
-    )
-
 
 def export_hf(
     checkpoint: str | Path,
@@ -145,32 +94,3 @@ def export_hf(
         encoding="utf-8",
     )
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m iha.eval.hf_export",
-        description="Export an iha train run/checkpoint as a Hugging Face model directory.",
-    )
-    parser.add_argument("checkpoint", help="iha run dir, its checkpoints dir or a checkpoint dir")
-    parser.add_argument("out_dir", help="output directory")
-    parser.add_argument("--tokenizer", help="'byte' or a HF tokenizer (default: the run's)")
-    parser.add_argument(
-        "--no-remote-code",
-        action="store_true",
-        help="omit the trust_remote_code shims (then load it after 'import iha.hf')",
-    )
-    args = parser.parse_args(argv)
-    try:
-        out = export_hf(
-            args.checkpoint, args.out_dir, args.tokenizer, remote_code=not args.no_remote_code
-        )
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"iha.eval.hf_export: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

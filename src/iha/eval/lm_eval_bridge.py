@@ -2,9 +2,10 @@
 
 ``lm_eval``'s ``hf`` model (``HFLM``) loads through ``transformers.AutoModelForCausalLM``, which
 knows ``model_type="iha"`` only after ``import iha.hf``. This module is a thin entry point that
-registers first and then hands its arguments to ``lm_eval``'s own command line unchanged::
+registers first and then hands its arguments to ``lm_eval``'s own command line unchanged; the
+command is ``iha lm-eval`` (``iha.cli.lm_eval``)::
 
-    python -m iha.eval.lm_eval_bridge --model iha --model_args pretrained=runs/sft \\
+    iha lm-eval --model iha --model_args pretrained=runs/sft \\
         --tasks gsm8k --num_fewshot 5 --batch_size 8 --device cuda
 
 Model names, inside this entry point:
@@ -16,7 +17,7 @@ Model names, inside this entry point:
 - ``hf``: ``lm_eval``'s own, for ``IHAForCausalLM`` directories (and any other HF model).
 
 Without this entry point, the plain ``lm_eval`` command works on a directory written by
-``python -m iha.eval.hf_export RUN OUT`` with ``trust_remote_code=True`` (its ``auto_map``
+``iha export RUN OUT`` with ``trust_remote_code=True`` (its ``auto_map``
 points at shims that import the installed ``iha``)::
 
     lm_eval --model hf --model_args pretrained=OUT,trust_remote_code=True --tasks gsm8k
@@ -115,6 +116,3 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = saved
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,6 +14,7 @@ import math
 import random
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import TypeVar
 
 A = TypeVar("A", bound=Hashable)
@@ -162,24 +163,12 @@ def normal_ci(scores: Sequence[float], confidence: float = 0.95) -> Estimate:
     m = len(xs)
     mean = sum(xs) / m
     var = sum((x - mean) ** 2 for x in xs) / (m - 1) if m > 1 else 0.0
-    z = _normal_quantile(0.5 + confidence / 2.0)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
     half = z * math.sqrt(var / m)
     lo, hi = mean - half, mean + half
     if all(0.0 <= x <= 1.0 for x in xs):
         lo, hi = max(0.0, lo), min(1.0, hi)
     return Estimate(mean, lo, hi, confidence, m, "normal")
-
-
-def _normal_quantile(p: float) -> float:
-    """Inverse standard normal CDF by bisection on math.erf (accurate to ~1e-12)."""
-    lo, hi = -40.0, 40.0
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        if 0.5 * (1.0 + math.erf(mid / math.sqrt(2.0))) < p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2.0
 
 
 def pass_at_1(

@@ -15,6 +15,7 @@ model = AutoModelForCausalLM.from_pretrained("out")
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from iha.hf import converted
 from iha.hf.configuration import IHAConfig
 from iha.hf.modeling import IHACache, IHACacheLayer, IHAForCausalLM, IHAPreTrainedModel
 
@@ -23,6 +24,7 @@ def register() -> None:
     """Register ``IHAConfig`` / ``IHAForCausalLM`` with the Auto classes (idempotent)."""
     AutoConfig.register(IHAConfig.model_type, IHAConfig, exist_ok=True)
     AutoModelForCausalLM.register(IHAConfig, IHAForCausalLM, exist_ok=True)
+    converted.register()  # iha_llama, iha_qwen2, iha_mistral: checkpoints of iha.hf.convert
 
 
 register()

@@ -10,6 +10,7 @@ from transformers import PretrainedConfig
 from iha.cache import CACHE_POLICIES
 from iha.models.config import ModelConfig
 from iha.rope import check_rope_scaling
+from iha.validate import check_choice
 
 MODEL_FIELDS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
@@ -91,10 +92,7 @@ class IHAConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.attention_backend = attention_backend
         self.use_cache = use_cache
-        if cache_policy not in CACHE_POLICIES:
-            raise ValueError(
-                f"cache_policy={cache_policy!r} is not supported; expected one of {CACHE_POLICIES}"
-            )
+        check_choice("cache_policy", cache_policy, CACHE_POLICIES)
         self.cache_policy = cache_policy
         super().__init__(
             pad_token_id=pad_token_id,

@@ -17,7 +17,7 @@ from iha.models.describe import count_parameters, describe, markdown_table
 from iha.models.generate import generate, sample_next
 from iha.models.layers import DiffAttention, MultiHeadAttention, RMSNorm, TalkingHeadsAttention
 from iha.models.model import DecoderLayer, DecoderLM, ModelCache
-from iha.models.presets import get_preset, list_presets
+from iha.models.presets import get_preset, list_presets, preset_assumptions
 
 __all__ = [
     "KIND_LETTERS",
@@ -36,6 +36,7 @@ __all__ = [
     "generate",
     "get_preset",
     "list_presets",
+    "preset_assumptions",
     "markdown_table",
     "model_flops",
     "sample_next",

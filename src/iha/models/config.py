@@ -35,6 +35,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from iha.attention import COLLAPSE_MODES
+from iha.functional import BACKEND_NAMES, POSITION_MODES
+from iha.rope import check_rope_scaling
+from iha.validate import check_choice, check_int, check_positive_number
+
 VARIANTS = ("global", "global_local", "talking_heads", "diff", "iha", "iha_global")
 LAYER_KINDS = ("global", "local", "talking_heads", "diff", "iha_local", "iha_global")
 KIND_LETTERS = {
@@ -54,22 +59,10 @@ VARIANT_SCHEDULES = {
     "iha": "IIIIG",
     "iha_global": "H",
 }
-IHA_COLLAPSES = ("global", "per_head")
-IHA_MASKS = ("flat", "token")
-IHA_POSITIONS = ("virtual", "token")
-
-
-def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"{name}={value!r} must be a positive int{extra}")
-
-
-def _choice(name: str, value: Any, accepted: tuple[str, ...]) -> None:
-    if value not in accepted:
-        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(accepted)}")
+IHA_COLLAPSES = COLLAPSE_MODES
+IHA_MASKS = ("flat", "token")  # a decoder is causal: the module's masks without "none"
+IHA_POSITIONS = POSITION_MODES
+MLP_TYPES = ("swiglu", "gelu")  # gated down(silu(gate x) * up x), or plain down(gelu(up x))
 
 
 @dataclass
@@ -100,6 +93,7 @@ class ModelConfig:
     iha_positions: str = "virtual"
     initializer_range: float = 0.02
     attention_backend: str = "auto"  # iha.functional backend of IHA and MHA-family layers
+    mlp_type: str = "swiglu"  # "swiglu" (Llama) or "gelu" (plain two-matrix MLP, GPT style)
 
     def __post_init__(self) -> None:
         for name in (
@@ -110,9 +104,9 @@ class ModelConfig:
             "max_position_embeddings",
             "sliding_window",
         ):
-            _positive_int(name, getattr(self, name))
+            check_int(name, getattr(self, name))
         for name in ("num_key_value_heads", "intermediate_size", "num_pseudo_heads", "iha_window"):
-            _positive_int(name, getattr(self, name), allow_none=True)
+            check_int(name, getattr(self, name), allow_none=True)
         H, G = self.num_attention_heads, self.n_kv_heads
         if self.hidden_size % H:
             raise ValueError(
@@ -126,20 +120,15 @@ class ModelConfig:
                 "(RoPE rotates pairs of dimensions)"
             )
         for name in ("rope_theta", "rms_norm_eps", "initializer_range"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name}={value!r} must be a positive number")
+            check_positive_number(name, getattr(self, name))
         if not isinstance(self.tie_word_embeddings, bool):
             raise ValueError(f"tie_word_embeddings={self.tie_word_embeddings!r} must be a bool")
-        _choice("attention_variant", self.attention_variant, VARIANTS)
-        _choice("iha_collapse", self.iha_collapse, IHA_COLLAPSES)
-        _choice("iha_mask", self.iha_mask, IHA_MASKS)
-        _choice("iha_positions", self.iha_positions, IHA_POSITIONS)
-        from iha.functional import BACKEND_NAMES
-
-        _choice("attention_backend", self.attention_backend, BACKEND_NAMES)
-        from iha.rope import check_rope_scaling
-
+        check_choice("attention_variant", self.attention_variant, VARIANTS)
+        check_choice("iha_collapse", self.iha_collapse, IHA_COLLAPSES)
+        check_choice("iha_mask", self.iha_mask, IHA_MASKS)
+        check_choice("iha_positions", self.iha_positions, IHA_POSITIONS)
+        check_choice("attention_backend", self.attention_backend, BACKEND_NAMES)
+        check_choice("mlp_type", self.mlp_type, MLP_TYPES)
         self.rope_scaling = check_rope_scaling(self.rope_scaling)
         if self.iha_window is None:  # computed once, from the pretraining context
             self.iha_window = max(1, self.max_position_embeddings // (2 * self.n_pseudo**2))
@@ -176,9 +165,12 @@ class ModelConfig:
 
     @property
     def ffn_size(self) -> int:
-        """SwiGLU hidden size: ``intermediate_size`` or 8/3 * hidden rounded up to 8."""
+        """MLP hidden size: ``intermediate_size``, else 4 * hidden for ``mlp_type="gelu"`` and
+        8/3 * hidden rounded up to 8 for SwiGLU (the same parameters as a 4x plain MLP)."""
         if self.intermediate_size is not None:
             return self.intermediate_size
+        if self.mlp_type == "gelu":
+            return 4 * self.hidden_size
         ideal = -(-8 * self.hidden_size // 3)  # ceil(8/3 * hidden)
         return -(-ideal // 8) * 8
 

@@ -12,8 +12,9 @@ Per layer:
 - IHA: ``layer_flops(..., n_pseudo=P, collapse=..., mask=..., window=w)`` (head mixing, virtual
   sequence attention, collapse).
 
-The MLP costs 2 * 3 * D * F per token and the LM head 2 * D * V; norms, RoPE and softmax are
-left out (lower order). ``paper_attn`` is the paper's appendix-C formula
+The MLP costs 2 * 3 * D * F per token (SwiGLU: three D x F matrices; a GELU MLP has two, 2 * 2 *
+D * F) and the LM head 2 * D * V; norms, RoPE and softmax are left out (lower order).
+``paper_attn`` is the paper's appendix-C formula
 (``iha.flops.paper_attention_cost``: H * N*P * keys * d, no causal discount).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from iha import flops
 from iha.models.config import ModelConfig
+from iha.validate import check_int
 
 
 def layer_flops_of_kind(cfg: ModelConfig, kind: str, seq_len: int) -> dict[str, int]:
@@ -76,15 +78,15 @@ def model_flops(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, int]:
     ``lm_head``, ``total``, ``paper_attention``.
     """
     N = cfg.max_position_embeddings if seq_len is None else seq_len
-    if isinstance(N, bool) or not isinstance(N, int) or N < 1:
-        raise ValueError(f"seq_len={seq_len!r} must be a positive int")
+    check_int("seq_len", N)
     attention = layers = paper = 0
     for kind in cfg.layer_kinds():
         lf = layer_flops_of_kind(cfg, kind, N)
         attention += lf["attention"]
         layers += lf["total"]
         paper += lf["paper_attention"]
-    mlp = cfg.num_hidden_layers * 2 * N * 3 * cfg.hidden_size * cfg.ffn_size
+    mlp_matrices = 2 if cfg.mlp_type == "gelu" else 3
+    mlp = cfg.num_hidden_layers * 2 * N * mlp_matrices * cfg.hidden_size * cfg.ffn_size
     lm_head = 2 * N * cfg.hidden_size * cfg.vocab_size
     return {
         "attention": attention,

@@ -9,6 +9,7 @@ from torch import nn
 
 from iha.cache import CACHE_POLICIES
 from iha.models.model import DecoderLM
+from iha.validate import check_choice, check_int
 
 
 def _unwrap(model: nn.Module) -> DecoderLM:
@@ -56,22 +57,13 @@ def sample_next(
 
 
 def _check_args(max_new_tokens, temperature, top_p, top_k, cache_policy) -> None:
-    if (
-        isinstance(max_new_tokens, bool)
-        or not isinstance(max_new_tokens, int)
-        or (max_new_tokens < 0)
-    ):
-        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 0")
+    check_int("max_new_tokens", max_new_tokens, 0)
     if not temperature >= 0:
         raise ValueError(f"temperature={temperature!r} must be >= 0 (0 = greedy)")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p={top_p!r} must be in (0, 1]")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f"top_k={top_k!r} must be an int >= 0 (0 = off)")
-    if cache_policy not in CACHE_POLICIES:
-        raise ValueError(
-            f"cache_policy={cache_policy!r} is not supported; expected one of {CACHE_POLICIES}"
-        )
+    check_int("top_k", top_k, 0)  # 0 = off
+    check_choice("cache_policy", cache_policy, CACHE_POLICIES)
 
 
 @torch.no_grad()

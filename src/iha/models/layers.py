@@ -27,6 +27,8 @@ from iha.backends import expand_kv
 from iha.cache import CACHE_POLICIES, KVCache
 from iha.functional import attend, check_options, rope_pseudo
 from iha.masks import MaskSpec
+from iha.rope import check_rope_scaling
+from iha.validate import check_choice, check_int
 
 
 class RMSNorm(nn.Module):
@@ -56,10 +58,24 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-def rotate(x: torch.Tensor, start: int, theta: float) -> torch.Tensor:
+class GELUMLP(nn.Module):
+    """down(gelu(up(x))): the plain two-matrix MLP (GPT-2, the original Transformer's FFN)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        super().__init__()
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.gelu(self.up_proj(x)))
+
+
+def rotate(
+    x: torch.Tensor, start: int, theta: float, rope_scaling: dict | None = None
+) -> torch.Tensor:
     """RoPE at token positions start .. start+N-1 for x (B, heads, N, d): the IHA core's RoPE
-    with one pseudo token per token."""
-    return rope_pseudo(x, start, 1, theta, "token")
+    with one pseudo token per token, scaled by ``rope_scaling`` (lengths in tokens)."""
+    return rope_pseudo(x, start, 1, theta, "token", rope_scaling=rope_scaling)
 
 
 def _check_input(x: torch.Tensor, d_model: int) -> None:
@@ -103,7 +119,8 @@ def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
 
 
 class _Attention(nn.Module):
-    """Shared plumbing: q/k/v/o projections, RoPE, cache update."""
+    """Shared plumbing: argument checks, q/k/v/o projections (H and G heads of d = D / H),
+    RoPE, cache update."""
 
     def __init__(
         self,
@@ -112,33 +129,33 @@ class _Attention(nn.Module):
         n_kv_heads: int | None,
         rope_theta: float,
         window: int | None,
-        q_dim: int,
-        kv_dim: int,
         backend: str = "auto",
+        rope_scaling: dict | None = None,
     ) -> None:
         super().__init__()
+        check_int("d_model", d_model)
+        check_int("n_heads", n_heads)
         check_options(mask="flat", window=window, positions="token", backend=backend)
-        G = n_heads if n_kv_heads is None else n_kv_heads
-        if n_heads < 1 or G < 1 or n_heads % G:
+        G = check_int("n_kv_heads", n_heads if n_kv_heads is None else n_kv_heads)
+        if n_heads % G:
             raise ValueError(f"n_kv_heads={G} must divide n_heads={n_heads}")
-        if window is not None and window < 1:
-            raise ValueError(f"window={window!r} must be None or an int >= 1 (tokens)")
-        self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, G
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        d = d_model // n_heads
+        self.d_model, self.n_heads, self.n_kv_heads, self.head_dim = d_model, n_heads, G, d
         self.rope_theta, self.window, self.backend = rope_theta, window, backend
-        self.q_proj = nn.Linear(d_model, q_dim, bias=False)
-        self.k_proj = nn.Linear(d_model, kv_dim, bias=False)
-        self.v_proj = nn.Linear(d_model, kv_dim, bias=False)
-        self.o_proj = nn.Linear(q_dim, d_model, bias=False)
+        self.rope_scaling = check_rope_scaling(rope_scaling)
+        self.q_proj = nn.Linear(d_model, n_heads * d, bias=False)
+        self.k_proj = nn.Linear(d_model, G * d, bias=False)
+        self.v_proj = nn.Linear(d_model, G * d, bias=False)
+        self.o_proj = nn.Linear(n_heads * d, d_model, bias=False)
 
     def make_cache(self, policy: str = "raw") -> KVCache:
         """An empty cache (rotated keys, values); bounded to the window for local layers.
 
         ``policy`` is accepted for a uniform interface; these layers have one kind of cache.
         """
-        if policy not in CACHE_POLICIES:
-            raise ValueError(
-                f"policy={policy!r} is not supported; expected one of {CACHE_POLICIES}"
-            )
+        check_choice("policy", policy, CACHE_POLICIES)
         return KVCache(policy="raw", max_tokens=self.window)
 
     def _project(
@@ -161,8 +178,9 @@ class _Attention(nn.Module):
         d = self.head_dim
         offset = 0 if cache is None else cache.offset
         kpm = _new_padding(key_padding_mask, N)
-        q = rotate(self.q_proj(x).view(B, N, q_heads, d).transpose(1, 2), offset, self.rope_theta)
-        k = rotate(self.k_proj(x).view(B, N, k_heads, d).transpose(1, 2), offset, self.rope_theta)
+        theta, scaling = self.rope_theta, self.rope_scaling
+        q = rotate(self.q_proj(x).view(B, N, q_heads, d).transpose(1, 2), offset, theta, scaling)
+        k = rotate(self.k_proj(x).view(B, N, k_heads, d).transpose(1, 2), offset, theta, scaling)
         v = self.v_proj(x).view(B, N, v_heads, v_width).transpose(1, 2)
         if cache is not None:
             k, v, kpm, _ = cache.update(k, v, N, kpm)
@@ -190,13 +208,11 @@ class MultiHeadAttention(_Attention):
         window: int | None = None,
         rope_theta: float = 10000.0,
         backend: str = "auto",
+        rope_scaling: dict | None = None,
     ) -> None:
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        d = d_model // n_heads
-        G = n_heads if n_kv_heads is None else n_kv_heads
-        super().__init__(d_model, n_heads, G, rope_theta, window, n_heads * d, G * d, backend)
-        self.head_dim = d
+        super().__init__(
+            d_model, n_heads, n_kv_heads, rope_theta, window, backend, rope_scaling
+        )
 
     def extra_repr(self) -> str:
         return f"n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, window={self.window}"
@@ -243,13 +259,11 @@ class TalkingHeadsAttention(_Attention):
         n_heads: int,
         n_kv_heads: int | None = None,
         rope_theta: float = 10000.0,
+        rope_scaling: dict | None = None,
     ) -> None:
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        d = d_model // n_heads
-        G = n_heads if n_kv_heads is None else n_kv_heads
-        super().__init__(d_model, n_heads, G, rope_theta, None, n_heads * d, G * d)
-        self.head_dim = d
+        super().__init__(
+            d_model, n_heads, n_kv_heads, rope_theta, None, rope_scaling=rope_scaling
+        )
         self.logits_mix = nn.Parameter(torch.eye(n_heads))
         self.weights_mix = nn.Parameter(torch.eye(n_heads))
         self.logits_mix._iha_mixing = True
@@ -310,17 +324,16 @@ class DiffAttention(_Attention):
         layer_index: int = 1,
         eps: float = 1e-5,
         backend: str = "auto",
+        rope_scaling: dict | None = None,
     ) -> None:
-        G = n_heads if n_kv_heads is None else n_kv_heads
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        super().__init__(
+            d_model, n_heads, n_kv_heads, rope_theta, None, backend, rope_scaling
+        )
+        G, d = self.n_kv_heads, self.head_dim
         if n_heads % 2 or G % 2:
             raise ValueError(
                 f"n_heads={n_heads} and n_kv_heads={G} must both be even (heads come in pairs)"
             )
-        d = d_model // n_heads
-        super().__init__(d_model, n_heads, G, rope_theta, None, n_heads * d, G * d, backend)
-        self.head_dim = d
         self.layer_index = layer_index
         self.lambda_init = diff_lambda_init(layer_index)
         self.lambda_q1 = nn.Parameter(torch.empty(d))

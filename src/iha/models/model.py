@@ -22,12 +22,14 @@ from iha.cache import CACHE_POLICIES, KVCache
 from iha.models.config import ModelConfig
 from iha.models.counts import model_flops
 from iha.models.layers import (
+    GELUMLP,
     DiffAttention,
     MultiHeadAttention,
     RMSNorm,
     SwiGLU,
     TalkingHeadsAttention,
 )
+from iha.validate import check_choice, check_int
 
 IHA_KINDS = ("iha_local", "iha_global")
 
@@ -37,12 +39,13 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
     D, H, G = cfg.hidden_size, cfg.num_attention_heads, cfg.n_kv_heads
     window = cfg.layer_window(kind)
     backend = cfg.attention_backend
+    scaling = cfg.rope_scaling  # every layer kind applies it at the positions its RoPE sees
     if kind in ("global", "local"):
         return MultiHeadAttention(
-            D, H, G, window=window, rope_theta=cfg.rope_theta, backend=backend
+            D, H, G, window=window, rope_theta=cfg.rope_theta, backend=backend, rope_scaling=scaling
         )
     if kind == "talking_heads":
-        return TalkingHeadsAttention(D, H, G, rope_theta=cfg.rope_theta)
+        return TalkingHeadsAttention(D, H, G, rope_theta=cfg.rope_theta, rope_scaling=scaling)
     if kind == "diff":
         return DiffAttention(
             D,
@@ -52,6 +55,7 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
             layer_index=layer_index + 1,
             eps=cfg.rms_norm_eps,
             backend=backend,
+            rope_scaling=scaling,
         )
     if kind in IHA_KINDS:
         return InterleavedHeadAttention(
@@ -63,6 +67,7 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
             mask=cfg.iha_mask,
             window=window,
             rope_theta=cfg.rope_theta,
+            rope_scaling=scaling,
             positions=cfg.iha_positions,
             init="default",
             backend=backend,
@@ -71,7 +76,7 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
 
 
 class DecoderLayer(nn.Module):
-    """One pre-norm block: attention then SwiGLU, each with a residual."""
+    """One pre-norm block: attention then the MLP (SwiGLU or GELU), each with a residual."""
 
     def __init__(self, cfg: ModelConfig, kind: str, layer_index: int) -> None:
         super().__init__()
@@ -79,7 +84,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.self_attn = build_attention(cfg, kind, layer_index)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = SwiGLU(cfg.hidden_size, cfg.ffn_size)
+        mlp = GELUMLP if cfg.mlp_type == "gelu" else SwiGLU
+        self.mlp = mlp(cfg.hidden_size, cfg.ffn_size)
 
     def forward(
         self,
@@ -284,12 +290,8 @@ class DecoderLM(nn.Module):
     # ------------------------------------------------------------------ cache
     def make_cache(self, batch_size: int, policy: str = "raw") -> ModelCache:
         """Empty per-layer caches for incremental decoding (see :class:`ModelCache`)."""
-        if policy not in CACHE_POLICIES:
-            raise ValueError(
-                f"policy={policy!r} is not supported; expected one of {CACHE_POLICIES}"
-            )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a positive int")
+        check_choice("policy", policy, CACHE_POLICIES)
+        check_int("batch_size", batch_size)
         return ModelCache(
             [layer.self_attn.make_cache(policy) for layer in self.layers], batch_size, policy
         )

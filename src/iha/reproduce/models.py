@@ -6,7 +6,7 @@ MLP block, a final norm and a linear head. Only the attention differs between th
 models (:func:`make_attention`):
 
 * ``"mha"``: ``InterleavedHeadAttention`` with P = 1, the exact-MHA init and its mixing
-  parameters frozen, which is exactly multi-head attention (SPEC.md: P = 1 with identity
+  parameters frozen, which is exactly multi-head attention (docs/spec.md: P = 1 with identity
   alphas and R = 1 is MHA) with no extra trainable parameter;
 * ``"iha"``: ``InterleavedHeadAttention`` with P pseudo-heads, the default training init
   (near MHA, symmetry broken by small noise) and the paper's global collapse; other starts of
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from iha.attention import InterleavedHeadAttention
+from iha.attention import InterleavedHeadAttention, init_exact_mha_mixing
 from iha.simplicial import TwoSimplicialAttention
 
 ATTENTION_KINDS = ("mha", "iha", "simplicial")
@@ -106,11 +106,9 @@ def init_mixing(layer: InterleavedHeadAttention, mixing_init: str, seed: int = 0
         layer.collapse.copy_(torch.randn(layer.collapse.shape, generator=g) / math.sqrt(H * P))
         return
     noise = 0.02 if mixing_init == "near_mha" else 0.2
-    layer.init_mode = "exact_mha"
-    layer.reset_mixing()
-    layer.init_mode = "default"
-    for p in (layer.alpha_q, layer.alpha_k, layer.alpha_v, layer.collapse):
-        p.add_(torch.randn(p.shape, generator=g) * noise)
+    init_exact_mha_mixing(
+        layer.alpha_q, layer.alpha_k, layer.alpha_v, layer.collapse, init_noise=noise, generator=g
+    )
 
 
 def mixing_movement(layer: nn.Module, start: dict[str, torch.Tensor]) -> dict[str, dict]:

@@ -67,6 +67,16 @@ def job_dir(out_dir: Path, job: Job) -> Path:
     return out_dir / "jobs" / job.key.replace("/", "__")
 
 
+def _fingerprint(exp: RelationsExperiment | HeadSweep) -> str:
+    """The experiment's settings: a job folder made under other settings is not resumed."""
+    return repr(exp)
+
+
+def _stale(folder: Path, exp: RelationsExperiment | HeadSweep) -> bool:
+    path = folder / "settings.txt"
+    return path.exists() and path.read_text() != _fingerprint(exp)
+
+
 def _baseline(task: SyntheticTask) -> float | None:
     """Best constant prediction on the test split: its accuracy (None for regression)."""
     test = task.split("test")
@@ -123,9 +133,11 @@ def run_job(
     model.to(device)
     log = (lambda line: print(f"  [{job.key}] {line}", flush=True)) if verbose else None
     checkpoint = None
-    if folder is not None and task.split_sizes["train"] is not None:
+    if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        checkpoint = folder / "checkpoint.pt"
+        (folder / "settings.txt").write_text(_fingerprint(exp))
+        if task.split_sizes["train"] is not None:
+            checkpoint = folder / "checkpoint.pt"
     result = train_run(model, task, _settings(exp, job), job.seed, log=log, checkpoint=checkpoint)
     record = {
         "key": job.key,
@@ -159,14 +171,19 @@ def _run_in_worker(exp, job, verbose, folder, device):  # top level, so that spa
 
 
 def estimate_seconds(
-    plan: SyntheticPlan, device: torch.device, probe_batch: int = 4, jobs: list[Job] | None = None
+    plan: SyntheticPlan,
+    device: torch.device,
+    jobs: list[Job] | None = None,
+    max_elements: int = 2**27,
 ) -> dict[str, dict]:
     """Measured seconds per epoch of each model of ``plan`` on ``device`` (for the ETA).
 
-    One training step on ``probe_batch`` examples is timed (after a warm-up step) and scaled
-    to the experiment's batch size and steps per epoch, plus evaluation of the validation split
-    at a third of a training step's cost per example. Returns, per experiment/model/variant:
-    ``epoch_seconds``, ``max_epochs`` and the number of jobs (of ``jobs``, default all).
+    One training step at the experiment's batch size is timed (the faster of two, after a
+    warm-up step) and scaled to the steps per epoch, plus evaluation of the validation split at
+    a third of a training step's cost per example. The 2-simplicial layer holds (B, H, N, N, N)
+    logits, so its probe batch is cut to keep them under ``max_elements`` and scaled up. Returns,
+    per experiment/model/variant: ``epoch_seconds``, ``max_epochs`` and the number of jobs (of
+    ``jobs``, default all).
     """
     out: dict[str, dict] = {}
     exps = plan.experiments()
@@ -178,11 +195,14 @@ def estimate_seconds(
             out[name]["jobs"] += 1
             continue
         task = exp.make_task(job.seed)
-        batch = task.generate(probe_batch, torch.Generator().manual_seed(0)).to(device)
+        probe = exp.batch_size
+        if job.kind == "simplicial":
+            probe = max(1, min(probe, max_elements // (job.n_heads * task.seq_len**3)))
+        batch = task.generate(probe, torch.Generator().manual_seed(0)).to(device)
         model = exp.make_model(job, task).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         times = []
-        for _ in range(2):
+        for _ in range(3):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -193,7 +213,7 @@ def estimate_seconds(
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-        per_example = times[-1] / probe_batch
+        per_example = min(times[1:]) / probe
         if isinstance(exp, RelationsExperiment):
             train_examples = exp.train
         else:
@@ -237,6 +257,22 @@ def load_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def finished_records(plan: SyntheticPlan, out_dir: Path) -> list[dict]:
+    """Records of the plan's finished jobs in ``out_dir`` (runs.jsonl and job folders)."""
+    exps = plan.experiments()
+    by_key = {r["key"]: r for r in load_records(out_dir / "runs.jsonl")}
+    records = []
+    for job in plan.jobs():
+        folder = job_dir(out_dir, job)
+        if _stale(folder, exps[job.experiment]):
+            continue
+        if job.key in by_key:
+            records.append(by_key[job.key])
+        elif (folder / "record.json").exists():
+            records.append(json.loads((folder / "record.json").read_text()))
+    return records
+
+
 def run_plan(
     plan: SyntheticPlan,
     out_dir: Path,
@@ -275,8 +311,15 @@ def run_plan(
                 (folder / name).unlink(missing_ok=True)
     done = {r["key"] for r in records}
     exps = plan.experiments()
-    for job in plan.jobs():  # finished in a job folder but not yet in runs.jsonl
-        saved = job_dir(out_dir, job) / "record.json"
+    for job in plan.jobs():
+        folder = job_dir(out_dir, job)
+        if resume and _stale(folder, exps[job.experiment]):  # run with other settings
+            for name in ("checkpoint.pt", "record.json"):
+                (folder / name).unlink(missing_ok=True)
+            if job.key in done:
+                records = [r for r in records if r["key"] != job.key]
+                done.discard(job.key)
+        saved = folder / "record.json"  # finished in a job folder but not yet in runs.jsonl
         if resume and job.key not in done and saved.exists():
             records.append(json.loads(saved.read_text()))
             with runs.open("a") as f:
@@ -379,6 +422,8 @@ def summarise_relations(exp: RelationsExperiment, records: list[dict]) -> dict:
             "epochs": sum(r["epochs"] for r in rs) / len(rs),
             "capped": len(_capped(rs)),
             "seconds": sum(r["seconds"] for r in rs) / len(rs),
+            "cpu_seconds": (sum(r["cpu_seconds"] for r in rs) / len(rs)
+                            if all("cpu_seconds" in r for r in rs) else None),  # fmt: skip
             "val_pos_acc": mean_ci(list(val.values())) if val else None,
             "test_pos_acc": mean_ci([r["test"]["pos_acc"] for r in rs]),
             "test_example_acc": mean_ci([r["test"]["example_acc"] for r in rs]),

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from iha.validate import check_int
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 OUTPUT_KINDS: tuple[str, ...] = ("classification", "binary", "regression")
 INPUT_KINDS: tuple[str, ...] = ("tokens", "features")
@@ -103,13 +105,6 @@ def split_of(inputs: Tensor, fractions: tuple[float, float, float]) -> Tensor:
         dtype=torch.float64,
     )
     return torch.searchsorted(edges[:-1], u, right=True)
-
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    """Return ``value`` if it is an int >= ``minimum``, else raise ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
-    return value
 
 
 class SyntheticTask:

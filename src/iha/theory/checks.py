@@ -2,8 +2,10 @@
 
 Status is "PASS" (the claim holds in our float64 check), "FAIL" (it does not: a bug or a wrong
 claim) or "DIFFERS" (the paper's statement, as printed, does not hold, and the correction in
-PAPER.md / the construction's docstring is what we verified). :func:`run_all_checks` returns
-them all; ``iha theory`` prints them.
+PAPER.md / the construction's docstring is what we verified). The paper's parameter formulas
+(:mod:`iha.theory.formulas`) are rows with status "MATCHES" or "DIFFERS" (formula against the
+construction's weights). Polynomial rows say whether they lie inside the theorem's assumption
+kd < N or beyond it. :func:`run_all_checks` returns them all; ``iha theory`` prints them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from iha import flops
 from iha.tasks import CPM3Task, cpm3_targets, filter_bank, random_full_rank
 from iha.tasks.base import make_generator
 from iha.theory.cpm3 import attention_qk_parameters, build_cpm3_network, heads_needed
+from iha.theory.formulas import cpm3_formula_checks, polynomial_formula_checks
 from iha.theory.polynomial import (
     attention_parameter_counts,
     build_iha_polynomial,
@@ -36,7 +39,7 @@ from iha.theory.strictness import (
 )
 
 TOLERANCE = 1e-9
-STATUSES: tuple[str, ...] = ("PASS", "FAIL", "DIFFERS")
+STATUSES: tuple[str, ...] = ("PASS", "FAIL", "DIFFERS", "MATCHES")
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ def polynomial_checks(
     counter_mixing = flops.mixing_parameters(heads, heads, heads, "global")
     ratio = p_mha["projections"] / p_iha["projections"]
     dims_square = n_tokens >= heads * d  # then head_dim = N for both and the ratio is k / H
-    setting = f"k={k}, N={n_tokens}, d={d}"
+    where = "inside kd < N" if k * d < n_tokens else "beyond the assumption: kd >= N"
+    setting = f"k={k}, N={n_tokens}, d={d}; {where}"
     rows = [
         CheckResult(
             f"Polynomial ({setting}): IHA computes [X, AX, ..., A^(k-1)X] exactly",
@@ -98,7 +102,9 @@ def polynomial_checks(
                 f"rank{{A^j}} = {bound.power_rank} > H + 1 = {bound.operator_budget} "
                 f"(premises N >= 2H+2, distinct eigenvalues: {bound.premises_hold}; gap "
                 f"{bound.min_eigen_gap:.2g}); best fit by I + {heads} operators: rel. residual "
-                f"{bound.best_fit_residual:.3f}",
+                f"{bound.best_fit_residual:.3f}. The bound (H + 1 powers per H heads) implies "
+                f"MHA needs >= min(k, N) - 1 = {min(k, n_tokens) - 1} heads; the construction "
+                f"uses k = {k}",
                 _status(bound.impossible and bound.best_fit_residual > 1e-6),
             )
         )
@@ -247,21 +253,49 @@ def strictness_checks(d_model: int = 8, n_heads: int = 2, n_tokens: int = 5) -> 
     ]
 
 
+def formula_checks(
+    polynomial_grid: Sequence[tuple[int, int, int]] | None = None,
+    cpm3_n_max: Sequence[int] = (4, 9, 16, 25),
+    seed: int = 0,
+) -> list[CheckResult]:
+    """The paper's parameter formulas against the constructions' weights (MATCHES / DIFFERS)."""
+    grid = {} if polynomial_grid is None else {"grid": polynomial_grid}
+    evaluated = polynomial_formula_checks(seed=seed, **grid) + cpm3_formula_checks(cpm3_n_max)
+    rows = []
+    for f in evaluated:
+        where = {True: "; inside kd < N", False: "; beyond the assumption: kd >= N", None: ""}
+        rows.append(CheckResult(
+            f"Formula: {f.what}{where[f.inside_assumptions]}",
+            f"{f.formula_text} = {f.formula}",
+            f"construction: {f.counted} (used rows x charged input width); non-zero block "
+            f"{f.nonzero_block}; allocated by the module {f.allocated}",
+            "MATCHES" if f.matches else "DIFFERS",
+        ))  # fmt: skip
+    return rows
+
+
 def run_all_checks(
     *,
     polynomial_k: Sequence[int] = (4, 9),
     cpm3_n_max: Sequence[int] = (4, 7, 9, 16),
     n_sequences: int = 128,
     seed: int = 0,
+    formulas: bool = True,
 ) -> list[CheckResult]:
-    """All theory checks, in the paper's order."""
+    """All theory checks, in the paper's order; the polynomial filter at one size inside the
+    theorem's assumption kd < N and one beyond it (d = 2); then the parameter formulas."""
     rows: list[CheckResult] = []
+    d = 2
     for k in polynomial_k:
         heads = math.isqrt(k - 1) + 1
-        rows += polynomial_checks(k, n_tokens=max(8, 2 * heads + 2), d=2, seed=seed)
+        floor = 2 * heads + 2  # the MHA lower bound's premise N >= 2H + 2
+        for n_tokens in sorted({max(k * d + 1, floor), max(8, floor)}, reverse=True):
+            rows += polynomial_checks(k, n_tokens=n_tokens, d=d, seed=seed)
     rows += cpm3_construction_checks(cpm3_n_max, n_sequences=n_sequences, seed=seed)
     rows += cpm3_paper_checks()
     rows += strictness_checks()
+    if formulas:
+        rows += formula_checks(seed=seed)
     return rows
 
 

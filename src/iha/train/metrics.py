@@ -132,6 +132,8 @@ class Progress:
 
     ``mode``: ``"bar"``, ``"lines"``, ``"none"`` or ``"auto"`` (bar when ``stream`` is a TTY).
     Log lines are printed every ``every`` steps; the bar is redrawn at most 10 times a second.
+    Ours rather than tqdm: the core install needs torch only, and a redirected run (a log file,
+    a cluster job) gets one plain line every ``every`` steps instead of carriage returns.
     """
 
     def __init__(

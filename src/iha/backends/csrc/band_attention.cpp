@@ -1,0 +1,562 @@
+// Exact softmax attention where every query row sees one contiguous range of key rows.
+//
+// Every mask of docs/spec.md on the interleaved sequence is of this form: query row i (of Lq,
+// bottom-right aligned to Lk keys, D = Lk - Lq) sees the key rows [lo(i), hi(i)], minus padded
+// keys. flat: [D+i - W*P + 1, D+i]; token: the tokens [t - W + 1, t] of the query's token
+// t = (D+i) / P, all P pseudo keys each; no window: lo = 0. Both bounds grow with i, so a block
+// of query rows [i0, i1) needs only the keys [lo(i0), hi(i1-1)]: one small dense problem whose
+// scores fit in cache. A block's softmax is exact in one pass (no running max, no merges), and
+// its matrix products go to the BLAS that torch links (sgemm_/dgemm_). Work per head is
+// Lq * (W*P + block) scores: the cost of the band's FLOPs plus a block-sized edge.
+//
+// Parallel over (batch, head, block) forward and (batch, query head) backward with ATen's
+// thread pool (torch.set_num_threads); every task writes its own rows, so no atomics.
+// GQA: k, v have G heads; query head h reads kv head h / (H/G). Key/value gradients are
+// returned per query head, (B, H, Lk, d), and summed over the group by the caller.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <vector>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc);
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b,
+            const int* ldb, const double* beta, double* c, const int* ldc);
+}
+
+namespace {
+
+enum MaskMode : int64_t { kFlat = 0, kToken = 1, kNone = 2 };
+
+// Row-major C (M x N) = alpha * op(A) (M x K) * op(B) (K x N) + beta * C. A row-major matrix is
+// its column-major transpose, so this is the column-major C^T = op(B)^T op(A)^T.
+inline void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+                 int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+  sgemm_(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+
+inline void gemm(bool trans_a, bool trans_b, int M, int N, int K, double alpha, const double* A,
+                 int lda, const double* B, int ldb, double beta, double* C, int ldc) {
+  const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+  dgemm_(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+
+
+struct Band {
+  int64_t mode, P, window, Lq, Lk;
+
+  // First and last key row of query row i (inclusive), clipped to [0, Lk); lo > hi: none.
+  inline int64_t lo(int64_t i) const {
+    if (window <= 0) return 0;
+    const int64_t row = Lk - Lq + i;
+    const int64_t first = mode == kFlat ? row - window * P + 1 : (row / P - window + 1) * P;
+    return std::max<int64_t>(first, 0);
+  }
+  inline int64_t hi(int64_t i) const {
+    const int64_t row = Lk - Lq + i;
+    if (mode == kNone) return Lk - 1;
+    const int64_t last = mode == kFlat ? row : (row / P + 1) * P - 1;
+    return std::min<int64_t>(last, Lk - 1);
+  }
+};
+
+// Row maximum, exp(s - shift) in place with its sum, and dot products: the elementwise work of
+// the softmax. float32 uses AVX-512 or AVX2 with SLEEF's 1-ulp exp (exported by libtorch_cpu,
+// the same exp as torch.exp); float64 (tests, reference checks) stays scalar.
+template <typename scalar_t>
+inline scalar_t row_max(const scalar_t* s, int64_t n) {
+  scalar_t m = -std::numeric_limits<scalar_t>::infinity();
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
+  return m;
+}
+
+template <typename scalar_t>
+inline scalar_t exp_shifted(scalar_t* s, int64_t n, scalar_t shift) {
+  scalar_t sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - shift);
+    sum += s[j];
+  }
+  return sum;
+}
+
+template <typename scalar_t>
+inline scalar_t row_dot(const scalar_t* x, const scalar_t* y, int64_t n) {
+  scalar_t sum = 0;
+  for (int64_t j = 0; j < n; ++j) sum += x[j] * y[j];
+  return sum;
+}
+
+#if defined(__AVX512F__)
+extern "C" __m512 Sleef_expf16_u10(__m512);
+template <>
+inline float row_max<float>(const float* s, int64_t n) {
+  __m512 acc = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) acc = _mm512_max_ps(acc, _mm512_loadu_ps(s + j));
+  float m = _mm512_reduce_max_ps(acc);
+  for (; j < n; ++j) m = std::max(m, s[j]);
+  return m;
+}
+template <>
+inline float exp_shifted<float>(float* s, int64_t n, float shift) {
+  const __m512 vshift = _mm512_set1_ps(shift);
+  __m512 acc = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512 e = Sleef_expf16_u10(_mm512_sub_ps(_mm512_loadu_ps(s + j), vshift));
+    _mm512_storeu_ps(s + j, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  float sum = _mm512_reduce_add_ps(acc);
+  for (; j < n; ++j) {
+    s[j] = std::exp(s[j] - shift);
+    sum += s[j];
+  }
+  return sum;
+}
+template <>
+inline float row_dot<float>(const float* x, const float* y, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    acc = _mm512_fmadd_ps(_mm512_loadu_ps(x + j), _mm512_loadu_ps(y + j), acc);
+  }
+  float sum = _mm512_reduce_add_ps(acc);
+  for (; j < n; ++j) sum += x[j] * y[j];
+  return sum;
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+extern "C" __m256 Sleef_expf8_u10(__m256);
+inline float sum8(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+template <>
+inline float row_max<float>(const float* s, int64_t n) {
+  __m256 acc = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) acc = _mm256_max_ps(acc, _mm256_loadu_ps(s + j));
+  float lanes[8];
+  _mm256_storeu_ps(lanes, acc);
+  float m = *std::max_element(lanes, lanes + 8);
+  for (; j < n; ++j) m = std::max(m, s[j]);
+  return m;
+}
+template <>
+inline float exp_shifted<float>(float* s, int64_t n, float shift) {
+  const __m256 vshift = _mm256_set1_ps(shift);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = Sleef_expf8_u10(_mm256_sub_ps(_mm256_loadu_ps(s + j), vshift));
+    _mm256_storeu_ps(s + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float sum = sum8(acc);
+  for (; j < n; ++j) {
+    s[j] = std::exp(s[j] - shift);
+    sum += s[j];
+  }
+  return sum;
+}
+template <>
+inline float row_dot<float>(const float* x, const float* y, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j), acc);
+  }
+  float sum = sum8(acc);
+  for (; j < n; ++j) sum += x[j] * y[j];
+  return sum;
+}
+#endif
+
+// Scores of rows [i0, i0 + R) against keys [k0, k0 + K) -> softmax weights in place.
+// With lse_in == nullptr the row maxima and sums are computed and the LSE written to lse_out;
+// otherwise the weights are exp(s - lse) with the given (forward) LSE. Keys outside a row's
+// range or padded get weight 0; a row without keys gets all-zero weights and LSE -inf.
+template <typename scalar_t>
+void softmax_rows(scalar_t* S, int64_t R, int64_t K, int64_t i0, int64_t k0, const Band& band,
+                  const bool* valid, const scalar_t* lse_in, scalar_t* lse_out) {
+  const scalar_t neg_inf = -std::numeric_limits<scalar_t>::infinity();
+  for (int64_t r = 0; r < R; ++r) {
+    scalar_t* s = S + r * K;
+    const int64_t a = std::min<int64_t>(std::max<int64_t>(band.lo(i0 + r) - k0, 0), K);
+    const int64_t b = std::max<int64_t>(std::min<int64_t>(band.hi(i0 + r) - k0 + 1, K), a);
+    std::fill(s, s + a, scalar_t(0));
+    std::fill(s + b, s + K, scalar_t(0));
+    if (valid != nullptr) {
+      for (int64_t j = a; j < b; ++j) s[j] = valid[k0 + j] ? s[j] : neg_inf;
+    }
+    const scalar_t m = lse_in == nullptr ? row_max(s + a, b - a) : lse_in[r];
+    if (m == neg_inf) {  // no key: weights 0 (forward output 0, no gradient)
+      std::fill(s + a, s + b, scalar_t(0));
+      if (lse_out != nullptr) lse_out[r] = neg_inf;
+      continue;
+    }
+    const scalar_t sum = exp_shifted(s + a, b - a, m);
+    if (lse_in == nullptr) {
+      lse_out[r] = m + std::log(sum);
+      const scalar_t inv = scalar_t(1) / sum;
+      for (int64_t j = a; j < b; ++j) s[j] *= inv;
+    }
+  }
+}
+
+template <typename scalar_t>
+void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const bool* valid_all, const Band& band, double scale_d, int64_t block,
+                  at::Tensor& out, at::Tensor& lse) {
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), d = q.size(3);
+  const int64_t G = k.size(1), Lk = k.size(2), dv = v.size(3);
+  const int64_t n_blocks = (Lq + block - 1) / block;
+  const scalar_t scale = static_cast<scalar_t>(scale_d);
+  const scalar_t* qp = q.data_ptr<scalar_t>();
+  const scalar_t* kp = k.data_ptr<scalar_t>();
+  const scalar_t* vp = v.data_ptr<scalar_t>();
+  scalar_t* op = out.data_ptr<scalar_t>();
+  scalar_t* lp = lse.data_ptr<scalar_t>();
+
+  at::parallel_for(0, B * H * n_blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> scores;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bh = task / n_blocks, blk = task % n_blocks;
+      const int64_t b = bh / H, h = bh % H, g = h / (H / G);
+      const int64_t i0 = blk * block, R = std::min(block, Lq - i0);
+      const scalar_t* qb = qp + (bh * Lq + i0) * d;
+      scalar_t* ob = op + (bh * Lq + i0) * dv;
+      scalar_t* lb = lp + bh * Lq + i0;
+      const int64_t k0 = band.lo(i0), k1 = band.hi(i0 + R - 1) + 1;
+      if (k1 <= k0) {
+        std::fill(ob, ob + R * dv, scalar_t(0));
+        std::fill(lb, lb + R, -std::numeric_limits<scalar_t>::infinity());
+        continue;
+      }
+      const int64_t K = k1 - k0;
+      scores.resize(R * K);
+      const scalar_t* kb = kp + ((b * G + g) * Lk + k0) * d;
+      const scalar_t* vb = vp + ((b * G + g) * Lk + k0) * dv;
+      gemm(false, true, R, K, d, scale, qb, d, kb, d, scalar_t(0), scores.data(), K);  // (R, K)
+      const bool* valid = valid_all == nullptr ? nullptr : valid_all + b * Lk;
+      softmax_rows<scalar_t>(scores.data(), R, K, i0, k0, band, valid, nullptr, lb);
+      gemm(false, false, R, dv, K, scalar_t(1), scores.data(), K, vb, dv, scalar_t(0), ob, dv);
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_impl(const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
+                   const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                   const bool* valid_all, const Band& band, double scale_d, int64_t block,
+                   at::Tensor& dq, at::Tensor& dk, at::Tensor& dv_out) {
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), d = q.size(3);
+  const int64_t G = k.size(1), Lk = k.size(2), dv = v.size(3);
+  const int64_t n_blocks = (Lq + block - 1) / block;
+  const scalar_t scale = static_cast<scalar_t>(scale_d);
+  const scalar_t* gp = grad.data_ptr<scalar_t>();
+  const scalar_t* qp = q.data_ptr<scalar_t>();
+  const scalar_t* kp = k.data_ptr<scalar_t>();
+  const scalar_t* vp = v.data_ptr<scalar_t>();
+  const scalar_t* op = out.data_ptr<scalar_t>();
+  const scalar_t* lp = lse.data_ptr<scalar_t>();
+  scalar_t* dqp = dq.data_ptr<scalar_t>();
+  scalar_t* dkp = dk.data_ptr<scalar_t>();
+  scalar_t* dvp = dv_out.data_ptr<scalar_t>();
+
+  // One task per (batch, query head): its key/value gradient rows belong to it alone.
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> probs, dprobs, delta(block);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / H, h = bh % H, g = h / (H / G);
+      const scalar_t* kh = kp + (b * G + g) * Lk * d;
+      const scalar_t* vh = vp + (b * G + g) * Lk * dv;
+      scalar_t* dkh = dkp + bh * Lk * d;
+      scalar_t* dvh = dvp + bh * Lk * dv;
+      std::fill(dkh, dkh + Lk * d, scalar_t(0));
+      std::fill(dvh, dvh + Lk * dv, scalar_t(0));
+      const bool* valid = valid_all == nullptr ? nullptr : valid_all + b * Lk;
+      for (int64_t blk = 0; blk < n_blocks; ++blk) {
+        const int64_t i0 = blk * block, R = std::min(block, Lq - i0);
+        const scalar_t* qb = qp + (bh * Lq + i0) * d;
+        const scalar_t* gb = gp + (bh * Lq + i0) * dv;
+        const scalar_t* ob = op + (bh * Lq + i0) * dv;
+        scalar_t* dqb = dqp + (bh * Lq + i0) * d;
+        const int64_t k0 = band.lo(i0), k1 = band.hi(i0 + R - 1) + 1;
+        if (k1 <= k0) {
+          std::fill(dqb, dqb + R * d, scalar_t(0));
+          continue;
+        }
+        const int64_t K = k1 - k0;
+        probs.resize(R * K);
+        dprobs.resize(R * K);
+        gemm(false, true, R, K, d, scale, qb, d, kh + k0 * d, d, scalar_t(0), probs.data(), K);
+        softmax_rows<scalar_t>(probs.data(), R, K, i0, k0, band, valid, lp + bh * Lq + i0,
+                               nullptr);  // P = exp(S - lse), (R, K)
+        // dP = dO V^T (R, K); dS = P * (dP - rowsum(dO * O))
+        gemm(false, true, R, K, dv, scalar_t(1), gb, dv, vh + k0 * dv, dv, scalar_t(0),
+             dprobs.data(), K);
+        for (int64_t r = 0; r < R; ++r) delta[r] = row_dot(gb + r * dv, ob + r * dv, dv);
+        for (int64_t r = 0; r < R; ++r) {
+          scalar_t* ds = dprobs.data() + r * K;
+          const scalar_t* p = probs.data() + r * K;
+          const scalar_t dr = delta[r];
+#pragma omp simd
+          for (int64_t j = 0; j < K; ++j) ds[j] = p[j] * (ds[j] - dr);
+        }
+        // dV += P^T dO (K, dv); dQ = scale dS K (R, d); dK += scale dS^T Q (K, d)
+        gemm(true, false, K, dv, R, scalar_t(1), probs.data(), K, gb, dv, scalar_t(1),
+             dvh + k0 * dv, dv);
+        gemm(false, false, R, d, K, scale, dprobs.data(), K, kh + k0 * d, d, scalar_t(0), dqb,
+             d);
+        gemm(true, false, K, d, R, scale, dprobs.data(), K, qb, d, scalar_t(1), dkh + k0 * d,
+             d);
+      }
+    }
+  });
+}
+
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const std::optional<at::Tensor>& key_valid, int64_t mode, int64_t P,
+                  int64_t block) {
+  TORCH_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(),
+              "band attention: CPU tensors only");
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "band attention: 4-D q, k, v");
+  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
+              "band attention: q, k, v must share a dtype");
+  TORCH_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous(),
+              "band attention: contiguous q, k, v");
+  TORCH_CHECK(k.size(0) == q.size(0) && v.size(0) == q.size(0) && k.size(3) == q.size(3) &&
+                  v.size(1) == k.size(1) && v.size(2) == k.size(2),
+              "band attention: shape mismatch");
+  TORCH_CHECK(k.size(1) > 0 && q.size(1) % k.size(1) == 0,
+              "band attention: kv heads must divide query heads");
+  TORCH_CHECK(k.size(2) >= q.size(2), "band attention: fewer keys than queries");
+  TORCH_CHECK(mode == kFlat || mode == kToken || mode == kNone, "band attention: mode");
+  TORCH_CHECK(P >= 1 && block >= 1, "band attention: P and block must be >= 1");
+  TORCH_CHECK(mode != kToken || (q.size(2) % P == 0 && k.size(2) % P == 0),
+              "band attention: token mask needs whole tokens");
+  if (key_valid.has_value()) {
+    const auto& kv = *key_valid;
+    TORCH_CHECK(kv.scalar_type() == at::kBool && kv.is_contiguous() && kv.dim() == 2 &&
+                    kv.size(0) == q.size(0) && kv.size(1) == k.size(2),
+                "band attention: key_valid must be a contiguous bool (B, Lk) tensor");
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> band_forward(const at::Tensor& q, const at::Tensor& k,
+                                                const at::Tensor& v,
+                                                const std::optional<at::Tensor>& key_valid,
+                                                int64_t mode, int64_t P, int64_t window,
+                                                double scale, int64_t block) {
+  check_inputs(q, k, v, key_valid, mode, P, block);
+  auto out = at::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, q.options());
+  auto lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
+  const Band band{mode, P, window, q.size(2), k.size(2)};
+  const bool* valid = key_valid.has_value() ? key_valid->data_ptr<bool>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "band_forward", [&] {
+    forward_impl<scalar_t>(q, k, v, valid, band, scale, block, out, lse);
+  });
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> band_backward(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& out, const at::Tensor& lse, const std::optional<at::Tensor>& key_valid,
+    int64_t mode, int64_t P, int64_t window, double scale, int64_t block) {
+  check_inputs(q, k, v, key_valid, mode, P, block);
+  TORCH_CHECK(grad.is_contiguous() && out.is_contiguous() && lse.is_contiguous() &&
+                  grad.sizes() == out.sizes(),
+              "band attention: contiguous grad, out, lse");
+  auto dq = at::empty_like(q);
+  auto dk = at::empty({q.size(0), q.size(1), k.size(2), k.size(3)}, q.options());
+  auto dv = at::empty({q.size(0), q.size(1), v.size(2), v.size(3)}, q.options());
+  const Band band{mode, P, window, q.size(2), k.size(2)};
+  const bool* valid = key_valid.has_value() ? key_valid->data_ptr<bool>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "band_backward", [&] {
+    backward_impl<scalar_t>(grad, q, k, v, out, lse, valid, band, scale, block, dq, dk, dv);
+  });
+  return {dq, dk, dv};
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Mixing and collapse in one pass each (memory-bound steps around the attention).
+//
+// spread: out[b, h, n*P + p] = rope(sum_m alpha[m, h, p] * x[b, m, n]) at row n*P + p of the
+//   (L, d) cos/sin tables (none: no rotation). Mixing + interleave + RoPE of docs/spec.md.
+// gather: g' = rope^T(g) (the rotation's transpose), then
+//   gx[b, m, n] = sum_{h, p} alpha[m, h, p] * g'[b, h, n*P + p] and, when x is given,
+//   galpha[m, h, p] = sum_{b, n} x[b, m, n] . g'[b, h, n*P + p].
+// spread's backward is gather and gather's is spread; the collapse y[b, h, n] =
+// sum_{k, p} R[h, k, p] o[b, k, n*P + p] is gather with alpha = R (H, H, P).
+
+template <typename scalar_t>
+inline void rotate(scalar_t* row, const scalar_t* c, const scalar_t* s, int64_t d,
+                   bool transpose) {
+  // rope: y * cos + rotate_half(y) * sin, rotate_half(y) = [-y2, y1];
+  // transpose: g * cos + [ (g*sin)2, -(g*sin)1 ].
+  const int64_t half = d / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const scalar_t a = row[i], b = row[i + half];
+    if (!transpose) {
+      row[i] = a * c[i] - b * s[i];
+      row[i + half] = b * c[i + half] + a * s[i + half];
+    } else {
+      row[i] = a * c[i] + b * s[i + half];
+      row[i + half] = b * c[i + half] - a * s[i];
+    }
+  }
+}
+
+void check_mixing(const at::Tensor& x, const at::Tensor& alpha,
+                  const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin,
+                  int64_t rows) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.is_contiguous(),
+              "mixing: contiguous 4-D CPU tensor");
+  TORCH_CHECK(alpha.dim() == 3 && alpha.is_contiguous() && alpha.scalar_type() == x.scalar_type(),
+              "mixing: contiguous alpha (M, H, P) of the tensor's dtype");
+  TORCH_CHECK(cos.has_value() == sin.has_value(), "mixing: cos and sin together");
+  if (cos.has_value()) {
+    for (const auto* t : {&*cos, &*sin}) {
+      TORCH_CHECK(t->is_contiguous() && t->dim() == 2 && t->size(0) == rows &&
+                      t->size(1) == x.size(3) && t->scalar_type() == x.scalar_type(),
+                  "mixing: cos/sin tables (L, d) of the tensor's dtype");
+    }
+    TORCH_CHECK(x.size(3) % 2 == 0, "mixing: RoPE needs an even head dim");
+  }
+}
+
+at::Tensor mix_spread(const at::Tensor& x, const at::Tensor& alpha,
+                      const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin) {
+  const int64_t B = x.size(0), M = x.size(1), N = x.size(2), d = x.size(3);
+  TORCH_CHECK(alpha.size(0) == M, "spread: alpha (M, H, P) must match x's M heads");
+  const int64_t H = alpha.size(1), P = alpha.size(2);
+  check_mixing(x, alpha, cos, sin, N * P);
+  auto out = at::empty({B, H, N * P, d}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mix_spread", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* ap = alpha.data_ptr<scalar_t>();
+    const scalar_t* cp = cos.has_value() ? cos->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* sp = sin.has_value() ? sin->data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, B * N, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / N, n = task % N;
+        for (int64_t h = 0; h < H; ++h) {
+          for (int64_t p = 0; p < P; ++p) {
+            const int64_t t = n * P + p;
+            scalar_t* row = op + ((b * H + h) * N * P + t) * d;
+            std::fill(row, row + d, scalar_t(0));
+            for (int64_t m = 0; m < M; ++m) {
+              const scalar_t a = ap[(m * H + h) * P + p];
+              const scalar_t* xr = xp + ((b * M + m) * N + n) * d;
+              for (int64_t i = 0; i < d; ++i) row[i] += a * xr[i];
+            }
+            if (cp != nullptr) rotate(row, cp + t * d, sp + t * d, d, false);
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Tensor& alpha,
+                                              const std::optional<at::Tensor>& x,
+                                              const std::optional<at::Tensor>& cos,
+                                              const std::optional<at::Tensor>& sin) {
+  const int64_t B = g.size(0), H = g.size(1), L = g.size(2), d = g.size(3);
+  const int64_t M = alpha.size(0), P = alpha.size(2);
+  TORCH_CHECK(alpha.size(1) == H && L % P == 0, "gather: alpha (M, H, P) must match g");
+  check_mixing(g, alpha, cos, sin, L);
+  const int64_t N = L / P;
+  if (x.has_value()) {
+    TORCH_CHECK(x->is_contiguous() && x->scalar_type() == g.scalar_type() &&
+                    x->sizes() == at::IntArrayRef({B, M, N, d}),
+                "gather: x must be contiguous (B, M, N, d)");
+  }
+  auto gx = at::empty({B, M, N, d}, g.options());
+  auto galpha = at::zeros({M, H, P}, g.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "mix_gather", [&] {
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    const scalar_t* ap = alpha.data_ptr<scalar_t>();
+    const scalar_t* xp = x.has_value() ? x->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* cp = cos.has_value() ? cos->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* sp = sin.has_value() ? sin->data_ptr<scalar_t>() : nullptr;
+    scalar_t* gxp = gx.data_ptr<scalar_t>();
+    double* gap = galpha.data_ptr<double>();
+    std::mutex lock;
+    at::parallel_for(0, B * N, 16, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> rows(H * P * d);
+      std::vector<double> partial(xp != nullptr ? M * H * P : 0, 0.0);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / N, n = task % N;
+        for (int64_t h = 0; h < H; ++h) {
+          for (int64_t p = 0; p < P; ++p) {
+            const int64_t t = n * P + p;
+            scalar_t* row = rows.data() + (h * P + p) * d;
+            std::copy_n(gp + ((b * H + h) * L + t) * d, d, row);
+            if (cp != nullptr) rotate(row, cp + t * d, sp + t * d, d, true);
+          }
+        }
+        for (int64_t m = 0; m < M; ++m) {
+          scalar_t* out = gxp + ((b * M + m) * N + n) * d;
+          std::fill(out, out + d, scalar_t(0));
+          const scalar_t* xr = xp == nullptr ? nullptr : xp + ((b * M + m) * N + n) * d;
+          for (int64_t hp = 0; hp < H * P; ++hp) {
+            const scalar_t a = ap[m * H * P + hp];
+            const scalar_t* row = rows.data() + hp * d;
+            for (int64_t i = 0; i < d; ++i) out[i] += a * row[i];
+            if (xr != nullptr) partial[m * H * P + hp] += row_dot(xr, row, d);
+          }
+        }
+      }
+      if (xp != nullptr) {
+        std::lock_guard<std::mutex> guard(lock);
+        for (int64_t i = 0; i < M * H * P; ++i) gap[i] += partial[i];
+      }
+    });
+  });
+  return {gx, galpha.to(g.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(iha_band, m) {
+  m.def(
+      "forward(Tensor q, Tensor k, Tensor v, Tensor? key_valid, int mode, int P, int window, "
+      "float scale, int block) -> (Tensor, Tensor)");
+  m.def(
+      "backward(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+      "Tensor? key_valid, int mode, int P, int window, float scale, int block) -> "
+      "(Tensor, Tensor, Tensor)");
+  m.def("spread(Tensor x, Tensor alpha, Tensor? cos, Tensor? sin) -> Tensor");
+  m.def("gather(Tensor g, Tensor alpha, Tensor? x, Tensor? cos, Tensor? sin) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(iha_band, CPU, m) {
+  m.impl("forward", &band_forward);
+  m.impl("backward", &band_backward);
+  m.impl("spread", &mix_spread);
+  m.impl("gather", &mix_gather);
+}
