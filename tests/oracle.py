@@ -10,14 +10,16 @@ import math
 import torch
 
 
-def _rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
-    # x (..., L, d), pos (L,): Llama rotate_half convention
+def _rope(x: torch.Tensor, pos: torch.Tensor, theta: float, inv_freq=None,
+          attention_factor: float = 1.0) -> torch.Tensor:
+    # x (..., L, d), pos (L,): Llama rotate_half convention; inv_freq (d/2,) overrides theta
     d = x.shape[-1]
     out = torch.empty_like(x)
     for i in range(d // 2):
-        freq = theta ** (-2.0 * i / d)
+        freq = theta ** (-2.0 * i / d) if inv_freq is None else float(inv_freq[i])
         ang = pos.double() * freq
-        c, s = torch.cos(ang).to(x.dtype), torch.sin(ang).to(x.dtype)
+        c = (attention_factor * torch.cos(ang)).to(x.dtype)
+        s = (attention_factor * torch.sin(ang)).to(x.dtype)
         a, b = x[..., i], x[..., i + d // 2]
         out[..., i] = a * c - b * s
         out[..., i + d // 2] = b * c + a * s
@@ -26,7 +28,7 @@ def _rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
 
 def oracle_iha(q, k, v, alpha_q, alpha_k, alpha_v, collapse, *, mask="flat", window=None,
                rope_theta=None, positions="virtual", position_offset=0, key_padding_mask=None,
-               scale=None, kernel="softmax"):
+               scale=None, kernel="softmax", inv_freq=None, attention_factor=1.0):
     B, H, Nq, d = q.shape
     G, Nk = k.shape[1], k.shape[2]
     P = alpha_q.shape[2]
@@ -44,7 +46,8 @@ def oracle_iha(q, k, v, alpha_q, alpha_k, alpha_v, collapse, *, mask="flat", win
             qpos, kpos = q_tok * P + q_p, k_tok * P + k_p
         else:
             qpos, kpos = q_tok, k_tok
-        qt, kt = _rope(qt, qpos, rope_theta), _rope(kt, kpos, rope_theta)
+        rope = (rope_theta, inv_freq, attention_factor)
+        qt, kt = _rope(qt, qpos, *rope), _rope(kt, kpos, *rope)
     out = torch.zeros(B, H, Nq * P, d, dtype=q.dtype)
     for b in range(B):
         for h in range(H):
@@ -77,7 +80,7 @@ def oracle_iha(q, k, v, alpha_q, alpha_k, alpha_v, collapse, *, mask="flat", win
 
 
 def oracle_mha(x, wq, wk, wv, wo, n_heads, n_kv_heads, *, rope_theta=None, causal=True,
-               window=None, key_padding_mask=None):
+               window=None, key_padding_mask=None, inv_freq=None, attention_factor=1.0):
     """Standard (GQA) multi-head attention from weight matrices, token positions, float64."""
     B, N, D = x.shape
     H, G = n_heads, n_kv_heads
@@ -87,7 +90,8 @@ def oracle_mha(x, wq, wk, wv, wo, n_heads, n_kv_heads, *, rope_theta=None, causa
     v = (x @ wv.T).view(B, N, G, d).transpose(1, 2)
     if rope_theta is not None:
         pos = torch.arange(N)
-        q, k = _rope(q, pos, rope_theta), _rope(k, pos, rope_theta)
+        rope = (rope_theta, inv_freq, attention_factor)
+        q, k = _rope(q, pos, *rope), _rope(k, pos, *rope)
     k = k.repeat_interleave(H // G, dim=1)
     v = v.repeat_interleave(H // G, dim=1)
     s = q @ k.transpose(-1, -2) / math.sqrt(d)

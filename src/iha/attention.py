@@ -7,6 +7,7 @@ from torch import nn
 
 from iha.cache import KVCache
 from iha.functional import check_options, interleaved_head_attention
+from iha.rope import check_rope_scaling
 from iha.validate import check_choice, check_int
 
 INIT_MODES = ("default", "exact_mha")
@@ -84,6 +85,7 @@ class InterleavedHeadAttention(nn.Module):
         kernel: str = "softmax",
         backend: str = "auto",
         init_noise: float = 0.02,
+        rope_scaling: dict | None = None,
     ) -> None:
         super().__init__()
         check_int("d_model", d_model)
@@ -113,6 +115,7 @@ class InterleavedHeadAttention(nn.Module):
             backend,
         )
         self.dropout = dropout
+        self.rope_scaling = check_rope_scaling(rope_scaling)  # iha.rope rules, lengths in tokens
         H, G, P, d = n_heads, n_kv_heads, n_pseudo, head_dim
         self.q_proj = nn.Linear(d_model, H * d, bias=bias)
         self.k_proj = nn.Linear(d_model, G * d, bias=bias)
@@ -180,6 +183,7 @@ class InterleavedHeadAttention(nn.Module):
             mask=self.mask,
             window=self.window,
             rope_theta=self.rope_theta,
+            rope_scaling=self.rope_scaling,
             positions=self.positions,
             key_padding_mask=key_padding_mask,
             backend=self.backend,

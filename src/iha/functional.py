@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from iha.backends import BACKENDS
+from iha.backends import BACKENDS, fused_mixing
 from iha.cache import KVCache
 from iha.masks import MASK_MODES, MaskSpec
 from iha.rope import apply_rope, rope_cos_sin
@@ -32,6 +32,8 @@ def mix_heads(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 
     ``out[b, h, n*P + p] = sum_m alpha[m, h, p] * x[b, m, n]`` (docs/spec.md steps 1-2).
     """
+    if fused_mixing.usable(x):  # one pass, no permuting copy (CPU, compiled library)
+        return fused_mixing.mix_rope(x, alpha)
     B, M, N, d = x.shape
     P = alpha.shape[-1]
     out = torch.einsum("bmnd,mhp->bhnpd", x, alpha.to(x.dtype))  # (B, M', N, P, d)
@@ -56,21 +58,59 @@ def rope_pseudo(
     rope_theta: float | None,
     positions: str,
     rope_tables: RopeTables | None = None,
+    rope_scaling: dict | None = None,
 ) -> torch.Tensor:
     """Apply RoPE to interleaved pseudo tokens (B, H, N*P, d) whose first token is ``start``.
 
     The tables come from ``rope_tables`` when given (e.g. a pretrained model's own rotary
     embedding), else from ``iha.rope`` with base ``rope_theta``; neither means no RoPE.
+    ``rope_scaling`` (``iha.rope`` rules) sees the positions RoPE sees: under virtual positions
+    every length of the rule (given in tokens) is multiplied by P and linear scaling divides the
+    virtual position n*P + p.
     """
     if rope_tables is None and rope_theta is None:
         return xt
-    n_tokens = xt.shape[2] // n_pseudo
-    pos = pseudo_positions(start, n_tokens, n_pseudo, positions, xt.device)  # (N*P,)
+    cos, sin = _pseudo_tables(
+        xt, xt.shape[2] // n_pseudo, start, n_pseudo, rope_theta, positions, rope_tables,
+        rope_scaling,
+    )
+    return apply_rope(xt, cos, sin)
+
+
+def _pseudo_tables(
+    x, n_tokens, start, n_pseudo, rope_theta, positions, rope_tables, rope_scaling=None
+):
+    """RoPE (cos, sin) of the pseudo tokens of tokens start .. start+n_tokens-1: (N*P, d) each."""
+    pos = pseudo_positions(start, n_tokens, n_pseudo, positions, x.device)  # (N*P,)
     if rope_tables is None:
-        cos, sin = rope_cos_sin(pos, xt.shape[-1], rope_theta, xt.dtype)
+        per_token = n_pseudo if positions == "virtual" else 1
+        cos, sin = rope_cos_sin(pos, x.shape[-1], rope_theta, x.dtype, rope_scaling, per_token)
     else:
         cos, sin = rope_tables(pos)  # (N*P, d) each
-    return apply_rope(xt, cos.to(xt.dtype), sin.to(xt.dtype))
+    return cos.to(x.dtype), sin.to(x.dtype)
+
+
+def mix_rope(
+    x: torch.Tensor,
+    alpha: torch.Tensor,
+    start: int,
+    rope_theta: float | None,
+    positions: str,
+    rope_tables: RopeTables | None = None,
+    rope_scaling: dict | None = None,
+) -> torch.Tensor:
+    """``rope_pseudo(mix_heads(x, alpha), start, ...)``: (B, M, N, d) -> (B, M', N*P, d).
+
+    On CPU with the compiled library it is one pass (``iha.backends.mixing``)."""
+    P = alpha.shape[-1]
+    if fused_mixing.usable(x) and (rope_tables is not None or rope_theta is not None):
+        cos, sin = _pseudo_tables(
+            x, x.shape[2], start, P, rope_theta, positions, rope_tables, rope_scaling
+        )
+        return fused_mixing.mix_rope(x, alpha, cos, sin)
+    return rope_pseudo(
+        mix_heads(x, alpha), start, P, rope_theta, positions, rope_tables, rope_scaling
+    )
 
 
 def collapse_heads(o: torch.Tensor, collapse: torch.Tensor, n_pseudo: int) -> torch.Tensor:
@@ -79,6 +119,11 @@ def collapse_heads(o: torch.Tensor, collapse: torch.Tensor, n_pseudo: int) -> to
     ``collapse`` is (H, P) per-head or (H, H*P) global.
     """
     B, H, L, d = o.shape
+    if fused_mixing.usable(o):  # one pass, no permuting copy (CPU, compiled library)
+        R = collapse.view(H, H, n_pseudo) if collapse.shape[1] != n_pseudo else (
+            torch.diag_embed(collapse.T).permute(1, 2, 0)  # (H, P) -> (H, H, P), diagonal
+        )
+        return fused_mixing.collapse(o, R)
     o5 = o.view(B, H, L // n_pseudo, n_pseudo, d)  # (B, H, N, P, d)
     R = collapse.to(o.dtype)
     if R.shape[1] == n_pseudo:
@@ -238,6 +283,7 @@ def interleaved_head_attention(
     dropout_p: float = 0.0,
     rope_tables: RopeTables | None = None,
     cache: KVCache | None = None,
+    rope_scaling: dict | None = None,
 ) -> torch.Tensor:
     """Interleaved Head Attention (docs/spec.md). Returns collapsed per-head outputs (B, H, Nq, d).
 
@@ -264,6 +310,8 @@ def interleaved_head_attention(
         cache: a ``KVCache``; k, v (and the key padding) of the new tokens are appended to it
             and q attends over everything it holds. Policy "raw" stores k, v as given and mixes
             and rotates the whole cache at every call; "pseudo" stores them mixed and rotated.
+        rope_scaling: None or a ``transformers``-style RoPE scaling rule (``iha.rope``), lengths
+            in tokens; under virtual positions they are multiplied by P (:func:`rope_pseudo`).
     """
     check_options(mask=mask, window=window, positions=positions, kernel=kernel, backend=backend)
     P = _check_inputs(
@@ -271,25 +319,27 @@ def interleaved_head_attention(
     )
     if rope_tables is not None and rope_theta is not None:
         raise ValueError("pass rope_theta or rope_tables, not both")
+    if rope_tables is not None and rope_scaling is not None:
+        raise ValueError("rope_scaling applies to rope_theta's tables; rope_tables bring their own")
     Nq, d = q.shape[2], q.shape[3]
 
-    def rope(x: torch.Tensor, start: int) -> torch.Tensor:
-        return rope_pseudo(x, start, P, rope_theta, positions, rope_tables)
+    def rope(x: torch.Tensor, alpha: torch.Tensor, start: int) -> torch.Tensor:
+        return mix_rope(x, alpha, start, rope_theta, positions, rope_tables, rope_scaling)
 
     kt = vt = None
     if cache is not None:
         _check_cache_call(k, Nq, position_offset)
         position_offset = cache.offset
         if cache.policy == "pseudo":  # the new keys are mixed and rotated once, then stored
-            kt, vt = rope(mix_heads(k, alpha_k), position_offset), mix_heads(v, alpha_v)
+            kt, vt = rope(k, alpha_k, position_offset), mix_heads(v, alpha_v)
             kt, vt, key_padding_mask, _ = cache.update(kt, vt, Nq, key_padding_mask)
         else:
             k, v, key_padding_mask, _ = cache.update(k, v, Nq, key_padding_mask)
     Nk = k.shape[2] if kt is None else kt.shape[2] // P  # key tokens, cached prefix included
     k_start = position_offset + Nq - Nk
     if kt is None:
-        kt, vt = rope(mix_heads(k, alpha_k), k_start), mix_heads(v, alpha_v)  # (B, G, Nk*P, d)
-    qt = rope(mix_heads(q, alpha_q), position_offset)  # (B, H, Nq*P, d)
+        kt, vt = rope(k, alpha_k, k_start), mix_heads(v, alpha_v)  # (B, G, Nk*P, d)
+    qt = rope(q, alpha_q, position_offset)  # (B, H, Nq*P, d)
     spec = MaskSpec(mask, P, Nq, Nk, q_start=position_offset, k_start=k_start, window=window)
     o = attend(
         qt,

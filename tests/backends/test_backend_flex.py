@@ -1,6 +1,7 @@
-"""The "flex" backend's forward on CPU (this torch runs FlexAttention backward on GPU only).
+"""The "flex" backend's eager forward on CPU (this torch runs FlexAttention backward on GPU only).
 
-The GPU path (compiled kernel, gradients, bf16) is checked by benchmarks/gpu_check.py.
+The mask rule itself is tested in tests/test_masks.py, the compiled kernel (the CUDA default) in
+test_flex_compiled.py, bf16 in test_bf16.py; gradients need a GPU (benchmarks/gpu_check.py).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import torch
 from hypothesis import given, settings
 from test_functional import configs, make_inputs
 
-from iha.backends.flex import mask_mod_for
+from iha.backends import flex
 from iha.functional import interleaved_head_attention
-from iha.masks import MaskSpec, expand_key_padding
+from iha.masks import MaskSpec
 
-flex_attention = pytest.importorskip("torch.nn.attention.flex_attention")
+pytest.importorskip("torch.nn.attention.flex_attention")
 
 
 @pytest.fixture(autouse=True)
@@ -26,22 +27,6 @@ def _quiet():
         yield
 
 
-@pytest.mark.parametrize(
-    "mode,window,n_q,n_k,padding",
-    [("flat", None, 5, 5, False), ("flat", 2, 3, 7, True), ("token", None, 4, 6, True),
-     ("token", 3, 6, 6, False), ("none", None, 4, 4, True)],
-)
-def test_flex_mask_mod_equals_mask_spec(mode, window, n_q, n_k, padding):
-    P, B = 3, 2
-    spec = MaskSpec(mode, P, n_q, n_k, q_start=n_k - n_q + 1, k_start=1, window=window)
-    kpm = torch.rand(B, n_k, generator=torch.Generator().manual_seed(0)) > 0.4 if padding else None
-    got = flex_attention.create_mask(mask_mod_for(spec, kpm), B, 1, n_q * P, n_k * P, "cpu")
-    want = spec.allowed()[None, None].expand(B, 1, n_q * P, n_k * P)
-    if kpm is not None:
-        want = want & expand_key_padding(kpm, P)[:, None, None, :]
-    assert torch.equal(got, want)
-
-
 @settings(max_examples=6, deadline=None)
 @given(configs(max_tokens=5))
 def test_flex_forward_matches_reference_float64(c):
@@ -49,3 +34,26 @@ def test_flex_forward_matches_reference_float64(c):
     want = interleaved_head_attention(*args, **kw, backend="reference")
     got = interleaved_head_attention(*args, **kw, backend="flex")
     torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+def test_block_masks_without_padding_are_shared_per_equal_spec():
+    cpu = torch.device("cpu")
+    first = flex._shared_block_mask(MaskSpec("token", 2, 4, 4, window=2), cpu)
+    assert flex._shared_block_mask(MaskSpec("token", 2, 4, 4, window=2), cpu) is first
+    assert flex._shared_block_mask(MaskSpec("token", 2, 4, 4, window=3), cpu) is not first
+
+
+def test_compile_policy_is_validated_and_decides_the_kernel():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    with pytest.raises(ValueError, match="policy='sometimes'"):
+        flex.set_compile_policy("sometimes")
+    assert flex._flex_kernel(torch.device("cpu")) is flex_attention  # default: eager on CPU
+    assert flex._flex_kernel(torch.device("cuda")) is flex._compiled_flex_attention()
+    previous = flex.set_compile_policy("always")
+    try:
+        assert flex._flex_kernel(torch.device("cpu")) is flex._compiled_flex_attention()
+        flex.set_compile_policy("never")
+        assert flex._flex_kernel(torch.device("cuda")) is flex_attention
+    finally:
+        flex.set_compile_policy(previous)

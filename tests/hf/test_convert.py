@@ -6,6 +6,7 @@ HF models and an independent float64 einsum implementation of the converted laye
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -105,6 +106,18 @@ def rotate(x, cos, sin):
     return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
 
 
+def virtual_rotary(model: torch.nn.Module, n_pseudo: int) -> torch.nn.Module:
+    """The model's rotary embedding class on a copy of its config whose RoPE lengths (the
+    original context of llama3 / yarn, the dynamic rule's max_position_embeddings) are
+    multiplied by P: the rule seen in virtual positions."""
+    config = copy.deepcopy(model.config)
+    params = config.rope_parameters
+    if "original_max_position_embeddings" in params:
+        params["original_max_position_embeddings"] *= n_pseudo
+    config.max_position_embeddings *= n_pseudo
+    return type(model.model.rotary_emb)(config=config)
+
+
 def reference_layer(attn: IHAConvertedAttention, rotary, x: torch.Tensor) -> torch.Tensor:
     """Mix -> rotate after mixing (token pos n or virtual pos n*P+p, the model's own RoPE) ->
     token or flat causal mask (+ window) -> softmax -> collapse -> o_proj, all by einsum."""
@@ -200,12 +213,15 @@ def test_converted_layer_with_trained_mixing_matches_float64_reference(kind, mod
     x = torch.randn(2, N, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     rotary = model.model.rotary_emb
     pe = rotary(x, position_ids=torch.arange(N)[None])
+    # paper mode: transformers' own rotary embedding with every length of its rule times P
+    virtual = virtual_rotary(model, 2).double() if mode == "paper" else rotary
     for attn in converted_layers(model).values():
         assert float(attn.alpha_q.detach().std()) > 0.1  # far from the identity init
         with torch.no_grad():
             out, _ = attn(x, position_embeddings=pe, attention_mask=None)
-            ref = reference_layer(attn, rotary, x)
-        torch.testing.assert_close(out, ref, atol=1e-10, rtol=0)
+            ref = reference_layer(attn, virtual, x)
+        # paper mode rotates with iha.rope's float64 tables, transformers' are float32
+        torch.testing.assert_close(out, ref, atol=1e-10 if mode == "exact" else 1e-5, rtol=0)
 
 
 def test_paper_mode_with_one_pseudo_head_is_exact():
@@ -547,3 +563,22 @@ def test_iha_train_sft_from_a_converted_checkpoint_trains_only_mixing_and_norms(
     exported = load_converted(tmp_path / "export").eval()
     ids = torch.randint(0, 260, (1, 7))
     assert torch.equal(logits(exported, ids), wrapped.eval()(ids))
+
+
+def test_paper_mode_reads_the_source_rope_rule_and_rejects_unknown_ones():
+    from iha.hf.convert import rope_from_hf_config
+
+    theta, rule = rope_from_hf_config(make_model("llama3").config)
+    assert theta == 10000.0 and rule["rope_type"] == "llama3"
+    assert rule["original_max_position_embeddings"] == 16 and rule["factor"] == 8.0
+    dynamic = transformers.LlamaConfig(**COMMON, rope_parameters={
+        "rope_type": "dynamic", "rope_theta": 500.0, "factor": 2.0})
+    assert rope_from_hf_config(dynamic) == (500.0, {
+        "rope_type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 256})
+    assert rope_from_hf_config(make_model("qwen2").config)[1] is None
+    model = make_model("llama")
+    model.config.rope_parameters = {"rope_type": "longrope", "rope_theta": 1e4, "factor": 2.0,
+                                    "short_factor": [1.0] * 2, "long_factor": [2.0] * 2}
+    with pytest.raises(ValueError, match="rope_type"):
+        convert(model, num_pseudo_heads=2, mode="paper")
+    assert not converted_layers(model)  # nothing changed

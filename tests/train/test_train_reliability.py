@@ -101,24 +101,38 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-DAMAGE = {
-    "truncated weights": lambda c: _truncate(c / "model.safetensors"),
-    "garbage optimizer state": lambda c: (c / "state.pt").write_bytes(b"\x00garbage" * 50),
-    "truncated meta.json": lambda c: _truncate(c / "meta.json"),
-    "missing manifest": lambda c: (c / "manifest.json").unlink(),
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) * 2 // 3] ^= 0x01  # inside the tensor data: same size, other content
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {  # what is done to the newest checkpoint, and how the skip note names it
+    "truncated weights": (lambda c: _truncate(c / "model.safetensors"), "bytes, the manifest says"),
+    "one flipped bit in the weights": (
+        lambda c: _flip_a_byte(c / "model.safetensors"),
+        "does not match its SHA-256",
+    ),
+    "garbage optimizer state": (
+        lambda c: (c / "state.pt").write_bytes(b"\x00garbage" * 50),
+        "state.pt' has 400 bytes",
+    ),
+    "truncated meta.json": (lambda c: _truncate(c / "meta.json"), "meta.json' has"),
+    "missing manifest": (lambda c: (c / "manifest.json").unlink(), "manifest.json' is missing"),
 }
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_resume_falls_back_to_the_newest_intact_checkpoint_and_says_which(tmp_path, capsys, damage):
     corpus, run, root = _three_checkpoints(tmp_path)
-    DAMAGE[damage](root / "step_00000006")
+    make_damage, named = DAMAGE[damage]
+    make_damage(root / "step_00000006")
     cfg = tiny_config(run, corpus, checkpoint=CKPT, train={"max_steps": 8})
     trainer = Trainer(cfg, resume=True)
     try:
         trainer.prepare()
         assert trainer.resumed_from == root / "step_00000004" and trainer.step == 4
-        assert any("step_00000006" in n for n in trainer.notes)
+        assert any("step_00000006" in n and named in n for n in trainer.notes), trainer.notes
         assert any("newest intact checkpoint" in n and "step_00000004" in n for n in trainer.notes)
     finally:
         trainer.close()
@@ -250,6 +264,23 @@ def test_resume_applies_a_new_lr_and_max_steps_with_the_schedule_re_derived(tmp_
         assert lrs[s] == pytest.approx(reference_lr(s - 1, 1e-2, 2, 10, 0.01), rel=1e-12), s
     saved = json.loads((run / "config.json").read_text())
     assert saved["optim"]["lr"] == 1e-2 and saved["train"]["max_steps"] == 10
+
+
+def test_resume_applies_new_optimizer_hyperparameters(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    run = tmp_path / "run"
+    train(tiny_config(run, corpus, checkpoint=CKPT), stop_at=4)
+    new = {"weight_decay": 0.02, "betas": [0.8, 0.9], "eps": 1e-6}
+    trainer = Trainer(tiny_config(run, corpus, checkpoint=CKPT, optim=new), resume=True)
+    try:
+        trainer.prepare()
+        assert trainer.step == 4
+        groups = trainer.optimizer.param_groups
+        assert {g["weight_decay"] for g in groups} == {0.0, 0.02}  # norms/mixing: no decay
+        assert all(g["betas"] == (0.8, 0.9) and g["eps"] == 1e-6 for g in groups)
+        assert trainer.optimizer.state  # the moments themselves were restored
+    finally:
+        trainer.close()
 
 
 @pytest.mark.parametrize(

@@ -1,19 +1,22 @@
 """FlexAttention with a block mask: the GPU path for token masks, windows and padding.
 
-``torch.nn.attention.flex_attention`` evaluates the mask rule of SPEC.md step 4 per block of
-(128, 128) scores and skips blocks that are fully masked, so windows cost O(N*P * W*P) and the
-token mask costs what the flat one does. The mask rule below is ``MaskSpec.allowed`` written as a
-``mask_mod`` (index arithmetic on the virtual positions); the tests check both agree.
+``torch.nn.attention.flex_attention`` evaluates the mask rule of docs/spec.md step 4
+(``MaskSpec.mask_mod``) per block of (128, 128) scores and skips blocks that are fully masked,
+so windows cost O(N*P * W*P) and the token mask costs what the flat one does.
 
-On CUDA the kernel is compiled (``torch.compile``) and block masks are cached per (mask, shape);
-``auto`` sends decoding (a few query rows) to ``sdpa`` instead, whose dense mask is then tiny and
-needs no new block mask per step. On CPU this torch runs flex forward only (no backward), in
-eager mode: useful to check the mask rule, not for speed.
+On CUDA the kernel is compiled (``torch.compile``); ``set_compile_policy("always")`` compiles it
+on CPU too (the same code path: the tests run it that way) and ``"never"`` runs it eagerly
+everywhere. Block masks without padding depend on the ``MaskSpec`` only and are cached. The mask
+captures offsets and windows as tensors, so new offsets and windows reuse the compiled kernel;
+new lengths compile one dynamic-shape kernel (``tests/backends/test_flex_compiled.py`` holds the
+recompilation budget). ``auto`` sends decoding (a few query rows) to ``sdpa`` instead, whose
+dense mask is then tiny and needs no new block mask per step. On CPU this torch runs flex
+forward only (no backward).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import functools
 
 import torch
 
@@ -21,69 +24,41 @@ from iha.backends.reference import attend_reference
 from iha.backends.sdpa import attend_sdpa
 from iha.masks import MaskSpec
 
-_BLOCK_MASKS: OrderedDict = OrderedDict()
-_BLOCK_MASK_CACHE_SIZE = 32
-_COMPILED: dict = {}
+COMPILE_POLICIES = ("cuda", "always", "never")
+_compile_policy = "cuda"
 
 
-def mask_mod_for(spec: MaskSpec, key_padding_mask: torch.Tensor | None = None):
-    """``mask_mod(b, h, q_idx, kv_idx) -> bool`` equal to ``spec.allowed()`` (and the padding).
-
-    ``key_padding_mask`` is (B, Nk) bool, True = real token.
-    """
-    P, W = spec.n_pseudo, spec.window
-    q0, k0 = spec.q_start * P, spec.k_start * P  # virtual index of the first query / key
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        tq, tk = q0 + q_idx, k0 + kv_idx
-        if spec.mode == "flat":
-            ok = tk <= tq
-            if W is not None:
-                ok = ok & (tq - tk < W * P)
-        elif spec.mode == "token":
-            nq, nk = tq // P, tk // P
-            ok = nk <= nq
-            if W is not None:
-                ok = ok & (nq - nk < W)
-        else:
-            ok = tq >= 0  # every key (an always-true tensor)
-        if key_padding_mask is not None:
-            ok = ok & key_padding_mask[b, kv_idx // P]
-        return ok
-
-    return mask_mod
+def set_compile_policy(policy: str) -> str:
+    """When the flex kernel runs compiled: ``"cuda"`` (default: on CUDA devices only),
+    ``"always"`` or ``"never"``. Returns the previous policy."""
+    global _compile_policy
+    if policy not in COMPILE_POLICIES:
+        raise ValueError(f"policy={policy!r} is not supported; expected one of {COMPILE_POLICIES}")
+    previous, _compile_policy = _compile_policy, policy
+    return previous
 
 
-def block_mask_for(
-    spec: MaskSpec, batch: int, device: torch.device, key_padding_mask: torch.Tensor | None
-):
-    """A ``BlockMask`` for ``spec``; cached when there is no padding (it depends on shape only)."""
-    from torch.nn.attention.flex_attention import create_block_mask
+@functools.cache
+def _compiled_flex_attention():
+    from torch.nn.attention.flex_attention import flex_attention
 
-    Lq, Lk = spec.n_q * spec.n_pseudo, spec.n_k * spec.n_pseudo
-    mask_mod = mask_mod_for(spec, key_padding_mask)
-    if key_padding_mask is not None:
-        return create_block_mask(mask_mod, batch, None, Lq, Lk, device=device)
-    key = (spec, str(device))
-    if key in _BLOCK_MASKS:
-        _BLOCK_MASKS.move_to_end(key)
-        return _BLOCK_MASKS[key]
-    block_mask = create_block_mask(mask_mod, None, None, Lq, Lk, device=device)
-    _BLOCK_MASKS[key] = block_mask
-    if len(_BLOCK_MASKS) > _BLOCK_MASK_CACHE_SIZE:
-        _BLOCK_MASKS.popitem(last=False)
-    return block_mask
+    # dynamic=None: a static kernel first, one with dynamic shapes after a new length
+    return torch.compile(flex_attention)
 
 
 def _flex_kernel(device: torch.device):
     from torch.nn.attention.flex_attention import flex_attention
 
-    if device.type != "cuda":
-        return flex_attention
-    if "cuda" not in _COMPILED:
-        # dynamic=None: static first, dynamic shapes after the first recompile (new lengths)
-        _COMPILED["cuda"] = torch.compile(flex_attention)
-    return _COMPILED["cuda"]
+    compiled = _compile_policy == "always" or (
+        _compile_policy == "cuda" and device.type == "cuda"
+    )
+    return _compiled_flex_attention() if compiled else flex_attention
+
+
+@functools.lru_cache(maxsize=32)
+def _shared_block_mask(spec: MaskSpec, device: torch.device):
+    """The batch-independent block mask of ``spec`` (no padding), one per (spec, device)."""
+    return spec.block_mask(device=device)
 
 
 def attend_flex(
@@ -108,6 +83,9 @@ def attend_flex(
     if dropout_p > 0.0:
         return attend_sdpa(qt, kt, vt, spec, **common, dropout_p=dropout_p)
     H, G = qt.shape[1], kt.shape[1]
-    block_mask = block_mask_for(spec, qt.shape[0], qt.device, key_padding_mask)
+    if key_padding_mask is None:
+        block_mask = _shared_block_mask(spec, qt.device)
+    else:
+        block_mask = spec.block_mask(key_padding_mask, qt.device)
     flex = _flex_kernel(qt.device)
     return flex(qt, kt, vt, block_mask=block_mask, scale=scale, enable_gqa=G != H)

@@ -59,6 +59,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="write into a non-empty DST_DIR")
 
 
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
+
+
+def _source_problem(src: Path) -> str | None:
+    """Why SRC_DIR is not a Hugging Face checkpoint this command can read, or None."""
+    if not src.is_dir():
+        return f"SRC_DIR {str(src)!r} is not a directory"
+    config = src / "config.json"
+    if not config.is_file():
+        return f"SRC_DIR {str(src)!r} has no config.json (is it a Hugging Face checkpoint?)"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{str(config)!r} is not valid JSON ({e})"
+    if not isinstance(data, dict):
+        return f"{str(config)!r} must hold a JSON object"
+    if {"run_dir", "train", "model"} <= data.keys() or (src / "checkpoints").is_dir():
+        return (
+            f"SRC_DIR {str(src)!r} is an `iha train` run directory: its model is IHA already. "
+            "Use it directly (iha generate / iha eval), or export it to a Hugging Face "
+            "directory with iha.eval.hf_export.export_hf; iha convert takes a Hugging Face "
+            "checkpoint of a Llama-family model"
+        )
+    if "model_type" not in data:
+        return f"{str(config)!r} has no model_type: not a Hugging Face model config"
+    if not any(next(src.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
+        return (
+            f"SRC_DIR {str(src)!r} holds no weights (looked for {', '.join(WEIGHT_PATTERNS)})"
+        )
+    return None
+
+
+def _destination_problem(src: Path, dst: Path) -> str | None:
+    """Why writing DST_DIR could destroy SRC_DIR, or None."""
+    src_real, dst_real = src.resolve(), dst.resolve()
+    if dst_real == src_real:
+        return f"DST_DIR {str(dst)!r} is SRC_DIR: it would overwrite the model it reads"
+    if src_real in dst_real.parents:
+        return f"DST_DIR {str(dst)!r} is inside SRC_DIR {str(src)!r}; choose a folder outside it"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModelForCausalLM
@@ -66,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
     from iha.hf.convert import CONFIG_KEY, convert
 
     src, dst = Path(args.src), Path(args.dst)
-    if not (src / "config.json").exists():
-        print(f"iha convert: {str(src)!r} has no config.json", file=sys.stderr)
+    problem = _source_problem(src) or _destination_problem(src, dst)
+    if problem:
+        print(f"iha convert: {problem}", file=sys.stderr)
         return 2
     if CONFIG_KEY in json.loads((src / "config.json").read_text()):
         print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 
@@ -22,6 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the sampling arguments (checked before the model loads), or None."""
+    if args.max_new_tokens < 0:
+        return f"--max-new-tokens={args.max_new_tokens} must be >= 0"
+    if not args.temperature >= 0 or math.isinf(args.temperature):
+        return f"--temperature={args.temperature} must be a finite number >= 0 (0 = greedy)"
+    if not 0 < args.top_p <= 1:
+        return f"--top-p={args.top_p} must be in (0, 1]"
+    if args.top_k < 0:
+        return f"--top-k={args.top_k} must be >= 0 (0 = off)"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -30,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from iha.train.distributed import pick_device
     from iha.train.trainer import load_trained_model
 
+    problem = _argument_problem(args)
+    if problem:
+        print(f"iha generate: error: {problem}", file=sys.stderr)
+        return 2
     try:
         device = pick_device(args.device)
         model, config, found = load_trained_model(args.checkpoint, device)
@@ -38,10 +56,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"iha generate: error: {e}", file=sys.stderr)
         return 2
     print(f"# {found}", file=sys.stderr)
+    vocab = model.config.vocab_size
     for prompt in args.prompt:
         ids = tokenizer.encode(prompt)
         if not ids:
             ids = [tokenizer.bos_token_id]
+        if max(ids) >= vocab:
+            print(
+                f"iha generate: error: --prompt {prompt!r} encodes to token id {max(ids)}, "
+                f"outside the model's vocabulary of {vocab} (is --tokenizer the run's?)",
+                file=sys.stderr,
+            )
+            return 2
         input_ids = torch.tensor([ids], device=device)  # (1, n)
         new = generate(
             model,

@@ -20,10 +20,11 @@ Two modes:
   model caches.
 - ``"paper"``: the paper's flat mask and virtual positions: pseudo token (n, p) sits at RoPE
   position n*P + p. RoPE must then be applied after mixing, so the HF cache holds the raw
-  (unmixed) *un-rotated* keys and values, and the layer rotates mixed pseudo queries and keys with
-  a private copy of the model's own rotary embedding evaluated at the virtual positions (so RoPE
-  scaling such as llama3 or linear is applied as configured, at virtual positions). Not exact:
-  measure the drift with ``iha convert-report`` (:mod:`iha.hf.convert_report`).
+  (unmixed) *un-rotated* keys and values, and the core rotates mixed pseudo queries and keys with
+  the model's ``rope_theta`` and RoPE scaling read from its config (:func:`rope_from_hf_config`)
+  through the one implementation of each rule in :mod:`iha.rope`: at virtual positions every
+  length of the rule is multiplied by P, as for ``iha`` models. Not exact: measure the drift with
+  ``iha convert-report`` (:mod:`iha.hf.convert_report`).
 
 Masks and caches: the layers accept what ``transformers`` builds for them (no mask, a 4-D boolean
 or additive causal mask with padding and sliding window, a 2-D padding mask) and check that it is
@@ -52,13 +53,13 @@ from torch import nn
 
 from iha.attention import COLLAPSE_MODES, init_exact_mha_mixing
 from iha.functional import interleaved_head_attention
-from iha.hf.converted import ORIGINAL_TYPE, mark_converted
 from iha.masks import MaskSpec
 from iha.optim import is_mixing_parameter
-from iha.rope import apply_rope
+from iha.rope import apply_rope, check_rope_scaling
 from iha.validate import check_choice, check_int
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+CONVERTED_PREFIX = "iha_"  # model_type of a converted checkpoint, e.g. "iha_llama"
 MODES = ("exact", "paper")
 CONFIG_KEY = "iha_conversion"
 FORMAT_VERSION = 1
@@ -80,7 +81,6 @@ class IHAConvertedAttention(nn.Module):
         mode: "exact" (token mask, token positions, rotation before mixing) or "paper" (flat
             mask, virtual positions, rotation after mixing).
         collapse: "global" (H, H*P) or "per_head" (H, P).
-        rotary: the model's rotary embedding module (copied; used by mode "paper" only).
         init_noise: std of Gaussian noise added to the exact-MHA mixing init (0: exact).
         generator: random generator for that noise.
     """
@@ -93,7 +93,6 @@ class IHAConvertedAttention(nn.Module):
         n_pseudo: int,
         mode: str = "exact",
         collapse: str = "global",
-        rotary: nn.Module | None = None,
         init_noise: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> None:
@@ -118,12 +117,8 @@ class IHAConvertedAttention(nn.Module):
             self.sliding_window = getattr(config, "sliding_window", None)
         for name in PROJECTIONS:
             setattr(self, name, getattr(attn, name))
-        if mode == "paper":
-            if rotary is None:
-                raise ValueError("mode='paper' needs the model's rotary embedding module")
-            # A private copy: dynamic RoPE types update their frequencies from the largest
-            # position seen, and the virtual positions (up to N*P) must not change the model's.
-            self.virtual_rotary = type(rotary)(config=config).to(rotary.inv_freq.device)
+        if mode == "paper":  # the model's RoPE, rotated by the core at virtual positions
+            self.rope_theta, self.rope_scaling = rope_from_hf_config(config)
         H, G, P = self.n_heads, self.n_kv_heads, n_pseudo
         weight = self.q_proj.weight
         kw = {"dtype": weight.dtype, "device": weight.device}
@@ -244,14 +239,9 @@ class IHAConvertedAttention(nn.Module):
             key_padding_mask=key_padding_mask,
             scale=self.scaling,
             dropout_p=dropout_p,
-            rope_tables=self._virtual_rope_tables,
+            rope_theta=self.rope_theta,
+            rope_scaling=self.rope_scaling,
         )  # (B, H, Nq, d)
-
-    def _virtual_rope_tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin (L, d) of the model's own rotary embedding at virtual positions (L,)."""
-        like = torch.empty(0, device=positions.device)  # float32: HF computes the tables in it
-        cos, sin = self.virtual_rotary(like, position_ids=positions[None])  # (1, L, d) each
-        return cos[0], sin[0]
 
     def _key_padding_mask(
         self, attention_mask: Any, B: int, n_q: int, n_k: int
@@ -316,12 +306,64 @@ def _backbone(model: nn.Module) -> nn.Module:
     )
 
 
-def _check_model(model: nn.Module) -> Any:
-    from iha.hf.converted import ORIGINAL_TYPE
+def original_model_type(model_type: Any) -> Any:
+    """"llama" for "iha_llama" (and qwen2, mistral); any other model_type unchanged."""
+    if isinstance(model_type, str) and model_type.startswith(CONVERTED_PREFIX):
+        original = model_type[len(CONVERTED_PREFIX) :]
+        if original in SUPPORTED_MODEL_TYPES:
+            return original
+    return model_type
 
+
+def rope_from_hf_config(config: Any) -> tuple[float, dict[str, Any] | None]:
+    """``(rope_theta, rope_scaling)`` of a ``transformers`` config, in :mod:`iha.rope`'s form.
+
+    Reads ``rope_parameters`` (transformers >= 5) or ``rope_theta`` + ``rope_scaling`` (4.x).
+    Lengths a rule leaves implicit take transformers' meaning: the dynamic rule's original length
+    is ``max_position_embeddings``, and so is a missing ``original_max_position_embeddings``.
+    Raises ValueError naming the key for a rule ``iha.rope`` does not implement (longrope, ...).
+    """
+    parameters = getattr(config, "rope_parameters", None)
+    if isinstance(parameters, dict) and parameters:
+        theta = parameters.get("rope_theta", getattr(config, "rope_theta", None))
+        scaling = dict(parameters)
+    else:
+        theta = getattr(config, "rope_theta", None)
+        scaling = dict(getattr(config, "rope_scaling", None) or {})
+    if theta is None:
+        raise ValueError(f"{type(config).__name__} has no rope_theta")
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type == "dynamic":
+        scaling["original_max_position_embeddings"] = config.max_position_embeddings
+    elif rope_type in ("yarn", "llama3"):
+        scaling.setdefault("original_max_position_embeddings", config.max_position_embeddings)
+    return float(theta), check_rope_scaling(scaling or None)
+
+
+def _mark_converted(model: nn.Module, config: Any) -> None:
+    """Make a just-converted model and its config the converted types, in place.
+
+    The converted types (``iha.hf.converted``) are registered with the Auto classes when
+    ``iha.hf`` is imported, which happens before this module loads; they are looked up there, so
+    that this module and ``iha.hf.converted`` (whose models convert their layers with
+    :func:`apply_conversion`) import each other only one way. The config object keeps its
+    identity (every layer holds it), only its class changes, to a subclass that differs in
+    ``model_type``. A causal LM of exactly the original class becomes the converted class (no
+    new state); a bare decoder stack keeps its class.
+    """
+    from transformers import CONFIG_MAPPING, MODEL_FOR_CAUSAL_LM_MAPPING
+
+    original = original_model_type(config.model_type)
+    config_class = CONFIG_MAPPING[CONVERTED_PREFIX + original]
+    if type(config) is not config_class:
+        config.__class__ = config_class
+    if type(model) is MODEL_FOR_CAUSAL_LM_MAPPING[CONFIG_MAPPING[original]]:
+        model.__class__ = MODEL_FOR_CAUSAL_LM_MAPPING[config_class]
+
+
+def _check_model(model: nn.Module) -> Any:
     config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    model_type = ORIGINAL_TYPE.get(model_type, model_type)  # converting more layers
+    model_type = original_model_type(getattr(config, "model_type", None))  # converting more layers
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"model_type={model_type!r} is not supported; expected one of "
@@ -385,9 +427,8 @@ def convert(
     if not isinstance(init_noise, (int, float)) or not math.isfinite(init_noise) or init_noise < 0:
         raise ValueError(f"init_noise={init_noise!r} must be a finite number >= 0")
     chosen = _resolve_layers(layers, len(decoder_layers))
-    rotary = getattr(backbone, "rotary_emb", None)
-    if mode == "paper" and rotary is None:
-        raise ValueError("mode='paper' needs the model's rotary embedding (model.model.rotary_emb)")
+    if mode == "paper":
+        rope_from_hf_config(config)  # an unsupported RoPE raises before anything changes
     for i in chosen:  # check everything before changing anything
         attn = decoder_layers[i].self_attn
         if isinstance(attn, IHAConvertedAttention):
@@ -410,7 +451,6 @@ def convert(
             n_pseudo=P,
             mode=mode,
             collapse=collapse,
-            rotary=rotary,
             init_noise=float(init_noise),
             generator=generator,
         )
@@ -420,7 +460,7 @@ def convert(
         if isinstance(layer.self_attn, IHAConvertedAttention)
     ]
     setattr(config, CONFIG_KEY, {"format_version": FORMAT_VERSION, "layers": settings})
-    mark_converted(model, config)  # saves as model_type "iha_<type>" (iha.hf.converted)
+    _mark_converted(model, config)  # saves as model_type "iha_<type>" (iha.hf.converted)
     return model
 
 
@@ -482,11 +522,9 @@ def load_converted(path: str | Path, **from_pretrained_kwargs: Any) -> nn.Module
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    import iha.hf  # noqa: F401  registers the converted model types
-
     path = Path(path)
-    config = AutoConfig.from_pretrained(path)
-    if config.model_type in ORIGINAL_TYPE:
+    config = AutoConfig.from_pretrained(path)  # iha.hf has registered the converted types
+    if original_model_type(config.model_type) != config.model_type:
         return AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs)
     settings = getattr(config, CONFIG_KEY, None)
     if settings is None:

@@ -31,6 +31,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from iha.hf.convert import CONFIG_KEY, apply_conversion
+
 SHIM_MODULE = "iha_converted"
 SHIM_SOURCE = (
     '"""Loads the installed iha package\'s converted-model classes (trust_remote_code shim)."""\n'
@@ -68,8 +70,6 @@ class _Converted:
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
-        from iha.hf.convert import CONFIG_KEY, apply_conversion
-
         settings = getattr(config, CONFIG_KEY, None)
         if not settings:
             raise ValueError(
@@ -124,30 +124,13 @@ class IHAMistralForCausalLM(_Converted, MistralForCausalLM):
     config_class = IHAMistralConfig
 
 
-# original model_type -> (converted config class, original causal LM class, converted class)
+# original model_type -> (converted config class, original causal LM class, converted class);
+# iha.hf.convert finds the converted classes through the Auto classes these are registered with
 CONVERTED = {
     "llama": (IHALlamaConfig, LlamaForCausalLM, IHALlamaForCausalLM),
     "qwen2": (IHAQwen2Config, Qwen2ForCausalLM, IHAQwen2ForCausalLM),
     "mistral": (IHAMistralConfig, MistralForCausalLM, IHAMistralForCausalLM),
 }
-ORIGINAL_TYPE = {config.model_type: original for original, (config, _, _) in CONVERTED.items()}
-
-
-def mark_converted(model: Any, config: Any) -> None:
-    """Make a just-converted model and its config the converted types (in place).
-
-    The config object keeps its identity (every layer holds it); only its class changes, to a
-    subclass that differs in ``model_type``. A causal LM of exactly the original class becomes
-    the matching converted class (no new state); a bare decoder stack keeps its class.
-    """
-    original = ORIGINAL_TYPE.get(config.model_type, config.model_type)
-    config_class, lm_class, converted_class = CONVERTED[original]
-    if type(config) is not config_class:
-        config.__class__ = config_class
-    if type(model) is lm_class:
-        model.__class__ = converted_class
-
-
 def register() -> None:
     """Register the converted types with ``AutoConfig`` / ``AutoModelForCausalLM`` (idempotent)."""
     from transformers import AutoConfig, AutoModelForCausalLM

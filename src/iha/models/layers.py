@@ -27,6 +27,7 @@ from iha.backends import expand_kv
 from iha.cache import CACHE_POLICIES, KVCache
 from iha.functional import attend, check_options, rope_pseudo
 from iha.masks import MaskSpec
+from iha.rope import check_rope_scaling
 from iha.validate import check_choice, check_int
 
 
@@ -69,10 +70,12 @@ class GELUMLP(nn.Module):
         return self.down_proj(F.gelu(self.up_proj(x)))
 
 
-def rotate(x: torch.Tensor, start: int, theta: float) -> torch.Tensor:
+def rotate(
+    x: torch.Tensor, start: int, theta: float, rope_scaling: dict | None = None
+) -> torch.Tensor:
     """RoPE at token positions start .. start+N-1 for x (B, heads, N, d): the IHA core's RoPE
-    with one pseudo token per token."""
-    return rope_pseudo(x, start, 1, theta, "token")
+    with one pseudo token per token, scaled by ``rope_scaling`` (lengths in tokens)."""
+    return rope_pseudo(x, start, 1, theta, "token", rope_scaling=rope_scaling)
 
 
 def _check_input(x: torch.Tensor, d_model: int) -> None:
@@ -127,6 +130,7 @@ class _Attention(nn.Module):
         rope_theta: float,
         window: int | None,
         backend: str = "auto",
+        rope_scaling: dict | None = None,
     ) -> None:
         super().__init__()
         check_int("d_model", d_model)
@@ -140,6 +144,7 @@ class _Attention(nn.Module):
         d = d_model // n_heads
         self.d_model, self.n_heads, self.n_kv_heads, self.head_dim = d_model, n_heads, G, d
         self.rope_theta, self.window, self.backend = rope_theta, window, backend
+        self.rope_scaling = check_rope_scaling(rope_scaling)
         self.q_proj = nn.Linear(d_model, n_heads * d, bias=False)
         self.k_proj = nn.Linear(d_model, G * d, bias=False)
         self.v_proj = nn.Linear(d_model, G * d, bias=False)
@@ -173,8 +178,9 @@ class _Attention(nn.Module):
         d = self.head_dim
         offset = 0 if cache is None else cache.offset
         kpm = _new_padding(key_padding_mask, N)
-        q = rotate(self.q_proj(x).view(B, N, q_heads, d).transpose(1, 2), offset, self.rope_theta)
-        k = rotate(self.k_proj(x).view(B, N, k_heads, d).transpose(1, 2), offset, self.rope_theta)
+        theta, scaling = self.rope_theta, self.rope_scaling
+        q = rotate(self.q_proj(x).view(B, N, q_heads, d).transpose(1, 2), offset, theta, scaling)
+        k = rotate(self.k_proj(x).view(B, N, k_heads, d).transpose(1, 2), offset, theta, scaling)
         v = self.v_proj(x).view(B, N, v_heads, v_width).transpose(1, 2)
         if cache is not None:
             k, v, kpm, _ = cache.update(k, v, N, kpm)
@@ -202,8 +208,11 @@ class MultiHeadAttention(_Attention):
         window: int | None = None,
         rope_theta: float = 10000.0,
         backend: str = "auto",
+        rope_scaling: dict | None = None,
     ) -> None:
-        super().__init__(d_model, n_heads, n_kv_heads, rope_theta, window, backend)
+        super().__init__(
+            d_model, n_heads, n_kv_heads, rope_theta, window, backend, rope_scaling
+        )
 
     def extra_repr(self) -> str:
         return f"n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, window={self.window}"
@@ -250,8 +259,11 @@ class TalkingHeadsAttention(_Attention):
         n_heads: int,
         n_kv_heads: int | None = None,
         rope_theta: float = 10000.0,
+        rope_scaling: dict | None = None,
     ) -> None:
-        super().__init__(d_model, n_heads, n_kv_heads, rope_theta, None)
+        super().__init__(
+            d_model, n_heads, n_kv_heads, rope_theta, None, rope_scaling=rope_scaling
+        )
         self.logits_mix = nn.Parameter(torch.eye(n_heads))
         self.weights_mix = nn.Parameter(torch.eye(n_heads))
         self.logits_mix._iha_mixing = True
@@ -312,8 +324,11 @@ class DiffAttention(_Attention):
         layer_index: int = 1,
         eps: float = 1e-5,
         backend: str = "auto",
+        rope_scaling: dict | None = None,
     ) -> None:
-        super().__init__(d_model, n_heads, n_kv_heads, rope_theta, None, backend)
+        super().__init__(
+            d_model, n_heads, n_kv_heads, rope_theta, None, backend, rope_scaling
+        )
         G, d = self.n_kv_heads, self.head_dim
         if n_heads % 2 or G % 2:
             raise ValueError(

@@ -39,12 +39,13 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
     D, H, G = cfg.hidden_size, cfg.num_attention_heads, cfg.n_kv_heads
     window = cfg.layer_window(kind)
     backend = cfg.attention_backend
+    scaling = cfg.rope_scaling  # every layer kind applies it at the positions its RoPE sees
     if kind in ("global", "local"):
         return MultiHeadAttention(
-            D, H, G, window=window, rope_theta=cfg.rope_theta, backend=backend
+            D, H, G, window=window, rope_theta=cfg.rope_theta, backend=backend, rope_scaling=scaling
         )
     if kind == "talking_heads":
-        return TalkingHeadsAttention(D, H, G, rope_theta=cfg.rope_theta)
+        return TalkingHeadsAttention(D, H, G, rope_theta=cfg.rope_theta, rope_scaling=scaling)
     if kind == "diff":
         return DiffAttention(
             D,
@@ -54,6 +55,7 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
             layer_index=layer_index + 1,
             eps=cfg.rms_norm_eps,
             backend=backend,
+            rope_scaling=scaling,
         )
     if kind in IHA_KINDS:
         return InterleavedHeadAttention(
@@ -65,6 +67,7 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
             mask=cfg.iha_mask,
             window=window,
             rope_theta=cfg.rope_theta,
+            rope_scaling=scaling,
             positions=cfg.iha_positions,
             init="default",
             backend=backend,

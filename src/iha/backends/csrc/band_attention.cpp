@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <vector>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -397,6 +398,148 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> band_backward(
   return {dq, dk, dv};
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Mixing and collapse in one pass each (memory-bound steps around the attention).
+//
+// spread: out[b, h, n*P + p] = rope(sum_m alpha[m, h, p] * x[b, m, n]) at row n*P + p of the
+//   (L, d) cos/sin tables (none: no rotation). Mixing + interleave + RoPE of docs/spec.md.
+// gather: g' = rope^T(g) (the rotation's transpose), then
+//   gx[b, m, n] = sum_{h, p} alpha[m, h, p] * g'[b, h, n*P + p] and, when x is given,
+//   galpha[m, h, p] = sum_{b, n} x[b, m, n] . g'[b, h, n*P + p].
+// spread's backward is gather and gather's is spread; the collapse y[b, h, n] =
+// sum_{k, p} R[h, k, p] o[b, k, n*P + p] is gather with alpha = R (H, H, P).
+
+template <typename scalar_t>
+inline void rotate(scalar_t* row, const scalar_t* c, const scalar_t* s, int64_t d,
+                   bool transpose) {
+  // rope: y * cos + rotate_half(y) * sin, rotate_half(y) = [-y2, y1];
+  // transpose: g * cos + [ (g*sin)2, -(g*sin)1 ].
+  const int64_t half = d / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const scalar_t a = row[i], b = row[i + half];
+    if (!transpose) {
+      row[i] = a * c[i] - b * s[i];
+      row[i + half] = b * c[i + half] + a * s[i + half];
+    } else {
+      row[i] = a * c[i] + b * s[i + half];
+      row[i + half] = b * c[i + half] - a * s[i];
+    }
+  }
+}
+
+void check_mixing(const at::Tensor& x, const at::Tensor& alpha,
+                  const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin,
+                  int64_t rows) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.is_contiguous(),
+              "mixing: contiguous 4-D CPU tensor");
+  TORCH_CHECK(alpha.dim() == 3 && alpha.is_contiguous() && alpha.scalar_type() == x.scalar_type(),
+              "mixing: contiguous alpha (M, H, P) of the tensor's dtype");
+  TORCH_CHECK(cos.has_value() == sin.has_value(), "mixing: cos and sin together");
+  if (cos.has_value()) {
+    for (const auto* t : {&*cos, &*sin}) {
+      TORCH_CHECK(t->is_contiguous() && t->dim() == 2 && t->size(0) == rows &&
+                      t->size(1) == x.size(3) && t->scalar_type() == x.scalar_type(),
+                  "mixing: cos/sin tables (L, d) of the tensor's dtype");
+    }
+    TORCH_CHECK(x.size(3) % 2 == 0, "mixing: RoPE needs an even head dim");
+  }
+}
+
+at::Tensor mix_spread(const at::Tensor& x, const at::Tensor& alpha,
+                      const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin) {
+  const int64_t B = x.size(0), M = x.size(1), N = x.size(2), d = x.size(3);
+  TORCH_CHECK(alpha.size(0) == M, "spread: alpha (M, H, P) must match x's M heads");
+  const int64_t H = alpha.size(1), P = alpha.size(2);
+  check_mixing(x, alpha, cos, sin, N * P);
+  auto out = at::empty({B, H, N * P, d}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mix_spread", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* ap = alpha.data_ptr<scalar_t>();
+    const scalar_t* cp = cos.has_value() ? cos->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* sp = sin.has_value() ? sin->data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, B * N, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / N, n = task % N;
+        for (int64_t h = 0; h < H; ++h) {
+          for (int64_t p = 0; p < P; ++p) {
+            const int64_t t = n * P + p;
+            scalar_t* row = op + ((b * H + h) * N * P + t) * d;
+            std::fill(row, row + d, scalar_t(0));
+            for (int64_t m = 0; m < M; ++m) {
+              const scalar_t a = ap[(m * H + h) * P + p];
+              const scalar_t* xr = xp + ((b * M + m) * N + n) * d;
+              for (int64_t i = 0; i < d; ++i) row[i] += a * xr[i];
+            }
+            if (cp != nullptr) rotate(row, cp + t * d, sp + t * d, d, false);
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Tensor& alpha,
+                                              const std::optional<at::Tensor>& x,
+                                              const std::optional<at::Tensor>& cos,
+                                              const std::optional<at::Tensor>& sin) {
+  const int64_t B = g.size(0), H = g.size(1), L = g.size(2), d = g.size(3);
+  const int64_t M = alpha.size(0), P = alpha.size(2);
+  TORCH_CHECK(alpha.size(1) == H && L % P == 0, "gather: alpha (M, H, P) must match g");
+  check_mixing(g, alpha, cos, sin, L);
+  const int64_t N = L / P;
+  if (x.has_value()) {
+    TORCH_CHECK(x->is_contiguous() && x->scalar_type() == g.scalar_type() &&
+                    x->sizes() == at::IntArrayRef({B, M, N, d}),
+                "gather: x must be contiguous (B, M, N, d)");
+  }
+  auto gx = at::empty({B, M, N, d}, g.options());
+  auto galpha = at::zeros({M, H, P}, g.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "mix_gather", [&] {
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    const scalar_t* ap = alpha.data_ptr<scalar_t>();
+    const scalar_t* xp = x.has_value() ? x->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* cp = cos.has_value() ? cos->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* sp = sin.has_value() ? sin->data_ptr<scalar_t>() : nullptr;
+    scalar_t* gxp = gx.data_ptr<scalar_t>();
+    double* gap = galpha.data_ptr<double>();
+    std::mutex lock;
+    at::parallel_for(0, B * N, 16, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> rows(H * P * d);
+      std::vector<double> partial(xp != nullptr ? M * H * P : 0, 0.0);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / N, n = task % N;
+        for (int64_t h = 0; h < H; ++h) {
+          for (int64_t p = 0; p < P; ++p) {
+            const int64_t t = n * P + p;
+            scalar_t* row = rows.data() + (h * P + p) * d;
+            std::copy_n(gp + ((b * H + h) * L + t) * d, d, row);
+            if (cp != nullptr) rotate(row, cp + t * d, sp + t * d, d, true);
+          }
+        }
+        for (int64_t m = 0; m < M; ++m) {
+          scalar_t* out = gxp + ((b * M + m) * N + n) * d;
+          std::fill(out, out + d, scalar_t(0));
+          const scalar_t* xr = xp == nullptr ? nullptr : xp + ((b * M + m) * N + n) * d;
+          for (int64_t hp = 0; hp < H * P; ++hp) {
+            const scalar_t a = ap[m * H * P + hp];
+            const scalar_t* row = rows.data() + hp * d;
+            for (int64_t i = 0; i < d; ++i) out[i] += a * row[i];
+            if (xr != nullptr) partial[m * H * P + hp] += row_dot(xr, row, d);
+          }
+        }
+      }
+      if (xp != nullptr) {
+        std::lock_guard<std::mutex> guard(lock);
+        for (int64_t i = 0; i < M * H * P; ++i) gap[i] += partial[i];
+      }
+    });
+  });
+  return {gx, galpha.to(g.scalar_type())};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(iha_band, m) {
@@ -407,9 +550,13 @@ TORCH_LIBRARY(iha_band, m) {
       "backward(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
       "Tensor? key_valid, int mode, int P, int window, float scale, int block) -> "
       "(Tensor, Tensor, Tensor)");
+  m.def("spread(Tensor x, Tensor alpha, Tensor? cos, Tensor? sin) -> Tensor");
+  m.def("gather(Tensor g, Tensor alpha, Tensor? x, Tensor? cos, Tensor? sin) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(iha_band, CPU, m) {
   m.impl("forward", &band_forward);
   m.impl("backward", &band_backward);
+  m.impl("spread", &mix_spread);
+  m.impl("gather", &mix_gather);
 }

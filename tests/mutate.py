@@ -1,0 +1,420 @@
+"""Mutation testing of the test suite: one small semantic change at a time, the tests run.
+
+Each mutant of the catalogue below replaces one exact snippet of one source file (the change a
+plausible bug would make: a flipped comparison, a dropped term, a skipped step) and names the
+tests that guard that behaviour. A mutant is *killed* when those tests fail (or crash, or time
+out) and *survives* when they pass: a surviving mutant is a behaviour no test checks.
+
+The sources are copied to a temporary folder and mutated there; the tests run against the copy
+(``PYTHONPATH`` puts it before the installed package, bytecode caching is off), so the working
+tree is never modified, even when a run is interrupted.
+
+Usage (from the repository root; CPU-heavy: run it niced, not in ``make test``)::
+
+    nice -n 10 .venv/bin/python tests/mutate.py                 # the whole catalogue
+    .venv/bin/python tests/mutate.py --list                     # ids, areas, what changes
+    .venv/bin/python tests/mutate.py --area checkpoint trainer  # some areas only
+    .venv/bin/python tests/mutate.py --only cache-pad-ones      # one mutant
+    .venv/bin/python tests/mutate.py --check                    # every snippet applies once
+
+It prints one line per mutant and the score (killed / total); ``--json FILE`` writes the
+results. Exit code 0 when the score reaches ``--target`` (default 0.9), else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """Replace ``old`` (which must occur exactly once in ``path``) by ``new``; ``tests`` are
+    pytest arguments (files, node ids, ``-k`` expressions) that must fail."""
+
+    id: str
+    area: str
+    path: str  # relative to src/iha
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    what: str
+
+
+T_FUNC = "tests/test_functional.py"
+T_ATT = "tests/test_attention.py"
+T_PIPE = "tests/test_pipeline.py"
+T_BACK = "tests/backends"
+T_GUARD_BK = "tests/guards/test_backend_convert_guards.py"
+T_GUARD_CG = "tests/guards/test_cache_generate_flops.py"
+T_GUARD_EV = "tests/guards/test_eval_metrics_guards.py"
+T_MODEL = "tests/models/test_model.py"
+T_MREL = "tests/models/test_model_reliability.py"
+T_CKPT = "tests/train/test_train_checkpoint.py"
+T_REL = "tests/train/test_train_reliability.py"
+T_LOOP = "tests/train/test_train_loop.py"
+T_DATA = "tests/train/test_train_data.py"
+
+CATALOGUE: tuple[Mutant, ...] = (
+    # ------------------------------------------------------------------ core
+    Mutant("core-mix-transpose", "core", "functional.py",
+           '"bmnd,mhp->bhnpd", x, alpha', '"bmnd,hmp->bhnpd", x, alpha',
+           (T_FUNC,), "mixing reads alpha[target, source] instead of alpha[source, target]"),
+    Mutant("core-virtual-start", "core", "functional.py",
+           "torch.arange(start * n_pseudo, (start + n_tokens) * n_pseudo, device=device)",
+           "torch.arange(start, start + n_tokens * n_pseudo, device=device)",
+           (T_FUNC, T_ATT), "virtual positions ignore the token offset's factor P"),
+    Mutant("core-token-positions", "core", "functional.py",
+           "tokens.repeat_interleave(n_pseudo)", "tokens.repeat(n_pseudo)",
+           (T_FUNC,), "token positions tiled instead of repeated per pseudo head"),
+    Mutant("core-collapse-global", "core", "functional.py",
+           '"bknpd,hkp->bhnd"', '"bknpd,khp->bhnd"',
+           (T_FUNC,), "global collapse transposed"),
+    Mutant("core-key-start", "core", "functional.py",
+           "k_start = position_offset + Nq - Nk", "k_start = position_offset",
+           (T_FUNC, T_ATT), "keys of a longer cache placed at the queries' positions"),
+    Mutant("core-scale", "core", "functional.py",
+           "scale=1.0 / math.sqrt(d) if scale is None else scale",
+           "scale=1.0 / d if scale is None else scale",
+           (T_FUNC,), "softmax scale 1/d instead of 1/sqrt(d)"),
+    Mutant("core-pseudo-cache-rope", "core", "functional.py",
+           "kt, vt = rope(k, alpha_k, position_offset), mix_heads(v, alpha_v)",
+           "kt, vt = mix_heads(k, alpha_k), mix_heads(v, alpha_v)",
+           (T_ATT,), "the pseudo cache stores un-rotated keys"),
+    Mutant("core-dropout-in-eval", "core", "attention.py",
+           "dropout_p=self.dropout if self.training else 0.0,", "dropout_p=self.dropout,",
+           (T_GUARD_BK + "::test_dropout_is_off_in_eval_and_applied_unbiased_in_training",),
+           "attention dropout also in eval mode"),
+    Mutant("core-empty-call", "core", "attention.py",
+           "if N == 0:  # nothing new", "if N < 0:  # nothing new",
+           (T_MREL + "::test_zero_new_tokens_on_a_filled_cache_is_an_empty_result",),
+           "zero new tokens reach the backends"),
+    Mutant("core-init-collapse", "core", "attention.py",
+           "collapse[:, P - 1] = 1.0", "collapse[:, 0] = 1.0",
+           (T_GUARD_BK + "::test_conversion_starts_from_identity_mixing_and_a_collapse_onto"
+            "_the_last_copy",), "per-head collapse init selects copy 0, not P-1"),
+    Mutant("core-mask-flat-window", "core", "masks.py",
+           "ok = ok & (dist < reach)", "ok = ok & (dist <= reach)",
+           (T_FUNC, T_BACK), "window one pseudo token (flat) or token (token mask) too wide"),
+    Mutant("core-mask-token-causal", "core", "masks.py",
+           "dist = (q_idx + shift) // P - kv_idx // P  # token distance",
+           "dist = (q_idx + shift) // P - kv_idx // P - 1  # token distance",
+           (T_FUNC, T_BACK), "token mask hides the query's own token"),
+    # ------------------------------------------------------------------ cache
+    Mutant("cache-pad-ones", "cache", "cache.py",
+           "old = torch.ones(B, self._held, dtype=torch.bool, device=keys.device)",
+           "old = torch.zeros(B, self._held, dtype=torch.bool, device=keys.device)",
+           (T_GUARD_CG,), "an unpadded prefix counted as padding when padding arrives"),
+    Mutant("cache-reorder-mask", "cache", "cache.py",
+           "self.key_padding_mask = self.key_padding_mask[index]",
+           "self.key_padding_mask = self.key_padding_mask",
+           (T_GUARD_CG,), "beam reordering leaves the padding rows behind"),
+    Mutant("cache-window-unbounded", "cache", "cache.py",
+           "keep = held if self.max_tokens is None else min(held, self.max_tokens)",
+           "keep = held",
+           (T_ATT, T_MODEL), "sliding-window caches keep every token"),
+    Mutant("cache-offset", "cache", "cache.py",
+           "self.offset = start + n_new", "self.offset = keep",
+           (T_ATT, T_MODEL), "the offset stops at the window size"),
+    Mutant("cache-nbytes", "cache", "cache.py",
+           "self.keys.numel() * self.keys.element_size() * 2",
+           "self.keys.numel() * self.keys.element_size()",
+           (T_ATT, "tests/hf/test_hf_model.py"), "cache bytes forget the values"),
+    # ------------------------------------------------------------------ backends
+    Mutant("backend-linear-mask", "backends", "backends/reference.py",
+           "weights = scores * allowed", "weights = scores",
+           (T_GUARD_BK + "::test_linear_kernel_respects_the_mask_and_padding",),
+           "linear kernel ignores the mask"),
+    Mutant("backend-reference-dropout", "backends", "backends/reference.py",
+           "weights = torch.nn.functional.dropout(weights, p=dropout_p)",
+           "weights = weights * (1.0 - dropout_p)",
+           (T_GUARD_BK,), "reference dropout replaced by a constant scaling"),
+    Mutant("backend-reference-dead-rows", "backends", "backends/reference.py",
+           "weights = torch.softmax(scores, dim=-1) * alive",
+           "weights = torch.softmax(scores, dim=-1)",
+           (T_BACK, T_FUNC), "queries with no key attend uniformly instead of giving zeros"),
+    Mutant("backend-sdpa-dead-rows", "backends", "backends/sdpa.py",
+           "return out if alive is None else out * alive", "return out",
+           (T_BACK, T_FUNC), "sdpa: queries with no key not zeroed"),
+    Mutant("backend-sdpa-causal", "backends", "backends/sdpa.py",
+           "qt, kt, vt, is_causal=True, scale=scale, dropout_p=dropout_p",
+           "qt, kt, vt, is_causal=False, scale=scale, dropout_p=dropout_p",
+           (T_BACK, T_FUNC), "sdpa fast path without the causal mask"),
+    Mutant("backend-blocked-dropout", "backends", "backends/blocked.py",
+           "if dropout_p > 0.0:", "if dropout_p > 1.0:",
+           (T_GUARD_BK + "::test_dropout_is_off_in_eval_and_applied_unbiased_in_training",),
+           "blocked backend drops the dropout"),
+    Mutant("backend-flex-dropout", "backends", "backends/flex.py",
+           "if dropout_p > 0.0:", "if dropout_p > 1.0:",
+           (T_GUARD_BK + "::test_dropout_is_off_in_eval_and_applied_unbiased_in_training",),
+           "flex backend drops the dropout"),
+    Mutant("backend-padding-expand", "backends", "masks.py",
+           "return key_padding_mask.repeat_interleave(n_pseudo, dim=-1)",
+           "return key_padding_mask.repeat(1, n_pseudo)",
+           (T_BACK, T_FUNC), "padding of token n applied to the wrong pseudo keys"),
+    # ------------------------------------------------------------------ generation
+    Mutant("gen-temperature", "generation", "models/generate.py",
+           "logits = filter_logits(logits / temperature,",
+           "logits = filter_logits(logits,",
+           (T_GUARD_CG,), "sampling ignores the temperature"),
+    Mutant("gen-early-stop", "generation", "models/generate.py",
+           "            if bool(finished.all()):\n                break",
+           "            if bool(finished.all()):\n                pass",
+           (T_GUARD_CG,), "generation runs on after every row has stopped"),
+    Mutant("gen-fill-finished", "generation", "models/generate.py",
+           "nxt = torch.where(finished, fill, nxt)", "nxt = nxt",
+           (T_MODEL,), "finished rows keep generating"),
+    Mutant("gen-top-k", "generation", "models/generate.py",
+           "logits.masked_fill(logits < kth,", "logits.masked_fill(logits <= kth,",
+           (T_MODEL,), "top-k drops the k-th token itself"),
+    Mutant("gen-top-p", "generation", "models/generate.py",
+           "drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p",
+           "drop_sorted = probs.cumsum(dim=-1) >= top_p",
+           (T_MODEL,), "the nucleus loses the token that crosses top_p"),
+    Mutant("gen-top-p-check", "generation", "models/generate.py",
+           "if not 0 < top_p <= 1:", "if not 0 <= top_p <= 1:",
+           (T_MODEL, "tests/guards"), "top_p = 0 accepted"),
+    Mutant("gen-vocab-check", "generation", "models/model.py",
+           "if low < 0 or high >= self.config.vocab_size:",
+           "if low < 0 or high > self.config.vocab_size:",
+           (T_MREL,), "token id == vocab_size accepted"),
+    Mutant("gen-checkpointing-in-eval", "generation", "models/model.py",
+           "self.gradient_checkpointing and self.training and torch.is_grad_enabled()",
+           "self.gradient_checkpointing and torch.is_grad_enabled()",
+           (T_MREL,), "activation checkpointing also in eval mode"),
+    # ------------------------------------------------------------------ metrics
+    Mutant("metrics-torn-anywhere", "metrics", "train/metrics.py",
+           "if k == len(numbered) - 1:", "if True:",
+           (T_REL,), "any unreadable metrics line silently dropped"),
+    Mutant("metrics-truncate", "metrics", "train/metrics.py",
+           'keep = [r for r in records if r.get("step", 0) <= step]',
+           'keep = [r for r in records if r.get("step", 0) < step]',
+           (T_LOOP,), "a resumed run loses the record of its checkpoint step"),
+    Mutant("metrics-bootstrap-low", "metrics", "eval/metrics.py",
+           "max(0, math.floor(alpha * n_resamples))", "max(0, math.ceil(alpha * n_resamples))",
+           (T_GUARD_EV,), "lower bootstrap bound one order statistic too high"),
+    Mutant("metrics-bootstrap-high", "metrics", "eval/metrics.py",
+           "math.ceil((1.0 - alpha) * n_resamples) - 1)", "math.ceil((1.0 - alpha) * n_resamples))",
+           (T_GUARD_EV,), "upper bootstrap bound one order statistic too high"),
+    Mutant("metrics-pass-at-k", "metrics", "eval/metrics.py",
+           "for i in range(n - c + 1, n + 1):", "for i in range(n - c, n + 1):",
+           ("tests/eval/test_eval_metrics.py",), "pass@k product over one term too many"),
+    Mutant("metrics-math-tolerance", "metrics", "eval/math.py",
+           "abs(val) <= 1e-9 * max(1.0, abs(ref))", "abs(val) <= 1e-4 * max(1.0, abs(ref))",
+           (T_GUARD_EV,), "MATH numeric tolerance loose enough for near misses"),
+    Mutant("metrics-ruler-bos", "metrics", "eval/ruler.py",
+           "budget = length - ttg - 1", "budget = length - ttg",
+           (T_GUARD_EV,), "RULER prompts leave no room for BOS"),
+    Mutant("metrics-flops-long-window", "metrics", "flops.py",
+           "if window is None or window >= n_tokens:", "if window is None:",
+           (T_GUARD_CG,), "a window longer than the sequence counts negative pairs"),
+    Mutant("metrics-paper-cost-window", "metrics", "flops.py",
+           "keys = seq_len * n_pseudo if window is None else min(window, seq_len) * n_pseudo",
+           "keys = seq_len * n_pseudo if window is None else window * n_pseudo",
+           (T_GUARD_CG,), "paper cost charges a window longer than the sequence"),
+    # ------------------------------------------------------------------ checkpoint
+    Mutant("ckpt-no-manifest", "checkpoint", "train/checkpoint.py",
+           "    _write_manifest(tmp, [MODEL_FILE, STATE_FILE, META_FILE])", "",
+           (T_CKPT, T_REL), "checkpoints written without a manifest"),
+    Mutant("ckpt-sha-ignored", "checkpoint", "train/checkpoint.py",
+           "if file_digest(path) != sha:", "if False:",
+           (T_REL,), "same-size damage not detected"),
+    Mutant("ckpt-size-ignored", "checkpoint", "train/checkpoint.py",
+           "if path.stat().st_size != size:", "if False:",
+           (T_REL,), "size check skipped (the hash still catches it)"),
+    Mutant("ckpt-latest-first", "checkpoint", "train/checkpoint.py",
+           "    else:\n        os.replace(tmp, final)\n    _fsync_dir(root)\n"
+           "    _write_atomic_text(root / LATEST, name + \"\\n\")",
+           "    else:\n        _write_atomic_text(root / LATEST, name + \"\\n\")\n"
+           "        os.replace(tmp, final)\n    _fsync_dir(root)",
+           (T_REL, T_CKPT), "latest moves before the checkpoint is in place"),
+    Mutant("ckpt-prune-one-more", "checkpoint", "train/checkpoint.py",
+           "ckpts[: max(0, len(ckpts) - keep)]", "ckpts[: max(0, len(ckpts) - keep + 1)]",
+           (T_CKPT,), "keeps one checkpoint fewer than asked"),
+    Mutant("ckpt-binary-latest", "checkpoint", "train/checkpoint.py",
+           "except (OSError, UnicodeDecodeError):\n        return None",
+           "except OSError:\n        return None",
+           (T_REL,), "a binary latest pointer crashes the lookup"),
+    Mutant("ckpt-no-fallback", "checkpoint", "train/checkpoint.py",
+           "            skipped.append(str(e))\n            continue",
+           "            raise",
+           (T_REL,), "no fallback to an older intact checkpoint"),
+    Mutant("ckpt-lock-shared", "checkpoint", "train/lock.py",
+           "fcntl.LOCK_EX | fcntl.LOCK_NB", "fcntl.LOCK_SH | fcntl.LOCK_NB",
+           (T_REL,), "the run-directory lock is shared, not exclusive"),
+    Mutant("ckpt-lock-kept", "checkpoint", "train/trainer.py",
+           '        """Release the run directory and leave the process group."""\n'
+           "        self.lock.release()",
+           '        """Release the run directory and leave the process group."""',
+           (T_REL,), "the lock is never released"),
+    # ------------------------------------------------------------------ trainer
+    Mutant("trainer-no-clip", "trainer", "train/trainer.py",
+           "clip = self.cfg.optim.grad_clip or math.inf", "clip = math.inf",
+           (T_REL,), "gradient clipping off"),
+    Mutant("trainer-no-schedule", "trainer", "train/trainer.py",
+           "                self.scheduler.step()\n", "",
+           (T_REL,), "the learning rate never follows the schedule"),
+    Mutant("trainer-schedule-not-restored", "trainer", "train/trainer.py",
+           '            group["lr"] = lr\n', "",
+           (T_LOOP, T_REL), "a resumed run starts at the peak learning rate"),
+    Mutant("trainer-rng-not-restored", "trainer", "train/trainer.py",
+           '        torch.set_rng_state(rng["torch"])\n', "",
+           (T_REL,), "the torch RNG is not restored on resume"),
+    Mutant("trainer-saved-hyperparameters", "trainer", "train/trainer.py",
+           "            group.update(values)\n", "",
+           (T_REL,), "a resumed run keeps the saved optimizer hyperparameters"),
+    Mutant("trainer-data-change-allowed", "trainer", "train/trainer.py",
+           'FROZEN_ON_RESUME = ("model.", "data.", "train.batch_size", "train.seed")',
+           'FROZEN_ON_RESUME = ("model.", "train.batch_size", "train.seed")',
+           (T_REL,), "resume accepts a changed data config"),
+    Mutant("trainer-max-steps-below", "trainer", "train/trainer.py",
+           "if isinstance(max_steps, int) and max_steps < step:",
+           "if isinstance(max_steps, int) and max_steps < 0:",
+           (T_REL,), "resume accepts max_steps below the saved step"),
+    Mutant("trainer-loss-mask", "trainer", "train/trainer.py",
+           "targets = targets.masked_fill(~mask, -100)", "targets = targets",
+           (T_LOOP,), "the loss also covers masked positions"),
+    Mutant("trainer-loss-normalisation", "trainer", "train/trainer.py",
+           "(loss_sum * (world / max(n_loss, 1.0))).backward()", "loss_sum.backward()",
+           (T_REL, T_LOOP), "gradients of the token sum, not the token mean"),
+    Mutant("trainer-jsonl-not-checked", "trainer", "train/data.py",
+           '                        self._check_record(text, f"{file} line {number}")\n', "",
+           (T_REL, T_DATA), "a bad JSONL line found only when training reaches it"),
+    Mutant("trainer-bad-bytes-uncounted", "trainer", "train/data.py",
+           "                    bad_lines += 1\n", "",
+           (T_REL,), "non-UTF-8 bytes replaced silently"),
+    Mutant("trainer-packing-carry", "trainer", "train/data.py",
+           "self.carry = (ids[-1], mask[-1])", "self.carry = None",
+           (T_DATA, T_LOOP), "packed windows do not share their boundary token"),
+    Mutant("trainer-convert-2d-mask", "trainer", "hf/convert.py",
+           "                    f\"{n_k} keys of batch {B}\"\n                )\n"
+           "            return None if bool(keys.all()) else keys",
+           "                    f\"{n_k} keys of batch {B}\"\n                )\n"
+           "            return None",
+           (T_GUARD_BK,), "converted layers drop a 2-D padding mask"),
+)
+
+AREAS = sorted({m.area for m in CATALOGUE})
+
+
+def apply(mutant: Mutant, src_root: Path) -> tuple[Path, str]:
+    """Write the mutated file under ``src_root``; returns (path, original text)."""
+    path = src_root / "iha" / mutant.path
+    text = path.read_text(encoding="utf-8")
+    count = text.count(mutant.old)
+    if count != 1:
+        raise ValueError(f"{mutant.id}: the snippet occurs {count} times in {mutant.path}")
+    path.write_text(text.replace(mutant.old, mutant.new), encoding="utf-8")
+    return path, text
+
+
+def check_catalogue(src_root: Path = SRC) -> list[str]:
+    """Problems of the catalogue against ``src_root`` (empty when every snippet applies once)."""
+    problems = []
+    ids = [m.id for m in CATALOGUE]
+    problems += [f"duplicate id {i}" for i in sorted({i for i in ids if ids.count(i) > 1})]
+    for m in CATALOGUE:
+        path = src_root / "iha" / m.path
+        if not path.is_file():
+            problems.append(f"{m.id}: no file {m.path}")
+            continue
+        count = path.read_text(encoding="utf-8").count(m.old)
+        if count != 1:
+            problems.append(f"{m.id}: the snippet occurs {count} times in {m.path}")
+        if m.old == m.new:
+            problems.append(f"{m.id}: the mutant changes nothing")
+    return problems
+
+
+def run_tests(tests: tuple[str, ...], src_root: Path, timeout: float) -> tuple[str, float]:
+    """``("killed" | "survived" | "timeout", seconds)`` of one pytest run against ``src_root``."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(src_root), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    args = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+            "--no-header", *tests]  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    return ("survived" if out.returncode == 0 else "killed"), seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--list", action="store_true", help="list the catalogue and exit")
+    parser.add_argument("--check", action="store_true", help="check every snippet applies once")
+    parser.add_argument("--area", nargs="+", choices=AREAS, help="only these areas")
+    parser.add_argument("--only", nargs="+", metavar="ID", help="only these mutants")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant")
+    parser.add_argument("--target", type=float, default=0.9, help="score needed for exit 0")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+
+    chosen = [m for m in CATALOGUE if (not args.area or m.area in args.area)]
+    if args.only:
+        unknown = sorted(set(args.only) - {m.id for m in CATALOGUE})
+        if unknown:
+            parser.error(f"--only: unknown mutant(s) {', '.join(unknown)}; see --list")
+        chosen = [m for m in chosen if m.id in args.only]
+    if args.list:
+        for m in chosen:
+            print(f"{m.id:34s} {m.area:10s} {m.path:24s} {m.what}")
+        return 0
+    if args.check:
+        problems = check_catalogue()
+        for p in problems:
+            print(p)
+        print(f"{len(CATALOGUE)} mutants, {len(problems)} problem(s)")
+        return 1 if problems else 0
+    if not chosen:
+        parser.error("no mutant selected")
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="iha-mutate-") as tmp:
+        src_root = Path(tmp) / "src"
+        shutil.copytree(SRC, src_root, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        for i, m in enumerate(chosen, start=1):
+            path, original = apply(m, src_root)
+            try:
+                verdict, seconds = run_tests(m.tests, src_root, args.timeout)
+            finally:
+                path.write_text(original, encoding="utf-8")
+            results.append({"id": m.id, "area": m.area, "verdict": verdict,
+                            "seconds": round(seconds, 1), "what": m.what})  # fmt: skip
+            print(f"[{i}/{len(chosen)}] {verdict:8s} {m.id} ({seconds:.0f}s): {m.what}",
+                  flush=True)  # fmt: skip
+    killed = sum(r["verdict"] != "survived" for r in results)
+    score = killed / len(results)
+    print(f"score: {killed}/{len(results)} mutants killed ({100 * score:.1f}%)")
+    for area in AREAS:
+        mine = [r for r in results if r["area"] == area]
+        if mine:
+            k = sum(r["verdict"] != "survived" for r in mine)
+            print(f"  {area:10s} {k}/{len(mine)}")
+    survivors = [r["id"] for r in results if r["verdict"] == "survived"]
+    if survivors:
+        print("survived: " + ", ".join(survivors))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"score": score, "results": results}, indent=1))
+    return 0 if score >= args.target else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
