@@ -410,7 +410,8 @@ def summarise_experiment(exp: LMExperiment, records: list[dict[str, Any]], seeds
                 if common
                 else None
             )
-    return {"experiment": exp, "metric": metric, "points": points, "rows": rows, "grid": grid}
+    return {"experiment": exp, "metric": metric, "points": points, "rows": rows, "grid": grid,
+            "n_seeds": len(seeds)}  # fmt: skip
 
 
 def summarise_lm(plan: LMPlan, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -437,6 +438,15 @@ def verdicts(summaries: list[dict[str, Any]]) -> list[str]:
     out = []
     for s in summaries:
         exp, metric = s["experiment"], s["metric"]
+        seeds = [row["n_seeds"] for row in s["rows"].values()]
+        if not any(seeds):
+            out.append(f"{exp.name}: not run (no finished runs).")
+            continue
+        if min(seeds) < 2:
+            missing = [v for v, row in s["rows"].items() if row["n_seeds"] < 2]
+            out.append(f"{exp.name}: incomplete, fewer than 2 seeds for {', '.join(missing)}: "
+                       "no comparison.")  # fmt: skip
+            continue
         parts = []
         for v, row in s["rows"].items():
             if v == BASELINE:
@@ -515,6 +525,9 @@ def experiment_section(s: dict[str, Any], flops_table: dict[str, dict[str, Any]]
         f"{v}: " + ", ".join(f"{lr:g} -> {_score(metric, sc)}" for lr, sc in sorted(g.items()))
         for v, g in s["grid"].items() if g
     )  # fmt: skip
+    n_runs = sum(row["n_seeds"] for row in s["rows"].values())
+    lines += ["", f"Finished runs at the chosen rates: {n_runs} of "
+              f"{len(exp.variants) * s['n_seeds']} planned."]  # fmt: skip
     sel = "validation loss" if metric == "loss" else "validation accuracy %"
     lines += ["", f"Learning-rate grid (seed 0, {sel}): {grid}.", ""]
     return lines
