@@ -89,7 +89,7 @@ CATALOGUE: tuple[Mutant, ...] = (
            "scale=1.0 / d if scale is None else scale",
            (T_FUNC,), "softmax scale 1/d instead of 1/sqrt(d)"),
     Mutant("core-pseudo-cache-rope", "core", "functional.py",
-           "kt, vt = rope(mix_heads(k, alpha_k), position_offset), mix_heads(v, alpha_v)",
+           "kt, vt = rope(k, alpha_k, position_offset), mix_heads(v, alpha_v)",
            "kt, vt = mix_heads(k, alpha_k), mix_heads(v, alpha_v)",
            (T_ATT,), "the pseudo cache stores un-rotated keys"),
     Mutant("core-dropout-in-eval", "core", "attention.py",
@@ -105,11 +105,11 @@ CATALOGUE: tuple[Mutant, ...] = (
            (T_GUARD_BK + "::test_conversion_starts_from_identity_mixing_and_a_collapse_onto"
             "_the_last_copy",), "per-head collapse init selects copy 0, not P-1"),
     Mutant("core-mask-flat-window", "core", "masks.py",
-           "allowed &= diff < self.window * P", "allowed &= diff <= self.window * P",
-           (T_FUNC, T_BACK), "flat window one pseudo token too wide"),
+           "ok = ok & (dist < reach)", "ok = ok & (dist <= reach)",
+           (T_FUNC, T_BACK), "window one pseudo token (flat) or token (token mask) too wide"),
     Mutant("core-mask-token-causal", "core", "masks.py",
-           "// P  # token distance\n        allowed = diff >= 0",
-           "// P  # token distance\n        allowed = diff > 0",
+           "dist = (q_idx + shift) // P - kv_idx // P  # token distance",
+           "dist = (q_idx + shift) // P - kv_idx // P - 1  # token distance",
            (T_FUNC, T_BACK), "token mask hides the query's own token"),
     # ------------------------------------------------------------------ cache
     Mutant("cache-pad-ones", "cache", "cache.py",
@@ -130,7 +130,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     Mutant("cache-nbytes", "cache", "cache.py",
            "self.keys.numel() * self.keys.element_size() * 2",
            "self.keys.numel() * self.keys.element_size()",
-           (T_ATT, "tests/hf/test_hf_model.py"), "cache bytes forget the values"),
+           (T_GUARD_CG, T_ATT), "cache bytes forget the values"),
     # ------------------------------------------------------------------ backends
     Mutant("backend-linear-mask", "backends", "backends/reference.py",
            "weights = scores * allowed", "weights = scores",

@@ -29,7 +29,8 @@ CONFIGS = {  # mask, window, padding, query tokens, key tokens, kv heads
     "token-window-cached-prefix": ("token", 24, False, 100, 180, 2),
     "token-padding-decode": ("token", None, True, 1, 180, 2),
 }
-BACKWARD = {"reference": True, "sdpa": True, "blocked": True, "flex": False, "auto": True}
+BACKWARD = {"reference": True, "sdpa": True, "blocked": True, "band": True, "flex": False,
+            "auto": True}  # band: float32/float64 only, runs "blocked" for bf16
 H, P, D = 4, 2, 16
 
 

@@ -14,8 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from iha.backends import BACKENDS
-from iha.backends import mixing as fused_mixing
+from iha.backends import BACKENDS, fused_mixing
 from iha.cache import KVCache
 from iha.masks import MASK_MODES, MaskSpec
 from iha.rope import apply_rope, rope_cos_sin

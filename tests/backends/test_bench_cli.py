@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from iha.cli import main as cli_main
@@ -59,14 +61,34 @@ def test_peak_memory_is_measured_in_a_subprocess():
 def _gpu_check():
     spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-def test_gpu_check_exits_cleanly_without_cuda_and_its_cpu_dry_run_passes(capsys):
+def test_gpu_check_dry_run_executes_every_step_on_cpu(capsys, tmp_path):
+    """Every correctness config x backend x dtype, every compile case and every timed case ran,
+    and the dry run's own correctness checks passed (exit status 0)."""
     gpu_check = _gpu_check()
     if not torch.cuda.is_available():
         assert gpu_check.main([]) == 0
         assert "CUDA is not available" in capsys.readouterr().out
-    assert gpu_check.main(["--cpu-dry-run"]) == 0
-    assert "correctness:" in capsys.readouterr().out
+    assert gpu_check.main(["--dry-run", "--json", str(tmp_path / "report.json")]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    ran = {(r["config"], r["dtype"], r["backend"]) for r in report["correctness"]}
+    assert len(ran) == len(gpu_check.CONFIGS) * 2 * len(gpu_check.BACKENDS)
+    assert all(r["ok"] and len(r["err/ref (out, grads...)"]) == (8 if r["gradients"] else 1)
+               for r in report["correctness"])
+    assert {r["backend"] for r in report["correctness"] if r["gradients"]} == {
+        "sdpa", "blocked", "auto"}
+    assert [(r["mask"], r["window"], r["backend"]) for r in report["compile"]] == [
+        tuple(case) for case in gpu_check.COMPILE_CASES]
+    assert all(r["ok"] for r in report["compile"])
+    assert len(report["timings"]["median_ms"]) == 9
+    assert all(t > 0 for t in report["timings"]["median_ms"].values())
+
+
+def test_gpu_check_rejects_a_bad_repeat_count_with_exit_status_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _gpu_check().main(["--repeats", "0"])
+    assert exit_info.value.code == 2 and "--repeats" in capsys.readouterr().err

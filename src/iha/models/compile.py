@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iha.backends import band
+from iha.backends import band_kernel_available
 
 COMPILE_MODES = ("full", "regional")
 
@@ -25,7 +25,7 @@ def compile_model(model: nn.Module, mode: str | bool = "regional", **options) ->
     ``module`` attribute, as in DDP wrappers) in place and returns ``model`` itself.
     ``options`` go to ``torch.compile`` (e.g. ``backend="eager"``).
     """
-    band.kernel_available()  # build/load the CPU kernels now, not while dynamo traces
+    band_kernel_available()  # build/load the CPU kernels now, not while dynamo traces
     if mode is True or mode == "full":
         return torch.compile(model, **options)
     if mode != "regional":
