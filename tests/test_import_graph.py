@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("iha.models",)),
     ("applications", ("iha.tasks", "iha.theory", "iha.train", "iha.hf", "iha.eval",
                       "iha.reproduce")),  # fmt: skip
-    ("cli", ("iha.cli", "iha.__main__")),
+    ("cli", ("iha.cli", "iha.__main__", "iha.long_context")),
 ]
 # Packages reached only through their top level from outside (their modules are internals).
 SEALED = ("iha.backends",)

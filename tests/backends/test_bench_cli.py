@@ -40,6 +40,18 @@ def test_iha_bench_writes_json_and_markdown_with_ratios_and_targets(tmp_path):
     assert "IHA core token / flat" in md and "| variant | median ms |" in md
 
 
+def test_iha_bench_runs_suites_once_per_thread_count(tmp_path):
+    out_json = tmp_path / "bench.json"
+    rc = cli_main(["bench", "--smoke", "--suite", "window", "compile", "--repeats", "1",
+                   "--threads", "1", "2", "--json", str(out_json)])
+    assert rc == 0
+    suites = json.loads(out_json.read_text())["suites"]
+    assert set(suites) == {f"{s} ({t} threads)" for s in ("window", "compile") for t in (1, 2)}
+    assert suites["window (2 threads)"]["config"]["threads"] == 2
+    ratios = {r["name"] for r in suites["window (1 threads)"]["ratios"]}
+    assert "pure-PyTorch banded attention alone ('blocked') / global causal MHA" in ratios
+
+
 def test_peak_memory_is_measured_in_a_subprocess():
     # floor at N*P = 16384, H = 2, d = 16: output and three gradients are 2 MiB each
     peak = peak_memory_mb(Case("floor", 1, 2, 4096, 16, 4), torch.device("cpu"), 1)

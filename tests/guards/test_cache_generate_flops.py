@@ -99,3 +99,11 @@ def test_paper_cost_with_a_window_longer_than_the_sequence_is_the_global_cost():
     H, d, P, N = 3, 8, 2, 10
     assert paper_attention_cost(N, H, d, P, window=25) == H * (N * P) * (N * P) * d
     assert paper_attention_cost(N, H, d, P, window=4) == H * (N * P) * (4 * P) * d
+
+
+def test_cache_bytes_count_keys_and_values():
+    cache = KVCache("raw", max_tokens=3)
+    assert cache.nbytes() == 0
+    k, v = _kv(2, 5, 4)  # float32 (2, 2, 5, 4); a 3-token window keeps 3 of 5
+    cache.update(k, v, 5)
+    assert cache.nbytes() == 2 * (2 * 2 * 3 * 4) * 4  # keys + values, 4 bytes each

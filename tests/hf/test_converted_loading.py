@@ -152,3 +152,80 @@ def test_cli_convert_output_loads_through_auto_model(tmp_path):
     # converting the loaded model's other layers again is refused (each layer once)
     with pytest.raises(ValueError, match="already converted"):
         convert(loaded, num_pseudo_heads=2, layers=[0])
+
+
+CHOICE_TASK = """task: iha_converted_choice
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: acc
+"""
+DOCS = [
+    {"question": "Is the sky blue?", "choices": ["yes", "no"], "label": 0},
+    {"question": "2 + 2 =", "choices": ["3", "4", "5"], "label": 1},
+]
+
+
+def test_lm_eval_hf_model_scores_the_converted_model(tmp_path, monkeypatch):
+    """``python -m iha.eval.lm_eval_bridge --model hf`` (lm_eval's own HFLM) on a converted
+    directory: its log-likelihoods are the converted model's, not the original architecture's."""
+    for var, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1")):
+        monkeypatch.setenv(var, value)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'iha[eval]')")
+    pytest.importorskip("lm_eval.models.huggingface", reason="lm-eval[hf] is not installed")
+    import lm_eval.tasks
+    from test_convert import COMMON, _randomize
+
+    from iha.eval import lm_eval_bridge
+    from iha.eval.hf_export import hf_byte_tokenizer
+
+    class LocalTasksOnly(lm_eval.tasks.TaskManager):
+        def __init__(self, *args, **kwargs):
+            kwargs["include_defaults"] = False  # skip indexing lm_eval's built-in tasks
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", LocalTasksOnly)
+    original = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**COMMON,
+                                                                         "vocab_size": 259}))
+    _randomize(original, 0)
+    model = convert(original, num_pseudo_heads=2, mode="paper", init_noise=0.1).eval()
+    path = tmp_path / "converted"
+    model.save_pretrained(path)
+    tokenizer = hf_byte_tokenizer()
+    tokenizer.save_pretrained(path)
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    (tasks / "choice.yaml").write_text(
+        CHOICE_TASK.format(data=json.dumps(str(tasks / "docs.jsonl")))
+    )
+    out = tmp_path / "out"
+    rc = lm_eval_bridge.main([
+        "--model", "hf", "--model_args", f"pretrained={path},add_bos_token=True,max_length=64",
+        "--tasks", "iha_converted_choice", "--include_path", str(tasks), "--device", "cpu",
+        "--batch_size", "2", "--output_path", str(out), "--log_samples",
+    ])  # fmt: skip
+    assert rc == 0
+    rows = [json.loads(x) for x in next(out.rglob("samples_iha_converted_choice_*.jsonl")).open()]
+    for row in rows:
+        doc = DOCS[row["doc_id"]]
+        got = [float(r[0]) for r in row["filtered_resps"]]
+        expected = []
+        for choice in doc["choices"]:
+            context = [tokenizer.bos_token_id, *tokenizer.encode(doc["question"],
+                                                                 add_special_tokens=False)]
+            continuation = tokenizer.encode(" " + choice, add_special_tokens=False)
+            with torch.no_grad():
+                logits = model(torch.tensor([context + continuation])).logits[0].double()
+            logp = torch.log_softmax(logits, dim=-1)
+            expected.append(float(sum(logp[len(context) - 1 + i, t]
+                                      for i, t in enumerate(continuation))))
+        assert got == pytest.approx(expected, abs=1e-4)

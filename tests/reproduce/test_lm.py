@@ -45,7 +45,8 @@ def row_vocab(exp):
 
 def _record(exp, variant, lr, seed, acc, val_acc=None):
     return {"experiment": exp.name, "variant": variant, "lr": lr, "seed": seed,
-            "steps": 1, "train_flops": 1.0, "converged": True, "run_dir": f"{variant}{seed}",
+            "steps": 1, "train_flops": 1.0, "run_dir": f"{variant}{seed}",
+            "val_losses": {"1": 2.0, "2": 1.0},
             "val": {"loss": 1.0, "pos_acc": acc if val_acc is None else val_acc},
             "test": {str(p): {"pos_acc": acc, "loss": 1.0} for p in exp.test_points}}  # fmt: skip
 
@@ -117,3 +118,15 @@ def test_bad_options_exit_2_naming_them(tmp_path, capsys):
     assert "--workers" in capsys.readouterr().out
     assert main(["reproduce", "lm", "--mode", "paper", "--out", str(tmp_path)]) == 2
     assert "mode" in capsys.readouterr().out
+
+
+def test_convergence_compares_a_whole_interval_back():
+    from iha.reproduce.lm import convergence
+
+    # an extra evaluation one step after the last interval must not count as flat
+    still_falling = {40: 3.0, 80: 2.8, 120: 2.6, 160: 2.5, 195: 2.4, 196: 2.4}
+    assert convergence(still_falling)["converged"] is False
+    assert convergence(still_falling)["last_improvement"] == pytest.approx(0.1 / 2.5)
+    flat = {"50": 2.0, "100": 1.5, "150": 1.499}
+    assert convergence(flat)["converged"] is True
+    assert convergence({10: 1.0})["converged"] is None

@@ -72,3 +72,20 @@ def test_a_preset_with_a_new_context_derives_the_window_from_that_context(tmp_pa
            "model": {"preset": "tiny", "attention_variant": "iha", "max_position_embeddings": 512}}
     # tiny: P = 2; a new config made at 512 tokens has W = 512 / 8, not the preset's 128 / 8
     assert config_from_dict(raw).model["iha_window"] == 64
+
+
+def test_the_64k_recipe_extends_an_init_run_keeping_its_window(tmp_path):
+    from pathlib import Path
+
+    from iha.train.config import load_config
+
+    corpus, _ = _trained_run(tmp_path)
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "paper-2.4b-64k.toml"
+    cfg = load_config(recipe, [f"train.init_from={json.dumps(str(tmp_path / 'base'))}",
+                               f"run_dir={json.dumps(str(tmp_path / 'long'))}"])
+    assert cfg.model["max_position_embeddings"] == 65536 and cfg.data.seq_len == 65536
+    assert cfg.model["iha_window"] == 2  # the init run's, not 65536 / 8
+    assert cfg.model["rope_scaling"] == {"rope_type": "yarn", "factor": 8.0,
+                                         "original_max_position_embeddings": 8192,
+                                         "truncate": True}
+    assert cfg.model["hidden_size"] == WINDOWED["hidden_size"]  # the init run's architecture

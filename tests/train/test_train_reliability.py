@@ -107,25 +107,32 @@ def _flip_a_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-DAMAGE = {
-    "truncated weights": lambda c: _truncate(c / "model.safetensors"),
-    "one flipped bit in the weights": lambda c: _flip_a_byte(c / "model.safetensors"),
-    "garbage optimizer state": lambda c: (c / "state.pt").write_bytes(b"\x00garbage" * 50),
-    "truncated meta.json": lambda c: _truncate(c / "meta.json"),
-    "missing manifest": lambda c: (c / "manifest.json").unlink(),
+DAMAGE = {  # what is done to the newest checkpoint, and how the skip note names it
+    "truncated weights": (lambda c: _truncate(c / "model.safetensors"), "bytes, the manifest says"),
+    "one flipped bit in the weights": (
+        lambda c: _flip_a_byte(c / "model.safetensors"),
+        "does not match its SHA-256",
+    ),
+    "garbage optimizer state": (
+        lambda c: (c / "state.pt").write_bytes(b"\x00garbage" * 50),
+        "state.pt' has 400 bytes",
+    ),
+    "truncated meta.json": (lambda c: _truncate(c / "meta.json"), "meta.json' has"),
+    "missing manifest": (lambda c: (c / "manifest.json").unlink(), "manifest.json' is missing"),
 }
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_resume_falls_back_to_the_newest_intact_checkpoint_and_says_which(tmp_path, capsys, damage):
     corpus, run, root = _three_checkpoints(tmp_path)
-    DAMAGE[damage](root / "step_00000006")
+    make_damage, named = DAMAGE[damage]
+    make_damage(root / "step_00000006")
     cfg = tiny_config(run, corpus, checkpoint=CKPT, train={"max_steps": 8})
     trainer = Trainer(cfg, resume=True)
     try:
         trainer.prepare()
         assert trainer.resumed_from == root / "step_00000004" and trainer.step == 4
-        assert any("step_00000006" in n for n in trainer.notes)
+        assert any("step_00000006" in n and named in n for n in trainer.notes), trainer.notes
         assert any("newest intact checkpoint" in n and "step_00000004" in n for n in trainer.notes)
     finally:
         trainer.close()

@@ -17,6 +17,7 @@ They all agree with ``reference`` (the test oracle).
 
 from iha.backends import mixing as fused_mixing
 from iha.backends.band import attend_band
+from iha.backends.band import kernel_available as band_kernel_available
 from iha.backends.blocked import attend_blocked
 from iha.backends.flex import attend_flex
 from iha.backends.reference import attend_reference
@@ -37,6 +38,7 @@ __all__ = [
     "attend_flex",
     "attend_reference",
     "attend_sdpa",
+    "band_kernel_available",
     "expand_kv",
     "fused_mixing",
 ]

@@ -106,10 +106,37 @@ def kernel_available() -> bool:
             else:
                 try:
                     _compile()
+                    _register_fake_kernels()
                     _state.update(ok=hasattr(torch.ops.iha_band, "forward"), reason="")
                 except Exception as exc:  # no compiler/ninja/BLAS symbol: use the fallback
                     _state.update(ok=False, reason=f"{type(exc).__name__}: {exc}".strip())
     return bool(_state["ok"])
+
+
+def _register_fake_kernels() -> None:
+    """Output shapes of the library's ops, so that ``torch.compile`` can trace through them."""
+
+    @torch.library.register_fake("iha_band::forward")
+    def _(q, k, v, key_valid, mode, P, window, scale, block):
+        return q.new_empty(*q.shape[:3], v.shape[3]), q.new_empty(q.shape[:3])
+
+    @torch.library.register_fake("iha_band::backward")
+    def _(grad, q, k, v, out, lse, key_valid, mode, P, window, scale, block):
+        per_head = (q.shape[0], q.shape[1], k.shape[2])
+        return torch.empty_like(q), k.new_empty(*per_head, k.shape[3]), v.new_empty(
+            *per_head, v.shape[3]
+        )
+
+    @torch.library.register_fake("iha_band::spread")
+    def _(x, alpha, cos, sin):
+        B, _, N, d = x.shape
+        return x.new_empty(B, alpha.shape[1], N * alpha.shape[2], d)
+
+    @torch.library.register_fake("iha_band::gather")
+    def _(g, alpha, x, cos, sin):
+        B, _, L, d = g.shape
+        M, H, P = alpha.shape
+        return g.new_empty(B, M, L // P, d), alpha.new_empty(M, H, P)
 
 
 def unavailable_reason() -> str:

@@ -10,13 +10,19 @@ machine slows them alike), forward + backward in float32 unless stated, medians 
   module, and a *naive* dense-mask implementation (a (N*P)^2 boolean mask into SDPA, what public
   re-implementations do).
 - ``window``: the paper's FLOP-matched sliding window W = N / (2 P^2) at N=2048, P=4, B=1 against
-  global causal MHA at the same N (equal FLOPs).
+  global causal MHA at the same N (equal FLOPs); the attention step on the compiled ``band``
+  kernel (what ``auto`` picks on CPU) and on the pure-PyTorch ``blocked`` fallback.
 - ``scaling``: the same ratios over N (512 ... 8192 with ``--full``) and P (1, 2, 4, 8 with
   ``--full``); global IHA only while N*P <= 8192 (its cost grows as (N*P)^2).
 - ``decode``: tokens/s of incremental decoding with a KV cache (both cache policies) vs MHA.
 - ``memory``: peak memory of one forward + backward, each case in a fresh subprocess (peak RSS
   on CPU, ``torch.cuda.max_memory_allocated`` on CUDA), window cases at growing N.
 - ``accuracy``: float32 error of each backend vs float64, over the float32 reference's error.
+- ``compile``: the first ``torch.compile`` (forward + backward) of the tiny ``iha`` preset with
+  regional compilation (each block; ``--full`` adds whole-model compilation), each in a fresh
+  process with an empty inductor cache: wall seconds and CPU seconds (compiler included).
+
+``--threads 1 2`` runs every suite once per thread count (results keyed "suite (N threads)").
 
 Writes JSON (``--json``) and a markdown report (``--markdown``); prints the markdown.
 """
@@ -52,7 +58,7 @@ from iha.functional import (
 from iha.masks import MaskSpec
 from iha.models.layers import MultiHeadAttention
 
-SUITES = ("core", "window", "scaling", "decode", "memory", "accuracy")
+SUITES = ("core", "window", "scaling", "decode", "memory", "accuracy", "compile")
 DEFAULT_SUITES = ("core", "window", "decode", "memory", "accuracy")
 ROPE_THETA = 10000.0
 
@@ -297,6 +303,8 @@ def suite_window(args, device) -> SuiteResult:
         "iha_window_flat": Case("iha", B, H, N, d, P, "flat", W),
         "iha_window_token": Case("iha", B, H, N, d, P, "token", W),
         "attn_window_flat": Case("attn", B, H, N, d, P, "flat", W),
+        "attn_window_flat_blocked": Case("attn", B, H, N, d, P, "flat", W, "blocked"),
+        "iha_window_flat_blocked": Case("iha", B, H, N, d, P, "flat", W, "blocked"),
         "naive_window_flat": Case("naive", B, H, N, d, P, "flat", W),
         "mha_module": Case("mha_module", B, H, N, d),
         "iha_module_window_flat": Case("iha_module", B, H, N, d, P, "flat", W),
@@ -312,6 +320,10 @@ def suite_window(args, device) -> SuiteResult:
               "mha_global", 1.3),
         Ratio("banded attention alone (flat) / global causal MHA", "attn_window_flat",
               "mha_global", None, "attention step only: no mixing, RoPE, collapse"),
+        Ratio("pure-PyTorch banded attention alone ('blocked') / global causal MHA",
+              "attn_window_flat_blocked", "mha_global", None, "the fallback without the kernel"),
+        Ratio("sliding-window IHA (flat) on 'blocked' / global causal MHA",
+              "iha_window_flat_blocked", "mha_global", None, "attention without the band kernel"),
         Ratio("sliding-window IHA module (flat) / MHA module", "iha_module_window_flat",
               "mha_module", 1.3, "layers with projections; MHA module has RoPE too"),
         Ratio("naive dense-mask window / banded IHA (flat)", "naive_window_flat",
@@ -502,12 +514,85 @@ def suite_accuracy(args, device) -> SuiteResult:
         low = [t.float().to(device) for t in (q, k, v)]
         row = {"mask": mask, "window": window, "cached prefix": prefix}
         errs = {}
-        for name in ("reference", "sdpa", "blocked"):
+        for name in ("reference", "sdpa", "blocked", "band"):
             out = BACKENDS[name](*low, spec, scale=d**-0.5)
             errs[name] = (out.double().cpu() - exact).abs().max().item()
         row.update({f"{n} err": e for n, e in errs.items()})
-        row.update({f"{n} / reference": errs[n] / errs["reference"] for n in ("sdpa", "blocked")})
+        row.update({f"{n} / reference": errs[n] / errs["reference"]
+                    for n in ("sdpa", "blocked", "band")})
         rows.append(row)
+    res.extra["rows"] = rows
+    return res
+
+
+def _compile_child(mode: str, preset: str, variant: str, threads: int) -> None:
+    """Run in a fresh process: eager step, then the first and second compiled steps of a model.
+
+    One training step = forward + backward of a batch of 2 full-context sequences. Prints JSON.
+    """
+    import resource
+
+    from torch._dynamo.utils import counters
+
+    from iha.models import DecoderLM
+    from iha.models.compile import compile_model
+    from iha.models.presets import get_preset
+
+    torch.set_num_threads(threads)
+    cfg = get_preset(preset, attention_variant=variant)
+    torch.manual_seed(0)
+    model = DecoderLM(cfg)
+    ids = torch.randint(0, cfg.vocab_size, (2, cfg.max_position_embeddings + 1))
+
+    def step(m) -> float:
+        t0 = time.perf_counter()
+        logits = m(ids[:, :-1])
+        F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten()).backward()
+        return time.perf_counter() - t0
+
+    step(model)  # warm-up (the band kernel's library, allocator)
+    eager = step(model)
+    compiled = compile_model(model, mode)
+    first = step(compiled)
+    second = step(compiled)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({
+        "first compiled step s": first, "second compiled step s": second, "eager step s": eager,
+        "process cpu s": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime,
+        "graphs": counters["stats"]["unique_graphs"],
+    }))
+
+
+def suite_compile(args, device) -> SuiteResult:
+    """First ``torch.compile`` of the tiny ``iha`` preset (fwd + bwd), fresh inductor cache."""
+    import tempfile
+
+    modes = ["regional", "full"] if args.full else ["regional"]
+    res = SuiteResult("compile", {
+        "preset": "tiny", "variant": "iha", "batch": 2, "step": "forward+backward",
+        "inductor cache": "fresh per mode; compile threads 1 (compiler time counted as CPU s)",
+    })
+    rows = []
+    for mode in modes:
+        if args.smoke:  # the plumbing only: inductor's code generation takes minutes here
+            rows.append({"mode": mode, "first compiled step s": None})
+            continue
+        code = (
+            "from iha.cli.bench import _compile_child; "
+            f"_compile_child({mode!r}, 'tiny', 'iha', {args.threads})"
+        )
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache,
+                   "TORCHINDUCTOR_COMPILE_THREADS": "1", "OMP_NUM_THREADS": str(args.threads)}
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 env=env, check=True)
+        row = {"mode": mode, **json.loads(out.stdout.strip().splitlines()[-1])}
+        row["first compile s (first step - eager step)"] = (
+            row["first compiled step s"] - row["eager step s"]
+        )
+        rows.append(row)
+        print(f"  compile {mode}: {json.dumps(row)}", file=sys.stderr, flush=True)
     res.extra["rows"] = rows
     return res
 
@@ -515,6 +600,7 @@ def suite_accuracy(args, device) -> SuiteResult:
 SUITE_FUNCS = {
     "core": suite_core, "window": suite_window, "scaling": suite_scaling,
     "decode": suite_decode, "memory": suite_memory, "accuracy": suite_accuracy,
+    "compile": suite_compile,
 }
 
 
@@ -533,7 +619,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info(device: torch.device, threads: int) -> dict:
+def machine_info(device: torch.device, threads: int | str) -> dict:
     info = {
         "platform": platform.platform(), "processor": _cpu_model(),
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": threads,
@@ -598,8 +684,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="full sweeps: N up to 8192, P in 1 2 4 8, longer decode prompts")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds; numbers meaningless)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per variant (median)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: least affected by other jobs on the host)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1],
+                   help="torch threads (default 1: least affected by other jobs on the host); "
+                        "several values run every suite once per value, e.g. --threads 1 2")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu or cuda")
     p.add_argument("--json", type=str, default=None, help="write the results as JSON here")
     p.add_argument("--markdown", type=str, default=None, help="write the markdown report here")
@@ -624,7 +711,8 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("iha bench: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
-    if args.repeats < 1 or args.threads < 1:
+    thread_counts = args.threads if isinstance(args.threads, list) else [args.threads]
+    if args.repeats < 1 or min(thread_counts) < 1:
         print("iha bench: --repeats and --threads must be >= 1", file=sys.stderr)
         return 2
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
@@ -632,21 +720,25 @@ def run(args: argparse.Namespace) -> int:
         if problem:  # checked before the benchmark runs, not after
             print(f"iha bench: {flag} {path!r} {problem}", file=sys.stderr)
             return 2
-    torch.set_num_threads(args.threads)
     suites = list(SUITES) if "all" in args.suite else list(dict.fromkeys(args.suite))
     report = {
         "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
-        "machine": machine_info(device, args.threads),
+        "machine": machine_info(device, ", ".join(map(str, thread_counts))),
         "settings": {"suites": suites, "repeats": args.repeats, "full": args.full,
                      "smoke": args.smoke},
         "suites": {},
     }
-    for name in suites:
-        print(f"iha bench: {name} ...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        res = SUITE_FUNCS[name](args, device)
-        res.extra["seconds"] = round(time.perf_counter() - t0, 1)
-        report["suites"][name] = res.__dict__
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        run_args = argparse.Namespace(**{**vars(args), "threads": threads})
+        for name in suites:
+            key = name if len(thread_counts) == 1 else f"{name} ({threads} threads)"
+            print(f"iha bench: {key} ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            res = SUITE_FUNCS[name](run_args, device)
+            res.extra["seconds"] = round(time.perf_counter() - t0, 1)
+            res.config["threads"] = threads
+            report["suites"][key] = res.__dict__
     if hasattr(os, "getloadavg"):
         report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     md = to_markdown(report)

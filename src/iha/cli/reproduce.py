@@ -2,7 +2,7 @@
 
 Writes ``results/synthetic/<mode>/`` (``runs.jsonl``, ``summary.json``, ``report.md``, PNG
 plots, one ``jobs/<key>/`` folder per run) and prints the result tables. Modes: full (default,
-about 45 min on 2 quiet CPU cores), paper (the paper's appendix-D sizes; for a GPU), ``--quick``
+roughly 1-2 h on 2 quiet CPU cores), paper (the paper's appendix-D sizes; for a GPU), ``--quick``
 (a few minutes; what ``iha demo`` runs), ``--tiny`` (seconds; the test suite).
 """
 
@@ -20,12 +20,13 @@ SUITES = ("synthetic", "lm")
 MODE_HELP = (
     "full (default): relation composition at reduced sizes (m <= 5, 800 training examples) "
     "trained until early stopping, MHA vs 2-simplicial vs IHA (P=8), the IHA ablations and the "
-    "head-count sweeps; about 45 min on 2 quiet CPU cores. "
+    "head-count sweeps; roughly 1-2 h on 2 quiet CPU cores (estimated from the CPU time of "
+    "the first runs; much longer on a shared machine). "
     "paper: the paper's appendix-D settings for both relation tasks: m 6..10 (binary) and 5..8 "
     "(ternary), 40,000 / 5,000 / 5,000 examples, 1 layer, H=8, P=8, lr 1e-3 and 1e-4, early "
     "stopping with patience 10 (epoch cap 200), MHA, 2-simplicial and IHA, 3 seeds; runs on a GPU "
     "when one is present (see --device), prints a measured ETA before starting and one progress "
-    "line per epoch; days on a CPU. "
+    "line per epoch; weeks on a CPU. "
     "quick: a few minutes. tiny: seconds, learns nothing."
 )
 

@@ -17,8 +17,10 @@ examples:
   iha train runs/cpu-demo --resume
   torchrun --nproc_per_node 2 -m iha train cpu-demo --set distributed.strategy=fsdp
 
-exit codes: 0 done, 2 bad config or data (nothing written), 3 non-finite loss (last good
-checkpoint kept), 128+N stopped by signal N after saving a checkpoint.
+exit codes: 0 done, 2 bad config or data, run directory in use by another process, a resume
+that would change the model/data/batches, or no intact checkpoint (nothing written), 3 non-finite
+loss (last good checkpoint kept), 128+N stopped by signal N after saving a checkpoint.
+With --resume, changed optimizer/schedule keys apply from the saved step (see docs/training.md).
 """
 
 

@@ -219,14 +219,21 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _convergence(val_losses: dict[int, float]) -> dict[str, Any]:
-    """Whether the validation loss had flattened: the last evaluation improved on the one before
-    by less than 1% (relative). With fewer than two evaluations nothing can be said."""
-    steps = sorted(val_losses)
-    if len(steps) < 2:
+def convergence(val_losses: dict[int | str, float]) -> dict[str, Any]:
+    """Whether the validation loss had flattened by the end of a run: the last evaluation
+    improved by less than 1% (relative) on the one before it, skipping evaluations less than
+    half an interval (that of the first two evaluations) before the last one, so that an extra
+    evaluation at the final step does not count as an interval. With fewer than two evaluations
+    nothing can be said (None)."""
+    points = sorted((int(step), loss) for step, loss in val_losses.items())
+    if len(points) < 2:
         return {"converged": None, "last_improvement": None}
-    before, last = val_losses[steps[-2]], val_losses[steps[-1]]
-    change = (before - last) / max(abs(before), 1e-12)
+    interval = points[1][0] - points[0][0]
+    last_step, last = points[-1]
+    earlier = [loss for step, loss in points if step <= last_step - interval / 2]
+    if not earlier:
+        return {"converged": None, "last_improvement": None}
+    change = (earlier[-1] - last) / max(abs(earlier[-1]), 1e-12)
     return {"converged": bool(change < 0.01), "last_improvement": change}
 
 
@@ -266,7 +273,7 @@ def run_job(exp: LMExperiment, job: LMJob, out: Path, steps: int) -> dict[str, A
         "tokens": trainer.tokens,
         "reason": result.reason,
         "val_losses": val_losses,
-        **_convergence(val_losses),
+        **convergence(val_losses),
         **metrics,
         "run_dir": str(run_dir),
         "seconds": time.time() - started,
@@ -360,7 +367,7 @@ def run_lm_plan(
             run_all(exp, rest, steps)
     finally:
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
     return records
 
 
@@ -384,7 +391,7 @@ def summarise_experiment(exp: LMExperiment, records: list[dict[str, Any]], seeds
             "n_seeds": len(runs),
             "steps": runs[0]["steps"] if runs else None,
             "train_flops": runs[0]["train_flops"] if runs else None,
-            "converged": sum(bool(r["converged"]) for r in runs),
+            "converged": sum(bool(convergence(r["val_losses"])["converged"]) for r in runs),
             "test": {p: mean_ci(list(s.values())) if s else None for p, s in by_seed.items()},
             "by_seed": by_seed,
             "run_dirs": [r["run_dir"] for r in sorted(runs, key=lambda r: r["seed"])],

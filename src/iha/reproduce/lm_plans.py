@@ -169,8 +169,8 @@ def full_plan() -> LMPlan:
         mode="full",
         seeds=(0, 1, 2),
         experiments=(
+            _text(64, 64, 200, 16, lrs),
             _mqar(64, 4, 16, 500, 32, lrs),
-            _text(64, 64, 300, 16, lrs),
             _niah(64, 32, (32, 64, 128), 400, 16, lrs),
             _mqar(64, 8, 16, 500, 32, lrs),
             _mqar(32, 4, 16, 500, 32, lrs),

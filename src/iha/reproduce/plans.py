@@ -2,7 +2,7 @@
 
 * ``paper``: the paper's appendix-D settings for both relation tasks (m 6..10 / 5..8,
   40,000 / 5,000 / 5,000 examples, 1 layer, H = 8, P = 8, lr 1e-3 and 1e-4, early stopping with
-  patience 10) for MHA, 2-simplicial attention and IHA; meant for a GPU (days on a CPU).
+  patience 10) for MHA, 2-simplicial attention and IHA; meant for a GPU (weeks on a CPU).
 * ``full``: sized so that early stopping ends the runs on 2 CPU cores (the committed results in
   docs/results/synthetic/), with the IHA ablations (mixing init, mixing learning rate, P) and
   the head-count sweeps. :data:`PAPER_RELATIONS` records the paper's sizes for the report.
@@ -263,7 +263,7 @@ def _poly_args(n_tokens: int, d: int, k: int) -> tuple[tuple[str, object], ...]:
 
 
 def full_plan() -> SyntheticPlan:
-    """About 45 minutes on 2 quiet CPU cores, sized so that early stopping ends the runs.
+    """Roughly 1-2 hours on 2 quiet CPU cores, sized so that early stopping ends the runs.
 
     Relations: the paper's tasks at m <= 5 (25 tokens) with 800 training examples, so that the
     models overfit and validation loss turns within the epoch cap; learning rates 3e-3 and

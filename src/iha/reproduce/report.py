@@ -140,8 +140,9 @@ def _relations_section(s: dict) -> list[str]:
         f"at most {exp.max_epochs} epochs, patience {exp.patience}.",
         "",
         "| model | lr | trainable params | attention MFLOPs/example | epochs (mean) | "
-        "val pos. acc % | test pos. acc % | test whole-relation acc % | train s/run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "val pos. acc % | test pos. acc % | test whole-relation acc % | train s/run (wall) | "
+        "CPU s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in s["rows"]:
         chosen = s["best"].get(r["kind"]) is r
@@ -149,10 +150,11 @@ def _relations_section(s: dict) -> list[str]:
             f"| {_name(r['kind'], exp)}{' (chosen lr)' if chosen else ''} | {r['lr']:g} | "
             f"{r['params']:,} | {r['attn_flops'] / 1e6:.2f} | {r['epochs']:.1f} | "
             f"{_pct(r['val_pos_acc'])} | {_pct(r['test_pos_acc'])} | "
-            f"{_pct(r['test_example_acc'])} | {r['seconds']:.0f} |"
+            f"{_pct(r['test_example_acc'])} | {r['seconds']:.0f} | "
+            + ("-" if r.get("cpu_seconds") is None else f"{r['cpu_seconds']:.0f}") + " |"
         )
     if s["baseline"] is not None:
-        lines.append(f"| majority class | - | - | - | - | - | {_pct(s['baseline'])} | - | - |")
+        lines.append(f"| majority class | - | - | - | - | - | {_pct(s['baseline'])} | - | - | - |")
     lines += ["", f"**{relations_verdict(s)}**", ""]
     best = s["best"]
     if "mha" in best and "iha" in best:
@@ -277,7 +279,7 @@ def plot_all(summary: dict, out_dir: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     names = []
-    rel = summary["relations"]
+    rel = [s for s in summary["relations"] if _ran(s)]
     if rel:
         fig, axes = plt.subplots(1, len(rel), figsize=(5 * len(rel), 4), squeeze=False)
         for ax, s in zip(axes[0], rel):
@@ -309,6 +311,8 @@ def plot_all(summary: dict, out_dir: Path) -> list[str]:
         plt.close(fig)
         names.append("relations.png")
     for s in summary["sweeps"]:
+        if not _ran(s):
+            continue
         exp = s["experiment"]
         fig, ax = plt.subplots(figsize=(5.5, 4))
         pct = exp.metric == "pos_acc"
@@ -362,10 +366,18 @@ def _err(iv: Interval) -> float:
     return 0.0 if math.isnan(iv.half_width) else iv.half_width
 
 
+def _ran(s: dict) -> bool:
+    return s.get("n_runs", 1) > 0
+
+
+def _not_run(s: dict) -> str:
+    return f"{s['experiment'].key}: not run yet."
+
+
 def verdicts(summary: dict) -> list[str]:
     """The plain-language outcome of every experiment."""
-    return [relations_verdict(s) for s in summary["relations"]] + [
-        sweep_verdict(s) for s in summary["sweeps"]
+    return [relations_verdict(s) if _ran(s) else _not_run(s) for s in summary["relations"]] + [
+        sweep_verdict(s) if _ran(s) else _not_run(s) for s in summary["sweeps"]
     ]
 
 
@@ -373,9 +385,9 @@ def markdown_tables(summary: dict) -> list[str]:
     """The result tables (what the command prints)."""
     lines: list[str] = []
     for s in summary["relations"]:
-        lines += _relations_section(s)
+        lines += _relations_section(s) if _ran(s) else [f"### {_not_run(s)}", ""]
     for s in summary["sweeps"]:
-        lines += _sweep_section(s)
+        lines += _sweep_section(s) if _ran(s) else [f"### {_not_run(s)}", ""]
     return lines
 
 

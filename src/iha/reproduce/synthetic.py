@@ -422,6 +422,8 @@ def summarise_relations(exp: RelationsExperiment, records: list[dict]) -> dict:
             "epochs": sum(r["epochs"] for r in rs) / len(rs),
             "capped": len(_capped(rs)),
             "seconds": sum(r["seconds"] for r in rs) / len(rs),
+            "cpu_seconds": (sum(r["cpu_seconds"] for r in rs) / len(rs)
+                            if all("cpu_seconds" in r for r in rs) else None),  # fmt: skip
             "val_pos_acc": mean_ci(list(val.values())) if val else None,
             "test_pos_acc": mean_ci([r["test"]["pos_acc"] for r in rs]),
             "test_example_acc": mean_ci([r["test"]["example_acc"] for r in rs]),

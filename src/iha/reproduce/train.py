@@ -162,7 +162,8 @@ def train_run(
     Returns:
         JSON-ready dict: ``epochs`` run, ``best_epoch`` (1-based), ``history`` (per epoch: train
         loss, val metrics), ``val`` and ``test`` metrics of the best epoch's weights,
-        ``train_examples`` seen, ``seconds`` of wall time.
+        ``train_examples`` seen, ``seconds`` of wall time and ``cpu_seconds`` of this process's
+        CPU time (what the run costs on a quiet machine with one thread, when others load it).
     """
     streaming = task.split_sizes["train"] is None
     if streaming and settings.steps_per_epoch is None:
@@ -184,7 +185,7 @@ def train_run(
     stream = task.batches("train", settings.batch_size, seed=seed) if streaming else None
     best_state = copy.deepcopy(model.state_dict())
     history: list[dict] = []
-    seen, done_before, first_epoch = 0, 0.0, 1
+    seen, done_before, cpu_before, first_epoch = 0, 0.0, 0.0, 1
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -193,9 +194,11 @@ def train_run(
         stopper.__dict__.update(state["stopper"])
         best_state, history, seen = state["best_model"], state["history"], state["seen"]
         done_before, first_epoch = state["seconds"], len(history) + 1
+        cpu_before = state.get("cpu_seconds", 0.0)
         if log is not None:
             log(f"resumed after epoch {len(history)} from {checkpoint}")
     start = time.perf_counter() - done_before
+    cpu_start = time.process_time() - cpu_before
     model.train()
     for epoch in range(first_epoch, settings.max_epochs + 1):
         if stopper.should_stop:
@@ -234,6 +237,7 @@ def train_run(
                 "history": history,
                 "seen": seen,
                 "seconds": time.perf_counter() - start,
+                "cpu_seconds": time.process_time() - cpu_start,
             }, checkpoint)  # fmt: skip
         if stopper.should_stop:
             break
@@ -249,5 +253,6 @@ def train_run(
         "test": evaluate(model, test, output, settings.eval_batch),
         "train_examples": seen,
         "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu_start,
         "settings": asdict(settings),
     }

@@ -95,7 +95,7 @@ class TrainSection:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPUs that support it
-    compile: bool = False
+    compile: bool | Literal["full", "regional"] = False  # regional: each block (fast compile)
     activation_checkpointing: bool = False  # recompute layer activations in backward
     log_every: int = 10
     val_every: int = 0  # 0: validate only at the end

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iha.models.compile import compile_model
 from iha.train import checkpoint as ckpt
 from iha.train import distributed as D
 from iha.train.config import ConfigError, RunConfig, batch_geometry, dump_toml
@@ -350,7 +351,7 @@ class Trainer:
         self.model = model
         self.train_model = D.wrap_model(model, cfg.distributed.strategy, self.info)
         self.optimizer, self.scheduler = build_optimizer(model, cfg.optim, t.max_steps)
-        self.forward = torch.compile(self.train_model) if t.compile else self.train_model
+        self.forward = compile_model(self.train_model, t.compile) if t.compile else self.train_model
         dev = self.info.device
         if t.precision == "auto":
             self.bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
