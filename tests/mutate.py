@@ -130,7 +130,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     Mutant("cache-nbytes", "cache", "cache.py",
            "self.keys.numel() * self.keys.element_size() * 2",
            "self.keys.numel() * self.keys.element_size()",
-           (T_ATT, "tests/hf/test_hf_model.py"), "cache bytes forget the values"),
+           (T_GUARD_CG, T_ATT), "cache bytes forget the values"),
     # ------------------------------------------------------------------ backends
     Mutant("backend-linear-mask", "backends", "backends/reference.py",
            "weights = scores * allowed", "weights = scores",

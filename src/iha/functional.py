@@ -8,6 +8,7 @@ exposed one by one (``mix_heads``, ``rope_pseudo``, ``attend``, ``collapse_heads
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -81,6 +82,9 @@ def _pseudo_tables(
     x, n_tokens, start, n_pseudo, rope_theta, positions, rope_tables, rope_scaling=None
 ):
     """RoPE (cos, sin) of the pseudo tokens of tokens start .. start+n_tokens-1: (N*P, d) each."""
+    if rope_tables is None and rope_scaling is None and not torch.compiler.is_compiling():
+        return _theta_tables(start, n_tokens, n_pseudo, positions, x.shape[-1], rope_theta,
+                             x.dtype, x.device)
     pos = pseudo_positions(start, n_tokens, n_pseudo, positions, x.device)  # (N*P,)
     if rope_tables is None:
         per_token = n_pseudo if positions == "virtual" else 1
@@ -88,6 +92,15 @@ def _pseudo_tables(
     else:
         cos, sin = rope_tables(pos)  # (N*P, d) each
     return cos.to(x.dtype), sin.to(x.dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _theta_tables(start, n_tokens, n_pseudo, positions, head_dim, rope_theta, dtype, device):
+    """Plain-theta tables, cached: training calls repeat the same positions every step, and the
+    float64 angles cost as much as the one-pass mixing they feed (never modified in place)."""
+    pos = pseudo_positions(start, n_tokens, n_pseudo, positions, device)  # (N*P,)
+    per_token = n_pseudo if positions == "virtual" else 1
+    return rope_cos_sin(pos, head_dim, rope_theta, dtype, None, per_token)
 
 
 def mix_rope(

@@ -9,6 +9,7 @@ fallback only.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from unittest import mock
 
@@ -178,6 +179,17 @@ def test_band_falls_back_to_blocked_with_a_warning_when_the_kernel_is_unavailabl
         got = attend_band(q, k, v, spec, scale=0.3)
     assert any("blocked" in str(x.message) and "no compiler" in str(x.message) for x in w)
     torch.testing.assert_close(got, attend_blocked(q, k, v, spec, scale=0.3), rtol=0, atol=0)
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
+    lock = tmp_path / "lock"
+    lock.touch()
+    band._remove_stale_lock(tmp_path)  # a build in progress holds a fresh lock
+    assert lock.exists()
+    old = time.time() - band.STALE_LOCK_SECONDS - 1
+    os.utime(lock, (old, old))
+    band._remove_stale_lock(tmp_path)  # left by a process killed mid-build
+    assert not lock.exists()
 
 
 def test_band_serves_other_dtypes_and_dropout_through_blocked():

@@ -105,7 +105,7 @@ def test_exported_dir_loads_with_trust_remote_code_without_importing_iha(
         [sys.executable, "-c", code, text],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # a fresh interpreter importing transformers; slow on a loaded machine
         env={**os.environ, **env},
         stdin=subprocess.DEVNULL,
     )

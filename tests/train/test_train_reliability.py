@@ -399,3 +399,28 @@ def test_malformed_yaml_config_exits_2_naming_the_file(tmp_path, capsys):
     assert main(["train", str(bad), "--run-dir", str(tmp_path / "run")]) == 2
     assert f"config file {str(bad)!r} is not valid YAML" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_gradient_is_that_of_the_token_mean_loss_of_the_whole_batch(tmp_path):
+    """Two accumulated micro-batches give the gradient of one mean over all masked tokens."""
+    import copy
+
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    cfg = tiny_config(
+        tmp_path / "r", corpus, optim={"grad_clip": 0.0}, train={"micro_batch_size": 2}
+    )
+    trainer = Trainer(cfg)
+    try:
+        trainer.prepare()
+        assert trainer.accum == 2
+        reference = copy.deepcopy(trainer.model)
+        batch = trainer.data.train.next_batch()
+        trainer.train_step(batch)
+        logits = reference(batch.inputs).double()  # (B, N, V), the whole batch at once
+        keep = batch.loss_mask
+        loss = torch.nn.functional.cross_entropy(logits[keep], batch.targets[keep])
+        loss.backward()
+        for p, q in zip(trainer.model.parameters(), reference.parameters()):
+            torch.testing.assert_close(p.grad.double(), q.grad.double(), rtol=1e-4, atol=1e-7)
+    finally:
+        trainer.close()

@@ -23,6 +23,7 @@ import os
 import platform
 import shutil
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -34,7 +35,8 @@ from iha.masks import MaskSpec, expand_key_padding
 SOURCE = Path(__file__).with_name("csrc") / "band_attention.cpp"
 MODES = {"flat": 0, "token": 1, "none": 2}
 # Query rows per block: a block computes rows x (W*P + rows) scores of which rows x W*P are
-# used, and its products are (rows x d) by (d x keys); 64 measured best at N=2048, P=4, W=64
+# used, and its products are (rows x d) by (d x keys). At N=2048, P=4, W=64 blocks of 32, 64 and
+# 128 rows measured within 20% of each other on a loaded host; 64 had the fastest forward
 # (docs/benchmarks.md).
 BLOCK_ROWS = 64
 _DTYPES = (torch.float32, torch.float64)
@@ -56,9 +58,25 @@ def _cpu_signature() -> str:
 
 
 def _build_name() -> str:
-    key = "\n".join([SOURCE.read_text(), torch.__version__, _cpu_signature(),
-                     platform.python_version()])
+    # The torch installation is part of the key: every environment builds into its own folder
+    # (its include paths differ, and environments sharing one folder would rebuild in turn).
+    key = "\n".join([SOURCE.read_text(), torch.__version__, str(Path(torch.__file__).parent),
+                     _cpu_signature(), platform.python_version()])
     return "iha_band_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+# torch.utils.cpp_extension builds under a lock file that a process killed mid-build leaves
+# behind, after which every later load waits forever; a build takes well under this long.
+STALE_LOCK_SECONDS = 900
+
+
+def _remove_stale_lock(build_dir: Path) -> None:
+    lock = build_dir / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            lock.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def extensions_dir() -> Path:
@@ -73,6 +91,7 @@ def _compile() -> None:
     name = _build_name()
     build_dir = extensions_dir() / name
     build_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_lock(build_dir)
     env_path = os.environ.get("PATH", "")
     if shutil.which("ninja") is None:  # the PyPI ninja wheel, when the venv is not activated
         try:
