@@ -21,7 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "describe": ("iha.cli.describe", "parameters and FLOPs per token of model configs"),
     "plot": ("iha.cli.plot", "plot loss vs tokens and vs FLOPs for run directories"),
     "theory": ("iha.cli.theory", "check the paper's theory: constructions as real weights"),
-    "reproduce": ("iha.cli.reproduce", "train and report experiments: synthetic (appendix D), lm (six LM variants)"),
+    "reproduce": ("iha.cli.reproduce", "the synthetic (appendix D) and LM experiments"),
     "convert": ("iha.cli.convert", "convert a HF Llama/Qwen2/Mistral checkpoint to IHA"),
     "convert-report": ("iha.cli.convert_report", "logit drift and perplexity of both conversions"),
     "bench": ("iha.cli.bench", "attention benchmarks: ratios vs SDPA floor, MHA, naive; memory"),
