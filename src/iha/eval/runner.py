@@ -241,6 +241,14 @@ BENCHMARKS: dict[str, Benchmark] = {
 }
 
 
+def encode_with_bos(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text``, with BOS first when the tokenizer uses one."""
+    ids = tokenizer.encode(text)
+    if getattr(tokenizer, "uses_bos", True) and ids[:1] != [tokenizer.bos_token_id]:
+        ids.insert(0, tokenizer.bos_token_id)
+    return ids
+
+
 def build_prompt(tokenizer: Any, bench: Benchmark, question: str, style: str) -> list[int]:
     """Token ids of one prompt: ``style="fewshot"`` (base models) or ``"chat"`` (the tokenizer's
     chat template with the generation prompt), with BOS when the tokenizer uses one."""
@@ -252,10 +260,7 @@ def build_prompt(tokenizer: Any, bench: Benchmark, question: str, style: str) ->
         )
     else:
         raise ValueError(f"style={style!r} is not one of 'fewshot', 'chat'")
-    ids = tokenizer.encode(text)
-    if getattr(tokenizer, "uses_bos", True) and ids[:1] != [tokenizer.bos_token_id]:
-        ids.insert(0, tokenizer.bos_token_id)
-    return ids
+    return encode_with_bos(tokenizer, text)
 
 
 def _cut_text(text: str, stop_strings: Sequence[str]) -> str:
@@ -412,10 +417,7 @@ def _code_prompt(tokenizer: Any, benchmark: str, problem: Any, style: str) -> li
         )
     else:
         raise ValueError(f"style={style!r} is not one of 'fewshot', 'chat'")
-    ids = tokenizer.encode(text)
-    if getattr(tokenizer, "uses_bos", True) and ids[:1] != [tokenizer.bos_token_id]:
-        ids.insert(0, tokenizer.bos_token_id)
-    return ids
+    return encode_with_bos(tokenizer, text)
 
 
 def run_code_eval(
