@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import pytest
 
@@ -130,3 +131,36 @@ def test_convergence_compares_a_whole_interval_back():
     flat = {"50": 2.0, "100": 1.5, "150": 1.499}
     assert convergence(flat)["converged"] is True
     assert convergence({10: 1.0})["converged"] is None
+
+
+def test_quick_and_full_plans_cover_every_variant_task_and_longer_niah_contexts():
+    from iha.models.config import VARIANTS
+
+    for mode in ("quick", "full"):
+        plan = get_lm_plan(mode)
+        assert len(plan.seeds) >= 3
+        assert {e.task for e in plan.experiments} == {"mqar", "niah", "text"}
+        for exp in plan.experiments:
+            assert set(exp.variants) == set(VARIANTS)
+            if exp.task == "niah":
+                assert exp.test_points[0] == exp.seq_len and max(exp.test_points) > exp.seq_len
+        names = [e.name for e in plan.experiments]
+        assert len(names) == len(set(names))
+    full = get_lm_plan("full")
+    assert all(len(e.lrs) >= 2 for e in full.experiments)
+    assert len([e for e in full.experiments if e.task == "mqar"]) >= 2
+
+
+@pytest.mark.skipif(
+    os.environ.get("IHA_SLOW_TESTS") != "1",
+    reason="trains the whole --quick plan (a few minutes of CPU); set IHA_SLOW_TESTS=1 to run",
+)
+def test_quick_mode_runs_end_to_end(tmp_path):
+    out = tmp_path / "quick"
+    assert main(["reproduce", "lm", "--quick", "--out", str(out)]) == 0
+    plan = get_lm_plan("quick")
+    jobs = sum(len(e.variants) * (len(e.lrs) + len(plan.seeds) - 1) for e in plan.experiments)
+    assert len(list(out.glob(f"runs/**/{RESULT_FILE}"))) == jobs
+    summary = json.loads((out / "summary.json").read_text())
+    for s in summary:
+        assert all(row["n_seeds"] == len(plan.seeds) for row in s["rows"].values())

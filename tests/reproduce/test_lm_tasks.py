@@ -46,6 +46,18 @@ def test_mixed_mqar_with_pairs_keeps_length_and_fixes_the_count():
     assert (four.split("test").loss_mask.sum(1) == 2).all()
 
 
+def test_mixed_mqar_padded_length_only_appends_padding():
+    short = MixedMQARTask((4,), num_keys=8, num_values=8, seed=1)
+    padded = MixedMQARTask((4,), num_keys=8, num_values=8, seq_len=16, seed=1)
+    a = short.generate(50, torch.Generator().manual_seed(2))
+    b = padded.generate(50, torch.Generator().manual_seed(2))
+    assert b.inputs.shape == (50, 16) and padded.with_pairs(2).seq_len == 16
+    assert torch.equal(b.inputs[:, :12], a.inputs) and (b.inputs[:, 12:] == padded.pad_id).all()
+    assert torch.equal(b.targets[:, :12], a.targets) and not b.loss_mask[:, 12:].any()
+    with pytest.raises(ValueError, match="seq_len"):
+        MixedMQARTask((4,), 8, 8, seq_len=11)
+
+
 def test_mixed_mqar_rejects_bad_arguments_by_name():
     with pytest.raises(ValueError, match="pair_counts"):
         MixedMQARTask((), 8, 8)

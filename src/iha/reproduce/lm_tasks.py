@@ -31,14 +31,17 @@ class MixedMQARTask(SyntheticTask):
     Layout of an example with D pairs (keys ``0..K-1``, values ``K..K+V-1``, padding ``K+V``):
     positions ``0..2D-1`` hold ``k_1 v_1 ... k_D v_D`` (distinct keys, values uniform with
     replacement), positions ``2D..3D-1`` the D keys again in a random order, and the rest up to
-    ``seq_len = 3 * max(pair_counts)`` is padding. At a query position the target is the value
-    bound to that key (predicted at the query, as a causal LM predicts the next token);
+    ``seq_len`` (default ``3 * max(pair_counts)``) is padding. At a query position the target is
+    the value bound to that key (predicted at the query, as a causal LM predicts the next token);
     ``loss_mask`` is True there only. Padding comes after every real token, so a causal model's
     outputs at real positions never see it.
 
     Args:
         pair_counts: the numbers of pairs examples are drawn from (uniformly).
         num_keys, num_values: key and value vocabulary sizes (num_keys >= max(pair_counts)).
+        seq_len: padded length, at least ``3 * max(pair_counts)`` (None: exactly that). A longer
+            context changes nothing a causal model sees at real positions; it sets the context N
+            from which the paper's rule derives local windows (W = N / (2 P^2)).
         seed: base seed.
         split_sizes: examples per split (None: streaming).
     """
@@ -53,6 +56,7 @@ class MixedMQARTask(SyntheticTask):
         num_keys: int = 32,
         num_values: int = 32,
         *,
+        seq_len: int | None = None,
         seed: int = 0,
         split_sizes: dict[str, int | None] | None = None,
     ) -> None:
@@ -67,7 +71,8 @@ class MixedMQARTask(SyntheticTask):
         self.pad_id = num_keys + num_values
         self.vocab_size = num_keys + num_values + 1
         self.num_classes = self.vocab_size
-        self.seq_len = 3 * max(counts)
+        shortest = 3 * max(counts)
+        self.seq_len = shortest if seq_len is None else check_int("seq_len", seq_len, shortest)
         super().__init__(
             seed=seed,
             split_sizes=split_sizes or {"train": None, "val": 512, "test": 1024},
@@ -75,15 +80,14 @@ class MixedMQARTask(SyntheticTask):
 
     def with_pairs(self, num_pairs: int) -> MixedMQARTask:
         """The same task (seed, vocabulary, length) with every example holding ``num_pairs``."""
-        task = MixedMQARTask(
+        return MixedMQARTask(
             (num_pairs,),
             self.num_keys,
             self.num_values,
+            seq_len=max(self.seq_len, 3 * num_pairs),  # same padded length as the mixture
             seed=self.seed,
             split_sizes=dict(self.split_sizes),
         )
-        task.seq_len = max(self.seq_len, task.seq_len)  # same padded length as the mixture
-        return task
 
     def generate(self, n: int, generator: torch.Generator) -> TaskBatch:
         inputs = torch.full((n, self.seq_len), self.pad_id, dtype=torch.long)
