@@ -172,10 +172,11 @@ def full_plan() -> LMPlan:
     """The committed results: byte-level text, MQAR at two widths, NIAH (3 seeds).
 
     Experiments run in this order; the text experiment's definition is that of its committed
-    runs, so ``--resume`` reuses them. MQAR and NIAH are padded to a context N that is a
-    multiple of 2 P^2 = 8, so the paper's window W = N / (2 P^2) spans at least 2 tokens (a key
-    and its value); batch 128 (MQAR) and 64 (NIAH) let a 5-layer global model leave the
-    in-context-guess plateau within the budget (docs/results/lm/README.md, sizing probes).
+    runs, so ``--resume`` reuses them. MQAR and NIAH train at a context N = 16, a multiple of
+    2 P^2 = 8, so the paper's window W = N / (2 P^2) spans 2 tokens (a key and its value);
+    batch 128 lets a 5-layer global model of width 48 leave MQAR's in-context-guess plateau
+    within the budget, while width 32 does not (sizing probes: docs/results/lm/README.md).
+    NIAH is tested at its training length and at 2x and 4x.
     """
     lrs = (1e-3, 3e-3)
     recall_lrs = (3e-3, 1e-2)
@@ -186,7 +187,7 @@ def full_plan() -> LMPlan:
         experiments=(
             _text(64, 64, 200, 16, lrs),
             _mqar(48, 4, 16, 500, 128, recall_lrs, seq_len=16, **recall),
-            _niah(64, 32, (32, 64, 128), 400, 64, recall_lrs, **recall),
+            _niah(48, 16, (16, 32, 64), 500, 128, recall_lrs, **recall),
             _mqar(32, 4, 16, 500, 128, recall_lrs, seq_len=16, **recall),
         ),
     )
