@@ -131,6 +131,10 @@ def test_convergence_compares_a_whole_interval_back():
     flat = {"50": 2.0, "100": 1.5, "150": 1.499}
     assert convergence(flat)["converged"] is True
     assert convergence({10: 1.0})["converged"] is None
+    # a solved recall task: a large relative but negligible absolute gain counts as flat
+    solved = {50: 0.9, 100: 0.004, 150: 0.002}
+    assert convergence(solved)["converged"] is True
+    assert convergence({50: 0.9, 100: 0.5, 150: 0.2})["converged"] is False
 
 
 def test_quick_and_full_plans_cover_every_variant_task_and_longer_niah_contexts():
