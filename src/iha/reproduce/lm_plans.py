@@ -187,8 +187,8 @@ def full_plan() -> LMPlan:
         experiments=(
             _text(64, 64, 200, 16, lrs),
             _mqar(48, 4, 16, 500, 128, recall_lrs, seq_len=16, **recall),
-            _niah(48, 16, (16, 32, 64), 500, 128, recall_lrs, **recall),
             _mqar(32, 4, 16, 500, 128, recall_lrs, seq_len=16, **recall),
+            _niah(48, 16, (16, 32, 64), 500, 128, recall_lrs, **recall),
         ),
     )
 
