@@ -437,24 +437,33 @@ def parse_override_value(text: str) -> Any:
         return text
 
 
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """One ``--set`` string ``key.sub=value`` -> (["key", "sub"], parsed value).
+
+    Raises :class:`ConfigError` when there is no ``=`` or a part of the key is empty.
+    """
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} must look like key.sub=value")
+    key, value = item.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"--set {item!r}: empty key")
+    return parts, parse_override_value(value)
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings to a nested dict (a new dict; ``raw`` is not modified)."""
     out = json.loads(json.dumps(raw))  # deep copy of plain data
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r} must look like key.sub=value")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        parts = key.split(".")
-        if not key or any(not p for p in parts):
-            raise ConfigError(f"--set {item!r}: empty key")
+        parts, value = parse_override(item)
         node = out
         for i, part in enumerate(parts[:-1]):
             nxt = node.setdefault(part, {})
             if not isinstance(nxt, dict):
                 raise ConfigError(f"config key '{'.'.join(parts[: i + 1])}' is not a table")
             node = nxt
-        node[parts[-1]] = parse_override_value(value)
+        node[parts[-1]] = value
     return out
 
 
