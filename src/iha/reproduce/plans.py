@@ -20,6 +20,7 @@ from torch import nn
 from iha.reproduce.models import OneLayerTagger, make_attention
 from iha.tasks import CPM3Task, PolynomialTask, RelationCompositionTask, SyntheticTask
 from iha.theory.polynomial import PolynomialFilterNet
+from iha.validate import check_choice, check_int
 
 MODES = ("tiny", "quick", "full", "paper")
 
@@ -364,12 +365,10 @@ def tiny_plan() -> SyntheticPlan:
 def get_plan(mode: str, seeds: int | None = None) -> SyntheticPlan:
     """The plan of ``mode`` (one of :data:`MODES`), optionally with seeds 0..seeds-1."""
     builders = {"tiny": tiny_plan, "quick": quick_plan, "full": full_plan, "paper": paper_plan}
-    if mode not in builders:
-        raise ValueError(f"mode={mode!r}: accepted values are {MODES}")
+    check_choice("mode", mode, MODES)
+    check_int("seeds", seeds, 1, allow_none=True)
     plan = builders[mode]()
     if seeds is not None:
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise ValueError(f"seeds={seeds!r} must be an integer >= 1")
         plan = replace(plan, seeds=tuple(range(seeds)))
     return plan
 
