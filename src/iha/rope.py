@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 
+from iha.validate import check_int
+
 ROPE_TYPES = ("linear", "dynamic", "yarn", "llama3")
 _REQUIRED_KEYS = {
     "linear": ("factor",),
@@ -182,10 +184,7 @@ def rope_inv_freq(
     """
     if head_dim % 2:
         raise ValueError(f"head_dim={head_dim} must be even for RoPE")
-    if isinstance(positions_per_token, bool) or not isinstance(positions_per_token, int) or (
-        positions_per_token < 1
-    ):
-        raise ValueError(f"positions_per_token={positions_per_token!r} must be an int >= 1")
+    check_int("positions_per_token", positions_per_token, 1)
     scaling = check_rope_scaling(rope_scaling)
     exponents = torch.arange(0, head_dim, 2, device=device, dtype=torch.float64) / head_dim
     if scaling is None:

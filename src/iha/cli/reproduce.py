@@ -12,6 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
+from iha.cli._common import print_outcome
 from iha.reproduce.plans import MODES, get_plan
 from iha.reproduce.report import markdown_tables, verdicts, write_report
 from iha.reproduce.synthetic import finished_records, machine_description, run_plan, summarise
@@ -131,8 +132,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print()
     print("\n".join(markdown_tables(summary)))
-    print("Outcome:")
-    for v in verdicts(summary):
-        print(f"- {v}")
+    print_outcome(verdicts(summary))
     print(f"\nreport: {path}")
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from iha.cli._common import print_outcome
 from iha.reproduce.lm import (
     finished_lm_records,
     run_lm_plan,
@@ -79,8 +80,6 @@ def run_lm(args: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     summaries = summarise_lm(plan, records)
     wall = sum(r["seconds"] for r in records) / args.workers or time.time() - start
     path = write_lm_report(plan, summaries, out, command=lm_command_line(args), wall=wall)
-    print("\nOutcome:")
-    for v in verdicts(summaries):
-        print(f"- {v}")
+    print_outcome(verdicts(summaries))
     print(f"\nreport: {path}")
     return 0
