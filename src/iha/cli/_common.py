@@ -1,5 +1,5 @@
 """What several subcommands share, written once: the ``--set KEY=VALUE`` option, reading a config
-(file, preset or run directory) and the outcome block of the reproductions."""
+(file, preset or run directory), the process counts and the outcome block of the reproductions."""
 
 from __future__ import annotations
 
@@ -47,6 +47,14 @@ def read_raw_config(name: str) -> tuple[dict[str, Any], str | None]:
     if path.is_dir() and (path / "config.json").is_file():
         return json.loads((path / "config.json").read_text(encoding="utf-8")), str(path)
     return read_config_file(find_config(name)), None
+
+
+def check_process_counts(args: argparse.Namespace) -> None:
+    """``--workers`` and ``--threads`` must be ints >= 1 (ValueError naming the option)."""
+    from iha.validate import check_int
+
+    for name in ("workers", "threads"):
+        check_int(f"--{name}", getattr(args, name), 1)
 
 
 def print_outcome(verdicts: Iterable[str]) -> None:

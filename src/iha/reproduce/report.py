@@ -509,7 +509,7 @@ def _setup_notes(plan: SyntheticPlan) -> list[str]:
         "and frozen mixing weights (exactly multi-head attention); IHA has P pseudo-heads, "
         "global collapse, exact-MHA init + noise 0.02 on the mixing weights "
         "(`iha.InterleavedHeadAttention`; runs made while a variant with the mixing folded into "
-        "the projections existed computed the same layer that way, equal to float rounding); "
+        "the projections existed computed the same layer that way, equal up to float rounding); "
         "2-simplicial is `iha.simplicial."
         "TwoSimplicialAttention` (Roy et al. 2025: trilinear logits <q_i, k_j, k'_l> / sqrt(d), "
         "softmax over the (j, l) pairs, output sum A_ijl v_j * v'_l; five projections, so 1.5x "
