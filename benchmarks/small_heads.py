@@ -5,8 +5,7 @@ batch 32), one training step (forward, backward, AdamW) each, timed interleaved 
 (A, B, C, A, B, C, ...) so that load on a shared machine hits every model alike; medians.
 Printed per (threads, N): the wall ratio of each model over MHA next to its FLOP ratio (forward
 FLOPs of the attention layer alone, and of the whole model: attention layer, MLP and head).
-"IHA step-by-step" is the library layer (mix, interleave, attend, collapse), "IHA folded" the
-same layer with the mixing folded into the projections (``FoldedInterleavedHeadAttention``).
+"IHA" is the library layer ``iha.InterleavedHeadAttention`` (mix, interleave, attend, collapse).
 
     python benchmarks/small_heads.py [--reps 15] [--seq-lens 25 36] [--threads 1 2]
 """
@@ -18,7 +17,6 @@ import argparse
 import torch
 
 from iha import flops
-from iha.attention import InterleavedHeadAttention
 from iha.cli.bench import time_round_robin
 from iha.reproduce.models import OneLayerTagger, make_attention
 
@@ -45,12 +43,9 @@ def _models(seq_len: int) -> dict[str, tuple[torch.nn.Module, int]]:
     simplicial_flops = 2 * seq_len * D_MODEL * D_MODEL * 6 + flops.simplicial_attention_flops(
         seq_len, HEADS, d
     )
-    step_by_step = make_attention("iha", D_MODEL, HEADS, PSEUDO)
-    step_by_step.forward = InterleavedHeadAttention.forward.__get__(step_by_step)
     layers = {
         "MHA": (make_attention("mha", D_MODEL, HEADS), mha_flops),
-        "IHA step-by-step": (step_by_step, iha_flops),
-        "IHA folded": (make_attention("iha", D_MODEL, HEADS, PSEUDO), iha_flops),
+        "IHA": (make_attention("iha", D_MODEL, HEADS, PSEUDO), iha_flops),
         "2-simplicial": (make_attention("simplicial", D_MODEL, HEADS), simplicial_flops),
     }
     return {

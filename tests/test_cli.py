@@ -49,3 +49,35 @@ def test_importing_the_library_loads_no_command_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", [["train", "cpu-demo"], ["describe", "tiny"]])
+@pytest.mark.parametrize("bad", ["optim.lr", "=3", "model..heads=2"])
+def test_a_malformed_set_override_exits_2_naming_the_option(capsys, command, bad):
+    # one --set rule for every command: no "=", an empty key or an empty key part
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*command, "--set", bad])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --set" in err and repr(bad) in err
+
+
+def test_describe_reads_a_run_directory_like_train_does(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"model": {"preset": "tiny", "num_pseudo_heads": 3}}')
+    assert cli.main(["describe", str(run), "--json"]) == 0
+    from_run = capsys.readouterr().out
+    assert cli.main(["describe", "tiny", "--set", "model.num_pseudo_heads=3", "--json"]) == 0
+    assert from_run == capsys.readouterr().out
+    assert cli.main(["describe", "tiny", "--json"]) == 0
+    assert from_run != capsys.readouterr().out  # P = 3 is not the preset's P
+
+
+def test_the_reproductions_print_their_outcome_one_bullet_per_experiment(capsys):
+    from iha.cli._common import print_outcome
+
+    print_outcome(["IHA beats MHA on x", "IHA does NOT beat MHA on y"])
+    assert capsys.readouterr().out == (
+        "\nOutcome:\n- IHA beats MHA on x\n- IHA does NOT beat MHA on y\n"
+    )

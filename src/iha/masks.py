@@ -91,7 +91,11 @@ class MaskSpec:
         return mask_mod
 
     def allowed(self, device: torch.device | None = None) -> torch.Tensor:
-        """Dense bool mask (n_q*P, n_k*P), True = may attend. O((N*P)^2) memory: reference only."""
+        """Dense bool mask (n_q*P, n_k*P), True = may attend.
+
+        Its memory grows with n_q*P times n_k*P: the reference backend and ``sdpa`` (when the
+        mask is not plain causal) build it for the whole call, ``blocked`` only for small pieces,
+        the ``band`` kernel never."""
         P = self.n_pseudo
         q_idx = torch.arange(self.n_q * P, device=device)[:, None]  # (Lq, 1)
         kv_idx = torch.arange(self.n_k * P, device=device)[None, :]  # (1, Lk)

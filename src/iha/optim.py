@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from iha.validate import check_number, check_positive_number
+
 MIXING_NAMES = ("alpha_q", "alpha_k", "alpha_v", "collapse")
 
 
@@ -23,10 +25,9 @@ def param_groups(
       ``mixing_lr`` when given (otherwise the optimizer's).
     Empty groups are left out. Each group carries a ``name`` key for logging.
     """
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay={weight_decay} must be >= 0")
-    if mixing_lr is not None and mixing_lr <= 0:
-        raise ValueError(f"mixing_lr={mixing_lr} must be None or > 0")
+    check_number("weight_decay", weight_decay, 0)
+    if mixing_lr is not None:
+        check_positive_number("mixing_lr", mixing_lr)
     decay, no_decay, mixing = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:

@@ -30,6 +30,8 @@ import math
 import torch
 from torch import nn
 
+from iha.validate import check_int
+
 SIMPLICIAL_MASKS = ("none", "causal")
 
 
@@ -147,9 +149,8 @@ class TwoSimplicialAttention(nn.Module):
         bias: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive int")
+        check_int("d_model", d_model, 1)
+        check_int("n_heads", n_heads, 1)
         if head_dim is None:
             if d_model % n_heads:
                 raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")

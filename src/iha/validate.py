@@ -2,8 +2,9 @@
 
 Every check raises ``ValueError`` naming the argument, the value it got and what is accepted, e.g.
 ``n_pseudo=0 must be an int >= 1`` or ``mask='causal' is not supported; expected one of
-['flat', 'token', 'none']``. The config, the module and the functional core use these, so that
-a mistake reads the same wherever it is caught.
+['flat', 'token', 'none']``. The library uses these everywhere (the functional core, the module,
+the configs, the tasks, the theory checks, the reproductions, training), so that a mistake reads
+the same wherever it is caught.
 """
 
 from __future__ import annotations
@@ -19,16 +20,21 @@ def check_choice(name: str, value: Any, accepted: Iterable[Any]) -> None:
         raise ValueError(f"{name}={value!r} is not supported; expected one of {accepted}")
 
 
-def check_int(name: str, value: Any, minimum: int = 1, *, allow_none: bool = False) -> Any:
-    """``value`` must be an int (not a bool) >= ``minimum``, or None when ``allow_none``.
+def check_int(
+    name: str, value: Any, minimum: int | None = 1, *, allow_none: bool = False
+) -> Any:
+    """``value`` must be an int (not a bool) >= ``minimum`` (any int when ``minimum`` is None),
+    or None when ``allow_none``.
 
     Returns ``value``.
     """
     if value is None and allow_none:
         return value
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if not is_int or (minimum is not None and value < minimum):
         either = "None or " if allow_none else ""
-        raise ValueError(f"{name}={value!r} must be {either}an int >= {minimum}")
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"{name}={value!r} must be {either}an int{bound}")
     return value
 
 
@@ -36,6 +42,12 @@ def check_positive_number(name: str, value: Any) -> None:
     """``value`` must be a real number (int or float, not a bool) > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{name}={value!r} must be a positive number")
+
+
+def check_number(name: str, value: Any, minimum: float = 0) -> None:
+    """``value`` must be a real number (int or float, not a bool, not NaN) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
+        raise ValueError(f"{name}={value!r} must be a number >= {minimum:g}")
 
 
 def check_window(window: Any, mask: str) -> None:

@@ -4,6 +4,8 @@ generate() with and without a cache, past_key_values in the caller's hands."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -198,3 +200,16 @@ def test_beam_search_reorders_the_cache_like_recomputing_without_it():
     cached = model.generate(ids, max_new_tokens=6, num_beams=3, do_sample=False)
     plain = model.generate(ids, max_new_tokens=6, num_beams=3, do_sample=False, use_cache=False)
     assert torch.equal(cached, plain)
+
+
+def test_import_iha_and_its_models_leaves_transformers_unimported():
+    """docs/models.md: ``import iha`` does not import transformers; ``import iha.hf`` does."""
+
+    def imports_transformers(statement: str) -> bool:
+        code = f"import sys; {statement}; print('transformers' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip() == "True"
+
+    assert not imports_transformers("import iha, iha.models, iha.functional, iha.flops")
+    assert imports_transformers("import iha.hf")

@@ -65,6 +65,36 @@ def test_both_2_4b_readings_have_the_parameter_counts_of_their_formulas():
     assert preset_assumptions("tiny") == ()
 
 
+@pytest.mark.parametrize(
+    "ffn,tied,kv_heads,billions,billions_without_embeddings",
+    [
+        (10240, False, 20, 3.383, 2.726),
+        (10240, True, 20, 3.055, 2.726),
+        (10240, True, 4, 2.782, 2.454),
+        (6912, False, 20, 2.719, 2.062),
+    ],
+)
+def test_the_other_swiglu_readings_have_the_parameter_counts_of_their_formulas(
+    ffn, tied, kv_heads, billions, billions_without_embeddings
+):
+    """The rows of docs/models.md's parameter table that are not presets (SwiGLU, the given
+    width, tying and key/value heads), built on the meta device and counted against the formula
+    written out here; the table's rounded values follow."""
+    d, layers, vocab, head_dim = 2560, 26, 128256, 128
+    attention = 2 * d * d + 2 * d * kv_heads * head_dim  # q, o; k, v with GQA
+    swiglu = 3 * d * ffn
+    embeddings = vocab * d * (1 if tied else 2)
+    norms = 2 * d * layers + d
+    want = layers * (attention + swiglu) + embeddings + norms
+    cfg = get_preset("paper-2.4b-swiglu", attention_variant="global", intermediate_size=ffn,
+                     tie_word_embeddings=tied, num_key_value_heads=kv_heads)
+    with torch.device("meta"):
+        got = DecoderLM(cfg).num_parameters()
+    assert got == want
+    assert round(got / 1e9, 3) == billions
+    assert round((got - embeddings) / 1e9, 3) == billions_without_embeddings
+
+
 def test_describe_of_the_old_name_prints_both_readings_with_assumptions(capsys):
     assert main(["describe", "paper-2.4b"]) == 0
     out = capsys.readouterr().out

@@ -7,7 +7,6 @@ import torch
 
 from iha.attention import InterleavedHeadAttention
 from iha.reproduce.models import (
-    FoldedInterleavedHeadAttention,
     OneLayerTagger,
     init_mixing,
     make_attention,
@@ -74,10 +73,12 @@ def _iha_reference(layer, x):
 
 
 @pytest.mark.parametrize("mixing_init", ["near_mha", "random"])
-def test_folded_iha_matches_the_loop_oracle_forward_and_gradients(mixing_init):
+def test_iha_kind_is_the_library_layer_and_matches_the_loop_oracle_forward_and_gradients(
+    mixing_init,
+):
     torch.manual_seed(0)
     layer = make_attention("iha", 8, 2, 3, mixing_init=mixing_init, seed=1).double()
-    assert isinstance(layer, FoldedInterleavedHeadAttention)
+    assert type(layer) is InterleavedHeadAttention
     x = torch.randn(2, 4, 8, dtype=torch.float64)
     y = layer(x)
     torch.testing.assert_close(y, _iha_reference(layer, x), rtol=0, atol=1e-12)
@@ -85,9 +86,16 @@ def test_folded_iha_matches_the_loop_oracle_forward_and_gradients(mixing_init):
     (y * grad_out).sum().backward()
     got = {n: p.grad.clone() for n, p in layer.named_parameters()}
     layer.zero_grad()
-    (InterleavedHeadAttention.forward(layer, x) * grad_out).sum().backward()  # step by step
+    (_iha_reference(layer, x) * grad_out).sum().backward()  # gradients through the loop oracle
     for name, p in layer.named_parameters():
         torch.testing.assert_close(got[name], p.grad, rtol=0, atol=1e-11, msg=name)
+
+
+def test_the_removed_folded_layer_name_warns_and_gives_the_library_layer():
+    import iha.reproduce.models as models
+
+    with pytest.warns(DeprecationWarning, match="FoldedInterleavedHeadAttention"):
+        assert models.FoldedInterleavedHeadAttention is InterleavedHeadAttention
 
 
 def test_mixing_inits_and_movement_measure():

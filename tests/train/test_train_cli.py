@@ -28,7 +28,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
         ("train.max_stepz=3", "'train.max_stepz'"),
         ("optim.lr=fast", "'optim.lr' must be float"),
         ("train.precision=fp16", "'train.precision' must be one of"),
-        ("checkpoint.keep=0", "'checkpoint.keep' must be > 0"),
+        ("checkpoint.keep=0", "'checkpoint.keep'=0 must be an int >= 1"),
     ],
 )
 def test_bad_config_exits_nonzero_naming_the_key_and_writes_nothing(

@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("iha.cli.bench", "attention benchmarks: ratios vs SDPA floor, MHA, naive; memory"),
     "export": ("iha.cli.export", "write an iha train checkpoint as a Hugging Face model directory"),
     "lm-eval": ("iha.cli.lm_eval", "lm-evaluation-harness on iha models (lm_eval's own options)"),
+    "long-context": ("iha.cli.long_context", "CPU rehearsal: pretrain short, extend 4x, RULER"),
 }
 # Commands that hand their arguments, unparsed, to another tool's command line (``--help``
 # included): their module's ``run`` gets ``args.passthrough``, the list after the command name.

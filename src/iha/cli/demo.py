@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from iha.cli._common import print_outcome
 from iha.cli.reproduce import reproduce
 from iha.reproduce.report import verdicts
 
@@ -90,8 +91,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print()
     print("\n".join(side_by_side(summary)))
-    print("\nOutcome:")
-    for v in verdicts(summary):
-        print(f"- {v}")
+    print_outcome(verdicts(summary))
     print(f"\nFull report with plots: {path} (full-size results: docs/results/synthetic/)")
     return 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
+
+from iha.cli._common import add_set_option, read_raw_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,13 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model preset name (iha.models.list_presets()), config file or run dir "
         "(default: tiny)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a model key, e.g. --set model.num_pseudo_heads=2 (repeatable)",
+    add_set_option(
+        parser, "override a model key, e.g. --set model.num_pseudo_heads=2 (repeatable)"
     )
     parser.add_argument(
         "--seq-len", type=int, help="sequence length of the FLOP count (default: the context)"
@@ -34,14 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _model_table(source: str, overrides: list[str]) -> dict[str, Any]:
     from iha.models import list_presets
-    from iha.train.config import apply_overrides, find_config, read_config_file
+    from iha.train.config import apply_overrides
 
     if source in list_presets():
         raw: dict[str, Any] = {"model": {"preset": source}}
-    elif Path(source).is_dir() and (Path(source) / "config.json").is_file():
-        raw = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
     else:
-        raw = read_config_file(find_config(source))
+        raw, _ = read_raw_config(source)
     for item in overrides:
         if not item.startswith("model."):
             raise ValueError(f"--set {item!r}: describe only takes model.* keys")

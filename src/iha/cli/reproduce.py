@@ -12,6 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
+from iha.cli._common import check_process_counts, print_outcome
 from iha.reproduce.plans import MODES, get_plan
 from iha.reproduce.report import markdown_tables, verdicts, write_report
 from iha.reproduce.synthetic import finished_records, machine_description, run_plan, summarise
@@ -87,9 +88,7 @@ def mode_of(args: argparse.Namespace) -> str:
 
 def reproduce(args: argparse.Namespace, log=print) -> tuple[dict, Path]:
     """Run the plan chosen by ``args``, write the report; returns (summary, report path)."""
-    for name in ("workers", "threads"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name}={getattr(args, name)} must be >= 1")
+    check_process_counts(args)
     plan = get_plan(mode_of(args), args.seeds)
     out = args.out or Path("results") / "synthetic" / plan.mode
     start = time.perf_counter()
@@ -131,8 +130,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print()
     print("\n".join(markdown_tables(summary)))
-    print("Outcome:")
-    for v in verdicts(summary):
-        print(f"- {v}")
+    print_outcome(verdicts(summary))
     print(f"\nreport: {path}")
     return 0

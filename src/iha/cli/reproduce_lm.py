@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from iha.cli._common import check_process_counts, print_outcome
 from iha.reproduce.lm import (
     finished_lm_records,
     run_lm_plan,
@@ -45,10 +46,11 @@ def lm_command_line(args: argparse.Namespace) -> str:
 
 def run_lm(args: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     """Run the plan, write the report, print the outcome; returns the exit code."""
-    for name in ("workers", "threads"):
-        if getattr(args, name) < 1:
-            print(f"iha reproduce: --{name}={getattr(args, name)} must be >= 1")
-            return 2
+    try:
+        check_process_counts(args)
+    except ValueError as e:
+        print(f"iha reproduce: {e}")
+        return 2
     mode = lm_mode(args)
     if mode not in LM_MODES:
         print(f"iha reproduce: --mode {mode} is not a mode of lm; accepted: {LM_MODES}")
@@ -79,8 +81,6 @@ def run_lm(args: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     summaries = summarise_lm(plan, records)
     wall = sum(r["seconds"] for r in records) / args.workers or time.time() - start
     path = write_lm_report(plan, summaries, out, command=lm_command_line(args), wall=wall)
-    print("\nOutcome:")
-    for v in verdicts(summaries):
-        print(f"- {v}")
+    print_outcome(verdicts(summaries))
     print(f"\nreport: {path}")
     return 0

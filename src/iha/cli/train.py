@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+
+from iha.cli._common import add_set_option, read_raw_config
 
 EPILOG = """\
 CONFIG is a TOML/YAML file, a preset name from configs/ (e.g. cpu-demo, paper-2.4b), or a run
@@ -28,14 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("config", help="config file, preset name or run directory")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set optim.lr=3e-4 (repeatable)",
-    )
+    add_set_option(parser, "override a config key, e.g. --set optim.lr=3e-4 (repeatable)")
     parser.add_argument(
         "--resume", action="store_true", help="continue from the run dir's latest checkpoint"
     )
@@ -51,22 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _raw_config(name: str) -> tuple[dict, str | None]:
-    """The raw config dict and, for a run directory, that directory."""
-    from iha.train.config import find_config, read_config_file
-
-    p = Path(name)
-    if p.is_dir() and (p / "config.json").is_file():
-        return json.loads((p / "config.json").read_text(encoding="utf-8")), str(p)
-    return read_config_file(find_config(name)), None
-
-
 def run(args: argparse.Namespace) -> int:
     from iha.train.config import ConfigError, apply_overrides, config_from_dict, dump_toml
     from iha.train.trainer import Trainer
 
     try:
-        raw, run_dir = _raw_config(args.config)
+        raw, run_dir = read_raw_config(args.config)
         overrides = list(args.overrides)
         if args.run_dir or run_dir:
             overrides.append(f"run_dir={json.dumps(args.run_dir or run_dir)}")

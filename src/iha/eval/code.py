@@ -41,6 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from iha.validate import check_int, check_positive_number
+
 DEFAULT_MEMORY_BYTES = 4 * 1024**3
 MAX_FILE_BYTES = 64 * 1024**2
 _STDERR_TAIL = 2000
@@ -120,10 +122,8 @@ def execute(
     """Run ``source`` in the sandbox (module docstring) and report how it ended."""
     if not isinstance(source, str):
         raise ValueError(f"source must be a str, got {type(source).__name__}")
-    if not (isinstance(timeout, (int, float)) and timeout > 0):
-        raise ValueError(f"timeout={timeout!r} must be a positive number of seconds")
-    if not (isinstance(memory_bytes, int) and memory_bytes > 0):
-        raise ValueError(f"memory_bytes={memory_bytes!r} must be a positive int")
+    check_positive_number("timeout", timeout)  # seconds
+    check_int("memory_bytes", memory_bytes, 1)
     with tempfile.TemporaryDirectory(prefix="iha-sandbox-") as root:
         work = Path(root) / "work"
         work.mkdir()
@@ -191,8 +191,7 @@ def run_programs(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[ExecutionResult]:
     """:func:`execute` every program, ``workers`` sandbox processes at a time, in order."""
-    if workers < 1:
-        raise ValueError(f"workers={workers} must be >= 1")
+    check_int("workers", workers, 1)
     results: list[ExecutionResult | None] = [None] * len(sources)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(execute, s, timeout, memory_bytes) for s in sources]

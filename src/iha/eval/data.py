@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from iha.validate import check_int
+
 
 def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Records of a JSON-lines file (blank lines skipped); each must hold the ``required`` keys."""
@@ -75,5 +77,4 @@ def load_hub_dataset(
 
 def check_limit(limit: int | None) -> None:
     """``limit`` is None (everything) or a positive int."""
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit={limit!r} must be None or a positive int")
+    check_int("limit", limit, 1, allow_none=True)

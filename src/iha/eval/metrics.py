@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import TypeVar
 
+from iha.validate import check_int
+
 A = TypeVar("A", bound=Hashable)
 
 
@@ -27,11 +29,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     them correct, is correct. Computed as 1 - prod_{i=n-c+1}^{n} (1 - k/i), which never forms
     the huge binomials.
     """
-    for name, v in (("n", n), ("c", c), ("k", k)):
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise ValueError(f"{name} must be an int, got {v!r}")
-    if n < 1:
-        raise ValueError(f"n={n} must be >= 1")
+    check_int("n", n, 1)
+    check_int("c", c, None)
+    check_int("k", k, None)
     if not 0 <= c <= n:
         raise ValueError(f"c={c} must be in [0, n={n}]")
     if not 1 <= k <= n:
@@ -144,8 +144,7 @@ def bootstrap_ci(
     and returns the (1-confidence)/2 and (1+confidence)/2 empirical quantiles of their means.
     """
     xs = _check_scores(scores, confidence)
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples={n_resamples} must be >= 1")
+    check_int("n_resamples", n_resamples, 1)
     rng = random.Random(seed)
     m = len(xs)
     means = sorted(sum(rng.choices(xs, k=m)) / m for _ in range(n_resamples))

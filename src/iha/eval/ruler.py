@@ -58,6 +58,7 @@ from typing import Any, Protocol
 
 from iha.eval._ruler_text import ADJECTIVES, ESSAY, NOISE, NOUNS, VERBS
 from iha.eval.ruler_qa import QAData
+from iha.validate import check_int
 
 TASKS: tuple[str, ...] = (
     "niah_single_1",
@@ -702,12 +703,12 @@ def generate_samples(
     is the dataset of qa_1 / qa_2 (default: loaded from the hub by
     :func:`iha.eval.ruler_qa.load_qa_data`)."""
     family = task_family(task)
-    if num_samples < 1:
-        raise ValueError(f"num_samples={num_samples} must be >= 1")
-    if tokens_to_generate is not None and tokens_to_generate < 0:
-        raise ValueError(f"tokens_to_generate={tokens_to_generate} must be >= 0")
-    if not lengths or any(not isinstance(n, int) or n < 1 for n in lengths):
-        raise ValueError(f"lengths={list(lengths)!r} must be positive ints")
+    check_int("num_samples", num_samples, 1)
+    check_int("tokens_to_generate", tokens_to_generate, 0, allow_none=True)
+    if not lengths:
+        raise ValueError("lengths must not be empty")
+    for i, length in enumerate(lengths):
+        check_int(f"lengths[{i}]", length, 1)
     essay = family == "niah" and NIAH[task].haystack == "essay"
     sentences = load_essay_sentences(haystack_dir) if essay else None
     if family == "qa" and qa_data is None:

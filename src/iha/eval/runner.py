@@ -30,6 +30,7 @@ import torch
 from iha.eval import gsm8k as gsm8k_mod
 from iha.eval import math as math_mod
 from iha.eval import metrics, ruler
+from iha.validate import check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,11 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy)")
+        check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_number("temperature", self.temperature, 0)  # 0 = greedy
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
-        if self.top_k < 0:
-            raise ValueError(f"top_k={self.top_k} must be >= 0 (0 = off)")
+        check_int("top_k", self.top_k, 0)  # 0 = off
 
 
 class Generator(Protocol):
@@ -183,8 +181,7 @@ def generate_all(
 
     Warns (UserWarning) when a prompt plus ``max_new_tokens`` is longer than the generator's
     ``context_length`` (the model was never trained at those positions)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    check_int("batch_size", batch_size, 1)
     context = getattr(generator, "context_length", None)
     longest = max((len(p) for p in prompts), default=0) + params.max_new_tokens
     if context is not None and longest > context:
@@ -324,8 +321,7 @@ def run_sampled_eval(
     params = params or SamplingParams()
     if tokenizer.eos_token_id not in params.stop_token_ids:  # always stop at end of sequence
         params = replace(params, stop_token_ids=(*params.stop_token_ids, tokenizer.eos_token_id))
-    if n_samples < 1:
-        raise ValueError(f"n_samples={n_samples} must be >= 1")
+    check_int("n_samples", n_samples, 1)
     if params.temperature == 0 and n_samples > 1:
         raise ValueError(f"n_samples={n_samples} with temperature=0: greedy samples are identical")
     if not problems:
@@ -452,14 +448,15 @@ def run_code_eval(
     params = params or SamplingParams(max_new_tokens=512, temperature=0.0, seed=None)
     if tokenizer.eos_token_id not in params.stop_token_ids:
         params = replace(params, stop_token_ids=(*params.stop_token_ids, tokenizer.eos_token_id))
-    if n_samples < 1:
-        raise ValueError(f"n_samples={n_samples} must be >= 1")
+    check_int("n_samples", n_samples, 1)
     if params.temperature == 0 and n_samples > 1:
         raise ValueError(f"n_samples={n_samples} with temperature=0: greedy samples are identical")
     if not problems:
         raise ValueError("problems must not be empty")
-    if not ks or any(k < 1 for k in ks):
-        raise ValueError(f"ks={list(ks)!r} must be positive ints")
+    if not ks:
+        raise ValueError("ks must not be empty")
+    for i, k in enumerate(ks):
+        check_int(f"ks[{i}]", k, 1)
     prompt_ids = [_code_prompt(tokenizer, benchmark, p, prompt_style) for p in problems]
     flat = [ids for ids in prompt_ids for _ in range(n_samples)]  # problem-major
     outputs = generate_all(generator, flat, params, batch_size, progress)

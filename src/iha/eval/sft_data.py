@@ -31,6 +31,7 @@ import torch
 
 from iha.eval.data import check_limit, load_hub_dataset, read_jsonl
 from iha.train.data import IndexedDocuments, list_files
+from iha.validate import check_int
 
 HUB_NAME = "open-thoughts/OpenThoughts-114k"
 
@@ -149,8 +150,7 @@ def pack(
     ``pad_token_id`` is None, else padded with it (mask False). Attention is not masked at
     document boundaries (the usual packing; documents start with BOS).
     """
-    if seq_len < 1:
-        raise ValueError(f"seq_len={seq_len} must be >= 1")
+    check_int("seq_len", seq_len, 1)
     ids: list[int] = []
     mask: list[bool] = []
     for i, (doc_ids, doc_mask) in enumerate(documents):

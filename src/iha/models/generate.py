@@ -9,7 +9,7 @@ from torch import nn
 
 from iha.cache import CACHE_POLICIES
 from iha.models.model import DecoderLM
-from iha.validate import check_choice, check_int
+from iha.validate import check_choice, check_int, check_number
 
 
 def _unwrap(model: nn.Module) -> DecoderLM:
@@ -58,8 +58,7 @@ def sample_next(
 
 def _check_args(max_new_tokens, temperature, top_p, top_k, cache_policy) -> None:
     check_int("max_new_tokens", max_new_tokens, 0)
-    if not temperature >= 0:
-        raise ValueError(f"temperature={temperature!r} must be >= 0 (0 = greedy)")
+    check_number("temperature", temperature, 0)  # 0 = greedy
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p={top_p!r} must be in (0, 1]")
     check_int("top_k", top_k, 0)  # 0 = off

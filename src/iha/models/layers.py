@@ -296,8 +296,7 @@ class TalkingHeadsAttention(_Attention):
 
 def diff_lambda_init(layer_index: int) -> float:
     """lambda_init = 0.8 - 0.6 exp(-0.3 (l - 1)) for layer l = 1, 2, ... (Ye et al. 2024)."""
-    if layer_index < 1:
-        raise ValueError(f"layer_index={layer_index} must be >= 1 (1-based)")
+    check_int("layer_index", layer_index, 1)  # 1-based
     return 0.8 - 0.6 * math.exp(-0.3 * (layer_index - 1))
 
 

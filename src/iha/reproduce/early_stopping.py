@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from iha.validate import check_choice, check_int, check_number
+
 STOP_MODES = ("min", "max")
 
 
@@ -22,12 +24,9 @@ class EarlyStopping:
     """
 
     def __init__(self, patience: int, mode: str = "min", min_delta: float = 0.0) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience={patience!r} must be an integer >= 1")
-        if mode not in STOP_MODES:
-            raise ValueError(f"mode={mode!r}: accepted values are {STOP_MODES}")
-        if not min_delta >= 0.0:
-            raise ValueError(f"min_delta={min_delta!r} must be >= 0")
+        check_int("patience", patience, 1)
+        check_choice("mode", mode, STOP_MODES)
+        check_number("min_delta", min_delta, 0)
         self.patience, self.mode, self.min_delta = patience, mode, float(min_delta)
         self.best: float | None = None
         self.best_index: int | None = None  # 0-based index of the evaluation that gave `best`

@@ -10,8 +10,7 @@ models (:func:`make_attention`):
   alphas and R = 1 is MHA) with no extra trainable parameter;
 * ``"iha"``: ``InterleavedHeadAttention`` with P pseudo-heads, the default training init
   (near MHA, symmetry broken by small noise) and the paper's global collapse; other starts of
-  the mixing weights for the ablations are :data:`MIXING_INITS`. With softmax attention it is
-  built as :class:`FoldedInterleavedHeadAttention`, the same layer computed faster;
+  the mixing weights for the ablations are :data:`MIXING_INITS`;
 * ``"simplicial"``: :class:`iha.simplicial.TwoSimplicialAttention`, the paper's strongest
   baseline on relation composition.
 
@@ -24,13 +23,14 @@ RoPE is off (``rope_theta=None``), which also makes virtual vs token positions m
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from iha.attention import InterleavedHeadAttention, init_exact_mha_mixing
 from iha.simplicial import TwoSimplicialAttention
+from iha.validate import check_choice
 
 ATTENTION_KINDS = ("mha", "iha", "simplicial")
 # Starts of the IHA mixing weights compared in the ablations:
@@ -41,63 +41,25 @@ MIXING_INITS = ("near_mha", "near_mha_noise_0.2", "random")
 MIXING_NAMES = ("alpha_q", "alpha_k", "alpha_v", "collapse")
 
 
-class FoldedInterleavedHeadAttention(InterleavedHeadAttention):
-    """The same layer as ``InterleavedHeadAttention``, computed with the mixing folded in.
-
-    The mixing is linear and static, so mixing the projected heads equals projecting with mixed
-    weights: ``qt[h, p] = x @ (sum_m alpha_q[m, h, p] W_q[m])^T``, and likewise the collapse
-    folds into ``o_proj``. For the synthetic experiments' case (mask "none", no RoPE, no cache,
-    no padding, softmax) the forward pass is then three (D -> P*H*d) GEMMs, one attention call
-    on a strided view and one (P*H*d -> D) GEMM, without the einsum permutes and copies of the
-    step-by-step path (``benchmarks/small_heads.py`` measures the difference). Every other case
-    falls back to the parent's forward. The FLOPs are the same: with D = H d, projecting to
-    P*H*d costs what projecting to H*d and mixing cost.
-    """
-
-    def forward(
-        self,
-        x: torch.Tensor,  # (B, N, D)
-        key_padding_mask: torch.Tensor | None = None,
-        cache=None,
-    ) -> torch.Tensor:
-        foldable = (
-            key_padding_mask is None
-            and cache is None
-            and self.mask == "none"
-            and self.rope_theta is None
-            and self.kernel == "softmax"
-            and self.collapse_mode == "global"
-            and self.n_kv_heads == self.n_heads
-            and not (self.training and self.dropout > 0)
+def __getattr__(name: str):
+    """``FoldedInterleavedHeadAttention`` is deprecated: the same layer as
+    ``iha.InterleavedHeadAttention`` (the mixing folded into the projection weights), removed
+    because it duplicated the IHA pipeline; the old name returns the one layer."""
+    if name == "FoldedInterleavedHeadAttention":
+        warnings.warn(
+            "iha.reproduce.models.FoldedInterleavedHeadAttention is deprecated; it computed the "
+            "same layer as iha.InterleavedHeadAttention, which is returned instead",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        if not foldable or x.dim() != 3 or x.shape[-1] != self.d_model:
-            return super().forward(x, key_padding_mask, cache)
-        B, N, D = x.shape
-        H, P, d = self.n_heads, self.n_pseudo, self.head_dim
-
-        def pseudo(proj: nn.Linear, alpha: torch.Tensor) -> torch.Tensor:
-            weight = proj.weight.view(H, d, D)  # [source head m, c, D]
-            mixed = torch.einsum("mcD,mhp->phcD", weight, alpha).reshape(P * H * d, D)
-            # rows ordered (p, h, c): token n's output holds pseudo tokens n*P + p, head-minor
-            return F.linear(x, mixed).view(B, N * P, H, d).transpose(1, 2)  # (B, H, N*P, d)
-
-        qt = pseudo(self.q_proj, self.alpha_q)
-        kt = pseudo(self.k_proj, self.alpha_k)
-        vt = pseudo(self.v_proj, self.alpha_v)
-        o = F.scaled_dot_product_attention(qt, kt, vt, scale=1.0 / math.sqrt(d))  # (B,H,N*P,d)
-        # y[n] = sum_h W_o[:, h] sum_{k,p} R[h, k, p] o[k, n*P + p]: fold R into W_o
-        out_w = torch.einsum(
-            "Dhc,hkp->Dpkc", self.o_proj.weight.view(D, H, d), self.collapse.view(H, H, P)
-        ).reshape(D, P * H * d)
-        y = o.transpose(1, 2).reshape(B, N, P * H * d)  # (B, N, P*H*d), ordered (p, k, c)
-        return F.linear(y, out_w, self.o_proj.bias)
+        return InterleavedHeadAttention
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @torch.no_grad()
 def init_mixing(layer: InterleavedHeadAttention, mixing_init: str, seed: int = 0) -> None:
     """Set the IHA mixing weights to one of :data:`MIXING_INITS` (projections untouched)."""
-    if mixing_init not in MIXING_INITS:
-        raise ValueError(f"mixing_init={mixing_init!r}: accepted values are {MIXING_INITS}")
+    check_choice("mixing_init", mixing_init, MIXING_INITS)
     g = torch.Generator().manual_seed(seed)
     H, P = layer.n_heads, layer.n_pseudo
     if mixing_init == "random":
@@ -161,19 +123,16 @@ def make_attention(
         mixing_init: start of the IHA mixing weights, one of :data:`MIXING_INITS`.
         seed: seeds the noise of ``mixing_init``.
     """
-    if kind not in ATTENTION_KINDS:
-        raise ValueError(f"kind={kind!r}: accepted values are {ATTENTION_KINDS}")
+    check_choice("kind", kind, ATTENTION_KINDS)
     if kind != "iha" and n_pseudo != 1:
         raise ValueError(f"n_pseudo={n_pseudo} must be 1 for kind={kind!r}")
     if kind == "simplicial":
         if kernel != "softmax":
             raise ValueError(f"kernel={kernel!r}: kind='simplicial' supports 'softmax' only")
         return TwoSimplicialAttention(d_model, n_heads, head_dim=head_dim, mask="none")
-    if mixing_init not in MIXING_INITS:
-        raise ValueError(f"mixing_init={mixing_init!r}: accepted values are {MIXING_INITS}")
+    check_choice("mixing_init", mixing_init, MIXING_INITS)
     backend = "reference" if kernel == "linear" else "auto"
-    cls = FoldedInterleavedHeadAttention if kind == "iha" else InterleavedHeadAttention
-    layer = cls(
+    layer = InterleavedHeadAttention(
         d_model,
         n_heads,
         n_pseudo=n_pseudo,

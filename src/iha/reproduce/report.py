@@ -507,9 +507,10 @@ def _setup_notes(plan: SyntheticPlan) -> list[str]:
         "(attention, then a 4x GELU MLP), final LayerNorm, linear per-position head. Only the "
         "attention differs: MHA is `InterleavedHeadAttention` with P = 1, the exact-MHA init "
         "and frozen mixing weights (exactly multi-head attention); IHA has P pseudo-heads, "
-        "global collapse, exact-MHA init + noise 0.02 on the mixing weights (computed with the "
-        "mixing folded into the projections, `FoldedInterleavedHeadAttention`: the same layer, "
-        "checked against the loop oracle); 2-simplicial is `iha.simplicial."
+        "global collapse, exact-MHA init + noise 0.02 on the mixing weights "
+        "(`iha.InterleavedHeadAttention`; runs made while a variant with the mixing folded into "
+        "the projections existed computed the same layer that way, equal up to float rounding); "
+        "2-simplicial is `iha.simplicial."
         "TwoSimplicialAttention` (Roy et al. 2025: trilinear logits <q_i, k_j, k'_l> / sqrt(d), "
         "softmax over the (j, l) pairs, output sum A_ijl v_j * v'_l; five projections, so 1.5x "
         "MHA's attention parameters).",

@@ -11,13 +11,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from iha.validate import check_int, check_number
+
 
 def t_central_mass(t: float, df: int) -> float:
     """P(|T| <= t) for Student's t with ``df`` (integer >= 1) degrees of freedom, t >= 0."""
-    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
-        raise ValueError(f"df={df!r} must be an integer >= 1")
-    if t < 0:
-        raise ValueError(f"t={t!r} must be >= 0")
+    check_int("df", df, 1)
+    check_number("t", t, 0)
     if math.isinf(t):
         return 1.0
     theta = math.atan(t / math.sqrt(df))

@@ -36,6 +36,7 @@ from iha.reproduce.plans import HeadSweep, Job, RelationsExperiment, SyntheticPl
 from iha.reproduce.stats import mean_ci, paired_difference_ci
 from iha.reproduce.train import TrainSettings, loss_fn, train_run
 from iha.tasks import SyntheticTask
+from iha.validate import check_choice
 
 MODEL_ORDER = ATTENTION_KINDS  # table order: MHA first
 
@@ -53,8 +54,7 @@ def _settings(exp: RelationsExperiment | HeadSweep, job: Job) -> TrainSettings:
 
 def resolve_device(device: str) -> torch.device:
     """"auto" (CUDA when available, else CPU), "cpu" or "cuda"."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device={device!r}: accepted values are auto, cpu, cuda")
+    check_choice("device", device, ("auto", "cpu", "cuda"))
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but no CUDA device is available")
     if device == "auto":

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from iha.optim import param_groups
 from iha.reproduce.early_stopping import EarlyStopping
 from iha.tasks import SyntheticTask, TaskBatch
+from iha.validate import check_choice
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,13 @@ def loss_fn(output: str, logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor
         logits: (B, N, out) model outputs.
         batch: targets (B, N) or (B, N, T) and loss_mask (B, N).
     """
+    check_choice("output", output, ("binary", "classification", "regression"))
     mask = batch.loss_mask
     if output == "binary":
         return F.binary_cross_entropy_with_logits(logits.squeeze(-1)[mask], batch.targets[mask])
     if output == "classification":
         return F.cross_entropy(logits[mask], batch.targets[mask])
-    if output == "regression":
-        return F.mse_loss(logits[mask], batch.targets[mask])
-    raise ValueError(f"output={output!r}: accepted values are binary, classification, regression")
+    return F.mse_loss(logits[mask], batch.targets[mask])  # regression
 
 
 @torch.no_grad()

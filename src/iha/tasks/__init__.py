@@ -19,6 +19,7 @@ from iha.tasks.relations import (
     compose,
     ternary_relations,
 )
+from iha.validate import check_choice
 
 TASKS: dict[str, type[SyntheticTask]] = {
     "cpm3": CPM3Task,
@@ -32,8 +33,7 @@ TASKS: dict[str, type[SyntheticTask]] = {
 
 def make_task(name: str, **kwargs: object) -> SyntheticTask:
     """Build the task called ``name`` (a key of :data:`TASKS`) with its keyword arguments."""
-    if name not in TASKS:
-        raise ValueError(f"task name={name!r}: accepted values are {sorted(TASKS)}")
+    check_choice("name", name, sorted(TASKS))
     return TASKS[name](**kwargs)
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from iha.validate import check_int
+from iha.validate import check_choice, check_int
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 OUTPUT_KINDS: tuple[str, ...] = ("classification", "binary", "regression")
@@ -146,8 +146,7 @@ class SyntheticTask:
         split_sizes: Mapping[str, int | None],
         split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed={seed!r} must be an integer")
+        check_int("seed", seed, None)
         unknown = set(split_sizes) - set(SPLITS)
         if unknown:
             raise ValueError(f"split_sizes has unknown splits {sorted(unknown)}; use {SPLITS}")
@@ -163,10 +162,8 @@ class SyntheticTask:
             raise ValueError(
                 f"split_fractions={split_fractions!r} must be three positive numbers summing to 1"
             )
-        if self.output not in OUTPUT_KINDS:
-            raise ValueError(f"output={self.output!r}: accepted values are {OUTPUT_KINDS}")
-        if self.input_kind not in INPUT_KINDS:
-            raise ValueError(f"input_kind={self.input_kind!r}: accepted values are {INPUT_KINDS}")
+        check_choice("output", self.output, OUTPUT_KINDS)
+        check_choice("input_kind", self.input_kind, INPUT_KINDS)
         self.seed = seed
         self.split_sizes: dict[str, int | None] = sizes
         self.split_fractions = tuple(float(f) for f in split_fractions)
@@ -177,8 +174,7 @@ class SyntheticTask:
         raise NotImplementedError
 
     def _check_split(self, split: str) -> int:
-        if split not in SPLITS:
-            raise ValueError(f"split={split!r}: accepted values are {SPLITS}")
+        check_choice("split", split, SPLITS)
         return SPLITS.index(split)
 
     def _stream_chunks(self, split: str, *seed_parts: object) -> Iterator[TaskBatch]:

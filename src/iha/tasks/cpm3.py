@@ -25,7 +25,8 @@ import warnings
 import torch
 from torch import Tensor
 
-from iha.tasks.base import SyntheticTask, TaskBatch, check_int
+from iha.tasks.base import SyntheticTask, TaskBatch
+from iha.validate import check_int
 
 
 def cpm3_targets(x: Tensor, modulus: int, g: int, valid: Tensor | None = None) -> Tensor:
@@ -42,8 +43,7 @@ def cpm3_targets(x: Tensor, modulus: int, g: int, valid: Tensor | None = None) -
         Same shape as ``x``, int64: ``#{(j1, j2): (x_i + g x_j1 + x_j2) mod M == 0}``.
     """
     check_int("modulus", modulus, 1)
-    if isinstance(g, bool) or not isinstance(g, int):
-        raise ValueError(f"g={g!r} must be an integer")
+    check_int("g", g, None)
     if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
         raise ValueError(f"x has dtype {x.dtype}; accepted: an integer dtype")
     if x.dim() not in (1, 2):
@@ -113,9 +113,7 @@ class CPM3Task(SyntheticTask):
     ) -> None:
         self.n_max = check_int("n_max", n_max, 1)
         self.modulus = check_int("modulus", modulus, 1)
-        if isinstance(g, bool) or not isinstance(g, int):
-            raise ValueError(f"g={g!r} must be an integer")
-        self.g = g
+        self.g = check_int("g", g, None)
         self.n_values = check_int("n_values", modulus if n_values is None else n_values, 1)
         self.min_len = check_int("min_len", n_max if min_len is None else min_len, 1)
         if self.min_len > n_max:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from iha.tasks.base import SyntheticTask, TaskBatch, check_int
+from iha.tasks.base import SyntheticTask, TaskBatch
+from iha.validate import check_choice, check_int
 
 LOSS_ON: tuple[str, ...] = ("all", "defined")
 
@@ -84,8 +85,7 @@ class KHopInductionTask(SyntheticTask):
         self.vocab_size = check_int("vocab_size", vocab_size, 1)
         self.seq_len = check_int("seq_len", seq_len, 1)
         self.hops = check_int("hops", hops, 1)
-        if loss_on not in LOSS_ON:
-            raise ValueError(f"loss_on={loss_on!r}: accepted values are {LOSS_ON}")
+        check_choice("loss_on", loss_on, LOSS_ON)
         self.loss_on = loss_on
         self.none_id = vocab_size
         self.num_classes = vocab_size + 1

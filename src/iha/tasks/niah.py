@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from iha.tasks.base import SyntheticTask, TaskBatch, check_int
+from iha.tasks.base import SyntheticTask, TaskBatch
+from iha.validate import check_int
 
 
 class MultiKeyNIAHTask(SyntheticTask):

@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from iha.tasks.base import SyntheticTask, TaskBatch, check_int, make_generator
+from iha.tasks.base import SyntheticTask, TaskBatch, make_generator
+from iha.validate import check_choice, check_int
 
 OPERATOR_MODES: tuple[str, ...] = ("fixed", "per_example")
 _MAX_CONDITION = 1e6
@@ -99,8 +100,7 @@ class PolynomialTask(SyntheticTask):
         self.n_tokens = check_int("n_tokens", n_tokens, 1)
         self.d = check_int("d", d, 1)
         self.k = check_int("k", k, 1)
-        if operator not in OPERATOR_MODES:
-            raise ValueError(f"operator={operator!r}: accepted values are {OPERATOR_MODES}")
+        check_choice("operator", operator, OPERATOR_MODES)
         if not dtype.is_floating_point:
             raise ValueError(f"dtype={dtype}: accepted: a floating dtype")
         self.operator_mode = operator

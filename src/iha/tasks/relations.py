@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from iha.tasks.base import SyntheticTask, TaskBatch, check_int
+from iha.tasks.base import SyntheticTask, TaskBatch
+from iha.validate import check_int
 
 PAPER_SPLIT_SIZES: dict[str, int | None] = {"train": 40_000, "val": 5_000, "test": 5_000}
 

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from iha.attention import InterleavedHeadAttention
-from iha.tasks.base import check_int
+from iha.validate import check_choice, check_int, check_positive_number
 
 ARCHITECTURES: tuple[str, ...] = ("iha", "mha")
 
@@ -47,8 +47,7 @@ ARCHITECTURES: tuple[str, ...] = ("iha", "mha")
 def heads_needed(n_max: int, arch: str) -> int:
     """Heads of the construction: ceil(sqrt(N_max)) for IHA, N_max for MHA."""
     check_int("n_max", n_max, 1)
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"arch={arch!r}: accepted values are {ARCHITECTURES}")
+    check_choice("arch", arch, ARCHITECTURES)
     return math.isqrt(n_max - 1) + 1 if arch == "iha" else n_max
 
 
@@ -106,11 +105,9 @@ def build_cpm3_network(
     """
     heads = heads_needed(n_max, arch)
     m = check_int("modulus", modulus, 1)
-    if isinstance(g, bool) or not isinstance(g, int):
-        raise ValueError(f"g={g!r} must be an integer")
+    check_int("g", g, None)
     n_values = check_int("n_values", modulus if n_values is None else n_values, 1)
-    if not beta > 0:
-        raise ValueError(f"beta={beta!r} must be > 0")
+    check_positive_number("beta", beta)
     pseudo = heads if arch == "iha" else 1
     head_dim = max(n_max, pseudo * m)
     pos0, blocks0 = m, m + n_max  # channel offsets

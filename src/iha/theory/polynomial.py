@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from iha.attention import InterleavedHeadAttention
-from iha.tasks.base import check_int
+from iha.validate import check_int
 
 
 def one_hot_positions(x: Tensor) -> Tensor:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from iha.attention import InterleavedHeadAttention
+from iha.validate import check_choice
 
 VALUE_SIGNS: tuple[str, ...] = ("paper", "signed")
 
@@ -68,8 +69,7 @@ def build_strict_iha(
         seed: seed of the random projections (the same seed gives the same W_Q, W_K, W_V, W_O
             as :func:`build_mha`).
     """
-    if values not in VALUE_SIGNS:
-        raise ValueError(f"values={values!r}: accepted values are {VALUE_SIGNS}")
+    check_choice("values", values, VALUE_SIGNS)
     layer = _random_layer(d_model, n_heads, 2, seed, mask=mask, collapse="global")
     eye = torch.eye(n_heads, dtype=torch.float64)
     for alpha in (layer.alpha_q, layer.alpha_k):

@@ -37,6 +37,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from iha.validate import check_int
+
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -179,8 +181,7 @@ def save_checkpoint(
     Returns:
         The directory of the new checkpoint.
     """
-    if keep < 1:
-        raise ValueError(f"keep={keep} must be >= 1")
+    check_int("keep", keep, 1)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(step)

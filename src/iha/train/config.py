@@ -20,9 +20,12 @@ import math
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from iha.validate import check_int, check_number, check_positive_number
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -262,16 +265,19 @@ def _build_dataclass(cls: type, raw: Any, prefix: str) -> Any:
 # range checks that types alone do not express
 
 
-def _positive(key: str, value: float | int, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"config key '{key}' must be {bound}, got {value!r}")
+def _check(check: Callable[..., Any], key: str, value: Any, *bounds: Any) -> None:
+    """Run the :mod:`iha.validate` ``check`` on a config value (the same rule and message as
+    everywhere in the library); its ValueError becomes a :class:`ConfigError` on the key."""
+    try:
+        check(f"'{key}'", value, *bounds)
+    except ValueError as e:
+        raise ConfigError(f"config key {e}") from e
 
 
 def validate(cfg: RunConfig) -> None:
     """Check value ranges and cross-field consistency (types are checked on construction)."""
     d, o, t = cfg.data, cfg.optim, cfg.train
-    _positive("data.seq_len", d.seq_len)
+    _check(check_int, "data.seq_len", d.seq_len, 1)
     if not 0.0 <= d.val_fraction < 1.0:
         raise ConfigError(f"config key 'data.val_fraction' must be in [0, 1), got {d.val_fraction}")
     if (d.prompt_field is None) != (d.response_field is None):
@@ -288,33 +294,33 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("config key 'data.hf_name' is required when data.source = 'hf'")
     if d.source == "synthetic" and not d.task:
         raise ConfigError("config key 'data.task' is required when data.source = 'synthetic'")
-    _positive("optim.lr", o.lr)
+    _check(check_positive_number, "optim.lr", o.lr)
     if not 0.0 <= o.min_lr_ratio <= 1.0:
         raise ConfigError(
             f"config key 'optim.min_lr_ratio' must be in [0, 1], got {o.min_lr_ratio}"
         )
-    _positive("optim.warmup_steps", o.warmup_steps, allow_zero=True)
+    _check(check_int, "optim.warmup_steps", o.warmup_steps, 0)
     if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
         raise ConfigError(f"config key 'optim.betas' must be two numbers in [0, 1), got {o.betas}")
-    _positive("optim.eps", o.eps)
-    _positive("optim.weight_decay", o.weight_decay, allow_zero=True)
+    _check(check_positive_number, "optim.eps", o.eps)
+    _check(check_number, "optim.weight_decay", o.weight_decay, 0)
     if o.mixing_lr is not None:
-        _positive("optim.mixing_lr", o.mixing_lr)
-    _positive("optim.grad_clip", o.grad_clip, allow_zero=True)
-    _positive("train.max_steps", t.max_steps)
-    _positive("train.batch_size", t.batch_size)
+        _check(check_positive_number, "optim.mixing_lr", o.mixing_lr)
+    _check(check_number, "optim.grad_clip", o.grad_clip, 0)
+    _check(check_int, "train.max_steps", t.max_steps, 1)
+    _check(check_int, "train.batch_size", t.batch_size, 1)
     if t.micro_batch_size is not None:
-        _positive("train.micro_batch_size", t.micro_batch_size)
-    _positive("train.log_every", t.log_every)
-    _positive("train.val_every", t.val_every, allow_zero=True)
-    _positive("train.val_batches", t.val_batches, allow_zero=True)
+        _check(check_int, "train.micro_batch_size", t.micro_batch_size, 1)
+    _check(check_int, "train.log_every", t.log_every, 1)
+    _check(check_int, "train.val_every", t.val_every, 0)
+    _check(check_int, "train.val_batches", t.val_batches, 0)
     if t.device != "auto" and t.device != "cpu" and not t.device.startswith("cuda"):
         raise ConfigError(
             f"config key 'train.device' must be auto, cpu, cuda or cuda:N, got {t.device!r}"
         )
-    _positive("checkpoint.every", cfg.checkpoint.every, allow_zero=True)
-    _positive("checkpoint.keep", cfg.checkpoint.keep)
-    _positive("distributed.timeout_s", cfg.distributed.timeout_s)
+    _check(check_int, "checkpoint.every", cfg.checkpoint.every, 0)
+    _check(check_int, "checkpoint.keep", cfg.checkpoint.keep, 1)
+    _check(check_int, "distributed.timeout_s", cfg.distributed.timeout_s, 1)
     if not cfg.run_dir:
         raise ConfigError("config key 'run_dir' must be a non-empty path")
 
@@ -431,24 +437,33 @@ def parse_override_value(text: str) -> Any:
         return text
 
 
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """One ``--set`` string ``key.sub=value`` -> (["key", "sub"], parsed value).
+
+    Raises :class:`ConfigError` when there is no ``=`` or a part of the key is empty.
+    """
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} must look like key.sub=value")
+    key, value = item.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"--set {item!r}: empty key")
+    return parts, parse_override_value(value)
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings to a nested dict (a new dict; ``raw`` is not modified)."""
     out = json.loads(json.dumps(raw))  # deep copy of plain data
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r} must look like key.sub=value")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        parts = key.split(".")
-        if not key or any(not p for p in parts):
-            raise ConfigError(f"--set {item!r}: empty key")
+        parts, value = parse_override(item)
         node = out
         for i, part in enumerate(parts[:-1]):
             nxt = node.setdefault(part, {})
             if not isinstance(nxt, dict):
                 raise ConfigError(f"config key '{'.'.join(parts[: i + 1])}' is not a table")
             node = nxt
-        node[parts[-1]] = parse_override_value(value)
+        node[parts[-1]] = value
     return out
 
 

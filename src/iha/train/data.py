@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from iha.train.config import DataConfig
+from iha.validate import check_choice
 
 # A document: token ids and, optionally, a per-token loss mask (None: every token counts).
 Document = tuple[list[int], list[bool] | None]
@@ -148,8 +149,7 @@ class LocalFiles(IndexedDocuments):
     """
 
     def __init__(self, path: str, kind: str, tokenizer: Any, cfg: DataConfig) -> None:
-        if kind not in ("text", "jsonl"):
-            raise ValueError(f"kind={kind!r}: accepted values are 'text', 'jsonl'")
+        check_choice("kind", kind, ("text", "jsonl"))
         self.kind, self.tokenizer, self.cfg = kind, tokenizer, cfg
         suffixes = (".txt", ".text", ".md") if kind == "text" else (".jsonl", ".json")
         self.files = list_files(path, suffixes)

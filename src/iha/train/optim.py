@@ -14,6 +14,7 @@ from torch import nn
 
 from iha.optim import param_groups
 from iha.train.config import OptimConfig
+from iha.validate import check_int
 
 
 class WarmupCosine:
@@ -26,10 +27,8 @@ class WarmupCosine:
     """
 
     def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float) -> None:
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps={warmup_steps} must be >= 0")
-        if total_steps < 1:
-            raise ValueError(f"total_steps={total_steps} must be >= 1")
+        check_int("warmup_steps", warmup_steps, 0)
+        check_int("total_steps", total_steps, 1)
         if not 0.0 <= min_ratio <= 1.0:
             raise ValueError(f"min_ratio={min_ratio} must be in [0, 1]")
         self.warmup_steps, self.total_steps, self.min_ratio = warmup_steps, total_steps, min_ratio
