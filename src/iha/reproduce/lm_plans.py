@@ -32,7 +32,7 @@ class LMExperiment:
     """One task at one model size, trained for every variant, LR and seed.
 
     Attributes:
-        name: unique name, e.g. ``"mqar/d64-p8"`` (also the folder of its runs).
+        name: unique name, e.g. ``"mqar/d48-p4-n16"`` (also the folder of its runs).
         task: one of :data:`TASK_KINDS`.
         hidden_size, num_layers, num_heads, num_pseudo: the model (P pseudo-heads in IHA
             layers); 5 layers hold one whole 4:1 schedule of ``global_local`` and ``iha``.
