@@ -574,9 +574,9 @@ def write_lm_report(
     lines = [
         f"# Language-model comparison of the six attention variants ({plan.mode})",
         "",
-        f"Command: `{command}`. Seeds: {', '.join(map(str, plan.seeds))}. Wall time of the "
-        f"runs: {wall / 60:.1f} min. Machine: {m['cpu']}, {m['cores']} cores, Python "
-        f"{m['python']}, torch {m['torch']}.",
+        f"Command: `{command}`. Seeds: {', '.join(map(str, plan.seeds))}. The runs' wall "
+        f"times summed, divided by this command's workers: {wall / 60:.1f} min. Machine: "
+        f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}.",
         "",
         "Every variant gets the training FLOPs of the global model at the stated steps (forward "
         "FLOPs x 3, causal masks and windows counted exactly by `iha.flops`); a costlier variant "
