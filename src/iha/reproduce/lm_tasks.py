@@ -2,10 +2,10 @@
 
 - :class:`MixedMQARTask`: multi-query associative recall in the style of the Zoology benchmark
   (Arora et al. 2023), every example with its own number of key-value pairs drawn from
-  ``pair_counts``; examples are padded to the longest layout. Training on a mixture of pair
-  counts is what lets a small model find the retrieval circuit at all within a CPU budget (the
-  few-pair examples teach it; see docs/results/lm/report.md), and one trained model is then
-  tested at every pair count separately (``with_pairs``).
+  ``pair_counts``; examples are padded to the longest layout (or to a longer ``seq_len``). One
+  trained model can be tested at every pair count separately (``with_pairs``). What lets a
+  small model leave the in-context-guess plateau within a CPU budget is a large batch, not a
+  mixture of pair counts (docs/results/lm/README.md).
 - :func:`pydoc_corpus`: a real English corpus that every CPython ships, the 79 help topics of
   the Python language reference in ``pydoc_data.topics`` (~460 KB), as a document source for
   ``iha.train`` (``data.source = "iha.reproduce.lm_tasks:pydoc_corpus"``). Nothing is
