@@ -165,3 +165,24 @@ def test_report_only_reports_finished_jobs_and_lists_the_missing_ones(tiny_run, 
     assert f"{len(gone)} of {total} jobs of this plan have not finished" in report
     assert "relations/ternary/simplicial" in report.split("## Not run yet")[1]
     assert not (out / "runs.jsonl").exists()  # nothing was trained
+
+
+def test_busy_time_is_the_union_of_spans_and_their_peak_overlap():
+    import random
+
+    from iha.reproduce.report import busy_time
+
+    rng = random.Random(0)
+    for _ in range(50):
+        spans = []
+        for _ in range(rng.randint(0, 6)):
+            start = rng.randint(0, 40)
+            spans.append((float(start), float(start + rng.randint(0, 10))))
+        # reference: unit grid cells covered by at least one span, and the most spans over a cell
+        cells = [sum(s <= t and t + 1 <= f for s, f in spans) for t in range(60)]
+        total, most = busy_time(spans)
+        assert total == sum(c > 0 for c in cells)
+        assert most >= max(cells, default=0)
+        assert most <= len(spans)
+    assert busy_time([(0.0, 10.0), (100.0, 110.0)]) == (20.0, 1)  # a pause does not count
+    assert busy_time([(0.0, 10.0), (5.0, 8.0)]) == (10.0, 2)

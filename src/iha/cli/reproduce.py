@@ -14,7 +14,7 @@ from pathlib import Path
 
 from iha.cli._common import check_process_counts, print_outcome
 from iha.reproduce.plans import MODES, get_plan
-from iha.reproduce.report import markdown_tables, verdicts, write_report
+from iha.reproduce.report import busy_time, markdown_tables, verdicts, write_report
 from iha.reproduce.synthetic import finished_records, machine_description, run_plan, summarise
 
 SUITES = ("synthetic", "lm")
@@ -102,7 +102,7 @@ def reproduce(args: argparse.Namespace, log=print) -> tuple[dict, Path]:
     summary = summarise(plan, records)
     # wall time of the runs themselves (also right after a --resume that only re-reports)
     stamps = [(r["started_at"], r["finished_at"]) for r in records if "started_at" in r]
-    wall = max(f for _, f in stamps) - min(s for s, _ in stamps) if stamps else 0.0
+    wall, at_once = busy_time(stamps)
     path = write_report(
         plan,
         summary,
@@ -111,7 +111,7 @@ def reproduce(args: argparse.Namespace, log=print) -> tuple[dict, Path]:
         wall_seconds=max(wall, 0.0) or time.perf_counter() - start,
         run_seconds=sum(r["seconds"] for r in records),
         machine=machine_description(),
-        workers=args.workers,
+        workers=at_once or args.workers,
         threads=args.threads,
         missing=[j.key for j in plan.jobs() if j.key not in {r["key"] for r in records}],
     )

@@ -391,6 +391,23 @@ def markdown_tables(summary: dict) -> list[str]:
     return lines
 
 
+def busy_time(spans: list[tuple[float, float]]) -> tuple[float, int]:
+    """The union length of ``(start, finish)`` spans and the most that overlap at one moment.
+
+    A report written after several invocations (``--resume``) measures its wall time by the
+    spans of its runs, so that the hours between invocations do not count.
+    """
+    events = sorted([(s, 1) for s, _ in spans] + [(f, -1) for _, f in spans])
+    total, running, most, since = 0.0, 0, 0, 0.0
+    for time_, step in events:
+        if running > 0:
+            total += time_ - since
+        running += step
+        most = max(most, running)
+        since = time_
+    return total, most
+
+
 def write_report(
     plan: SyntheticPlan,
     summary: dict,
@@ -406,6 +423,8 @@ def write_report(
 ) -> Path:
     """Write ``report.md``, ``summary.json`` and the plots into ``out_dir``; returns the report.
 
+    ``wall_seconds`` and ``workers``: see :func:`busy_time`.
+
     ``missing``: keys of the plan's jobs without a finished run (listed in the report).
     """
     plots = plot_all(summary, out_dir)
@@ -415,8 +434,10 @@ def write_report(
         f"- Command: `{command}`",
         f"- Seeds: {', '.join(map(str, plan.seeds))} (each seed draws its own data set and "
         "initialisation; MHA and IHA runs with the same seed see the same data in the same order)",
-        f"- Wall time: {_duration(wall_seconds)} with {workers} worker process(es) x "
-        f"{threads} torch thread(s) ({_duration(run_seconds)} of training summed over runs)",
+        f"- Wall time: {_duration(wall_seconds)} while runs were going (the union of the runs'"
+        f" start-finish spans, so pauses between invocations do not count), at most {workers} "
+        f"run(s) at once x {threads} torch thread(s) ({_duration(run_seconds)} of training "
+        "summed over runs)",
         f"- Machine: {machine['cpu']}, {machine['cores']} cores visible (shared with other "
         f"jobs), Python {machine['python']}, torch {machine['torch']}, {machine['platform']}",
         "- Intervals: mean ± t-based 95% confidence half-width over seeds "
