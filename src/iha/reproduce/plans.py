@@ -286,11 +286,11 @@ def full_plan() -> SyntheticPlan:
         ),
         sweeps=(
             HeadSweep("cpm3", (1, 2, 3, 4, 6, 9), (1, 2, 3, 4), _cpm3_args(9), lr=3e-3,
-                      batch_size=64, steps_per_epoch=100, max_epochs=8, patience=2, val=500,
+                      batch_size=64, steps_per_epoch=100, max_epochs=60, patience=3, val=500,
                       test=1000, metric="pos_acc", solved=0.95, d_model=72,
                       simplicial_heads=(1, 2, 3)),
             HeadSweep("polynomial", (1, 2, 3, 4, 6, 8), (1, 2, 3, 4), _poly_args(12, 2, 9),
-                      lr=1e-2, batch_size=64, steps_per_epoch=100, max_epochs=25, patience=4,
+                      lr=1e-2, batch_size=64, steps_per_epoch=100, max_epochs=80, patience=4,
                       val=500, test=1000, metric="nmse_max", solved=0.05),
         ),
     )  # fmt: skip
