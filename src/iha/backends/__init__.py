@@ -13,12 +13,16 @@ They all agree with ``reference`` (the test oracle).
 - ``band``: a compiled C++ kernel (CPU, float32/float64): every query row against its one range
   of keys, query blocks with an exact one-pass softmax; falls back to ``blocked`` where it cannot
   be built or does not serve the inputs.
+
+``keep_freed_memory`` (``cpu_memory``) is an opt-in process setting for CPU runs: glibc keeps
+freed blocks for reuse instead of page-faulting fresh ones each step.
 """
 
 from iha.backends import mixing as fused_mixing
 from iha.backends.band import attend_band
 from iha.backends.band import kernel_available as band_kernel_available
 from iha.backends.blocked import attend_blocked
+from iha.backends.cpu_memory import keep_freed_memory
 from iha.backends.flex import attend_flex
 from iha.backends.reference import attend_reference
 from iha.backends.sdpa import attend_sdpa, expand_kv
@@ -41,4 +45,5 @@ __all__ = [
     "band_kernel_available",
     "expand_kv",
     "fused_mixing",
+    "keep_freed_memory",
 ]

@@ -152,10 +152,11 @@ def _register_fake_kernels() -> None:
         return x.new_empty(B, alpha.shape[1], N * alpha.shape[2], d)
 
     @torch.library.register_fake("iha_band::gather")
-    def _(g, alpha, x, cos, sin):
+    def _(g, alpha, x, cos, sin, want_gx=True):
         B, _, L, d = g.shape
         M, H, P = alpha.shape
-        return g.new_empty(B, M, L // P, d), alpha.new_empty(M, H, P)
+        gx = g.new_empty(B, M, L // P, d) if want_gx else g.new_empty(0)
+        return gx, alpha.new_empty(M, H, P)
 
 
 def unavailable_reason() -> str:

@@ -63,7 +63,7 @@ class _Collapse(torch.autograd.Function):
         go = torch.ops.iha_band.spread(grad, R, None, None) if ctx.needs_input_grad[0] else None
         gR = None
         if ctx.needs_input_grad[1]:  # gR[h, k, p] = sum_{b, n} grad[b, h, n] . o[b, k, n*P + p]
-            _, gR = torch.ops.iha_band.gather(o, R, grad, None, None)
+            _, gR = torch.ops.iha_band.gather(o, R, grad, None, None, False)
         return go, gR
 
 

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iha.attention import InterleavedHeadAttention
-from iha.backends import BACKENDS
+from iha.backends import BACKENDS, keep_freed_memory
 from iha.functional import (
     choose_backend,
     collapse_heads,
@@ -656,7 +656,10 @@ def to_markdown(report: dict) -> str:
         f"Machine: {m['processor']}, {m['cpu_count']} cores, torch {m['torch']}, "
         f"{m['threads']} thread(s), device {m['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "")
-        + f"; load average at start {m.get('loadavg_start')}, at end {m.get('loadavg_end')}.",
+        + f"; load average at start {m.get('loadavg_start')}, at end {m.get('loadavg_end')}; "
+        + ("freed memory kept in the process (--keep-freed-memory)."
+           if report.get("settings", {}).get("keep_freed_memory")
+           else "system allocator defaults."),
         f"Command: `{report['command']}`",
     ]
     for name, suite in report["suites"].items():
@@ -688,6 +691,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch threads (default 1: least affected by other jobs on the host); "
                         "several values run every suite once per value, e.g. --threads 1 2")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu or cuda")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="keep freed memory in the process (glibc mallopt, "
+                        "iha.backends.cpu_memory): no page faults on IHA's large tensors")
     p.add_argument("--json", type=str, default=None, help="write the results as JSON here")
     p.add_argument("--markdown", type=str, default=None, help="write the markdown report here")
 
@@ -721,11 +727,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"iha bench: {flag} {path!r} {problem}", file=sys.stderr)
             return 2
     suites = list(SUITES) if "all" in args.suite else list(dict.fromkeys(args.suite))
+    kept = keep_freed_memory() if getattr(args, "keep_freed_memory", False) else False
     report = {
         "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
         "machine": machine_info(device, ", ".join(map(str, thread_counts))),
         "settings": {"suites": suites, "repeats": args.repeats, "full": args.full,
-                     "smoke": args.smoke},
+                     "smoke": args.smoke, "keep_freed_memory": kept},
         "suites": {},
     }
     for threads in thread_counts:

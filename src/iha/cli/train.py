@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="CPU: keep freed memory in the process for reuse (glibc; no page faults on large "
+        "tensors each step, resident memory stays at its peak)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         if args.print_config:
             print(dump_toml(cfg.to_dict()), end="")
             return 0
+        if getattr(args, "keep_freed_memory", False):
+            from iha.backends import keep_freed_memory
+
+            keep_freed_memory()
         trainer = Trainer(cfg, resume=args.resume, stop_at=args.stop_at)
         trainer.prepare()
     except (ConfigError, ValueError, FileNotFoundError, ImportError) as e:

@@ -481,10 +481,13 @@ at::Tensor mix_spread(const at::Tensor& x, const at::Tensor& alpha,
   return out;
 }
 
+// With want_gx false gx is not computed (the collapse's weight gradient needs galpha only) and
+// comes back empty.
 std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Tensor& alpha,
                                               const std::optional<at::Tensor>& x,
                                               const std::optional<at::Tensor>& cos,
-                                              const std::optional<at::Tensor>& sin) {
+                                              const std::optional<at::Tensor>& sin,
+                                              bool want_gx) {
   const int64_t B = g.size(0), H = g.size(1), L = g.size(2), d = g.size(3);
   const int64_t M = alpha.size(0), P = alpha.size(2);
   TORCH_CHECK(alpha.size(1) == H && L % P == 0, "gather: alpha (M, H, P) must match g");
@@ -495,7 +498,8 @@ std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Ten
                     x->sizes() == at::IntArrayRef({B, M, N, d}),
                 "gather: x must be contiguous (B, M, N, d)");
   }
-  auto gx = at::empty({B, M, N, d}, g.options());
+  TORCH_CHECK(want_gx || x.has_value(), "gather: nothing to compute without gx and x");
+  auto gx = want_gx ? at::empty({B, M, N, d}, g.options()) : at::empty({0}, g.options());
   auto galpha = at::zeros({M, H, P}, g.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "mix_gather", [&] {
     const scalar_t* gp = g.data_ptr<scalar_t>();
@@ -503,12 +507,13 @@ std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Ten
     const scalar_t* xp = x.has_value() ? x->data_ptr<scalar_t>() : nullptr;
     const scalar_t* cp = cos.has_value() ? cos->data_ptr<scalar_t>() : nullptr;
     const scalar_t* sp = sin.has_value() ? sin->data_ptr<scalar_t>() : nullptr;
-    scalar_t* gxp = gx.data_ptr<scalar_t>();
+    scalar_t* gxp = want_gx ? gx.data_ptr<scalar_t>() : nullptr;
     double* gap = galpha.data_ptr<double>();
+    const int64_t HP = H * P;
     std::mutex lock;
     at::parallel_for(0, B * N, 16, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> rows(H * P * d);
-      std::vector<double> partial(xp != nullptr ? M * H * P : 0, 0.0);
+      std::vector<scalar_t> rows(HP * d);
+      std::vector<double> partial(xp != nullptr ? M * HP : 0, 0.0);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / N, n = task % N;
         for (int64_t h = 0; h < H; ++h) {
@@ -520,14 +525,19 @@ std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Ten
           }
         }
         for (int64_t m = 0; m < M; ++m) {
-          scalar_t* out = gxp + ((b * M + m) * N + n) * d;
-          std::fill(out, out + d, scalar_t(0));
-          const scalar_t* xr = xp == nullptr ? nullptr : xp + ((b * M + m) * N + n) * d;
-          for (int64_t hp = 0; hp < H * P; ++hp) {
-            const scalar_t a = ap[m * H * P + hp];
-            const scalar_t* row = rows.data() + hp * d;
-            for (int64_t i = 0; i < d; ++i) out[i] += a * row[i];
-            if (xr != nullptr) partial[m * H * P + hp] += row_dot(xr, row, d);
+          if (gxp != nullptr) {
+            scalar_t* out = gxp + ((b * M + m) * N + n) * d;
+            std::fill(out, out + d, scalar_t(0));
+            for (int64_t hp = 0; hp < HP; ++hp) {
+              const scalar_t a = ap[m * HP + hp];
+              const scalar_t* row = rows.data() + hp * d;
+              for (int64_t i = 0; i < d; ++i) out[i] += a * row[i];
+            }
+          }
+          if (xp == nullptr) continue;
+          const scalar_t* xr = xp + ((b * M + m) * N + n) * d;
+          for (int64_t hp = 0; hp < HP; ++hp) {
+            partial[m * HP + hp] += row_dot(xr, rows.data() + hp * d, d);
           }
         }
       }
@@ -551,7 +561,9 @@ TORCH_LIBRARY(iha_band, m) {
       "Tensor? key_valid, int mode, int P, int window, float scale, int block) -> "
       "(Tensor, Tensor, Tensor)");
   m.def("spread(Tensor x, Tensor alpha, Tensor? cos, Tensor? sin) -> Tensor");
-  m.def("gather(Tensor g, Tensor alpha, Tensor? x, Tensor? cos, Tensor? sin) -> (Tensor, Tensor)");
+  m.def(
+      "gather(Tensor g, Tensor alpha, Tensor? x, Tensor? cos, Tensor? sin, bool want_gx=True) -> "
+      "(Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(iha_band, CPU, m) {
