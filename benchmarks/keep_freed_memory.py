@@ -1,4 +1,4 @@
-"""What ``keep_freed_memory`` changes for sliding-window IHA: processes with and without it, in turn.
+"""What ``keep_freed_memory`` changes for sliding-window IHA: processes with and without it.
 
 The setting is process-wide and cannot be undone, so one process cannot time both. This script
 starts ``--rounds`` pairs of child processes (default allocator, then kept memory); each child
