@@ -110,7 +110,7 @@ class LMPlan:
         raise ValueError(f"experiment={name!r} is not in this plan")
 
 
-def _mqar(
+def mqar_experiment(
     width: int, pairs: int, keys: int, steps: int, batch: int, lrs, seq_len: int = 0, **kw
 ) -> LMExperiment:
     """MQAR with ``pairs`` pairs, padded to ``seq_len`` tokens (0: exactly ``3 * pairs``)."""
@@ -134,9 +134,22 @@ def _mqar(
     )
 
 
-def _niah(width: int, seq_len: int, tests: tuple[int, ...], steps: int, batch: int, lrs, **kw):
+def niah_experiment(
+    width: int,
+    seq_len: int,
+    tests: tuple[int, ...],
+    steps: int,
+    batch: int,
+    lrs,
+    needles: int = 4,
+    queries: int = 2,
+    **kw,
+) -> LMExperiment:
+    """Multi-key NIAH: ``needles`` key-value needles, ``queries`` of them asked (the rest are
+    distractors); trained at ``seq_len``, tested at ``tests``."""
+    shape = "" if (needles, queries) == (4, 2) else f"-k{needles}q{queries}"
     return LMExperiment(
-        name=f"niah/d{width}-n{seq_len}",
+        name=f"niah/d{width}-n{seq_len}{shape}",
         task="niah",
         hidden_size=width,
         seq_len=seq_len,
@@ -144,8 +157,8 @@ def _niah(width: int, seq_len: int, tests: tuple[int, ...], steps: int, batch: i
         budget_steps=steps,
         lrs=lrs,
         task_args=(
-            ("num_needles", 4),
-            ("num_queries", 2),
+            ("num_needles", needles),
+            ("num_queries", queries),
             ("num_filler", 8),
             ("num_keys", 16),
             ("num_values", 16),
@@ -155,7 +168,7 @@ def _niah(width: int, seq_len: int, tests: tuple[int, ...], steps: int, batch: i
     )
 
 
-def _text(width: int, seq_len: int, steps: int, batch: int, lrs, **kw) -> LMExperiment:
+def text_experiment(width: int, seq_len: int, steps: int, batch: int, lrs, **kw) -> LMExperiment:
     return LMExperiment(
         name=f"text/d{width}-n{seq_len}",
         task="text",
@@ -176,7 +189,8 @@ def full_plan() -> LMPlan:
     2 P^2 = 8, so the paper's window W = N / (2 P^2) spans 2 tokens (a key and its value);
     batch 128 lets a 5-layer global model of width 48 leave MQAR's in-context-guess plateau
     within the budget, while width 32 does not (sizing probes: docs/results/lm/README.md).
-    NIAH is tested at its training length and at 2x and 4x.
+    NIAH is tested at its training length and at 2x and 4x. The last point, 6 pairs at N = 24
+    (window 3 tokens), is the pairs axis of the MQAR sweep at width 48.
     """
     lrs = (1e-3, 3e-3)
     recall_lrs = (3e-3, 1e-2)
@@ -185,10 +199,11 @@ def full_plan() -> LMPlan:
         mode="full",
         seeds=(0, 1, 2),
         experiments=(
-            _text(64, 64, 200, 16, lrs),
-            _mqar(48, 4, 16, 500, 128, recall_lrs, seq_len=16, **recall),
-            _mqar(32, 4, 16, 500, 128, recall_lrs, seq_len=16, **recall),
-            _niah(48, 16, (16, 32, 64), 500, 128, recall_lrs, **recall),
+            text_experiment(64, 64, 200, 16, lrs),
+            mqar_experiment(48, 4, 16, 500, 128, recall_lrs, seq_len=16, **recall),
+            mqar_experiment(32, 4, 16, 500, 128, recall_lrs, seq_len=16, **recall),
+            niah_experiment(48, 16, (16, 32, 64), 500, 128, recall_lrs, **recall),
+            mqar_experiment(48, 6, 16, 500, 128, recall_lrs, seq_len=24, **recall),
         ),
     )
 
@@ -200,9 +215,9 @@ def quick_plan() -> LMPlan:
         mode="quick",
         seeds=(0, 1, 2),
         experiments=(
-            _mqar(32, 4, 16, 60, 32, lrs, num_layers=5, evals=2),
-            _niah(32, 24, (24, 48), 40, 16, lrs, evals=2),
-            _text(32, 32, 40, 8, lrs, evals=2),
+            mqar_experiment(32, 4, 16, 60, 32, lrs, num_layers=5, evals=2),
+            niah_experiment(32, 24, (24, 48), 40, 16, lrs, evals=2),
+            text_experiment(32, 32, 40, 8, lrs, evals=2),
         ),
     )
 
@@ -215,9 +230,9 @@ def tiny_plan() -> LMPlan:
         mode="tiny",
         seeds=(0, 1),
         experiments=(
-            _mqar(8, 2, 4, 2, 4, lrs, **small),
-            _niah(8, 14, (14, 20), 2, 4, lrs, **small),
-            _text(8, 16, 2, 2, lrs, **small),
+            mqar_experiment(8, 2, 4, 2, 4, lrs, **small),
+            niah_experiment(8, 14, (14, 20), 2, 4, lrs, **small),
+            text_experiment(8, 16, 2, 2, lrs, **small),
         ),
     )
 

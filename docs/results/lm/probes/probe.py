@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from iha.reproduce.lm import flop_accounting, run_job
-from iha.reproduce.lm_plans import LMJob, _mqar, _niah
+from iha.reproduce.lm_plans import LMJob, mqar_experiment, niah_experiment
 
 torch.set_num_threads(1)
 kind, label, *rest = sys.argv[1:]
@@ -19,11 +19,11 @@ for item in rest:
 lr = kw.pop("lr")
 seed = int(kw.pop("seed", 0))
 if kind == "mqar":
-    exp = _mqar(kw.pop("width"), kw.pop("pairs"), kw.pop("keys"), kw.pop("steps"), kw.pop("batch"),
+    exp = mqar_experiment(kw.pop("width"), kw.pop("pairs"), kw.pop("keys"), kw.pop("steps"), kw.pop("batch"),
                 (lr,), **kw)
 else:
     n = kw.pop("n")
-    exp = _niah(kw.pop("width"), n, (n,), kw.pop("steps"), kw.pop("batch"), (lr,), **kw)
+    exp = niah_experiment(kw.pop("width"), n, (n,), kw.pop("steps"), kw.pop("batch"), (lr,), **kw)
 variants = os.environ.get("VARIANTS", "global").split(",")
 out = Path(__file__).parent / label
 for v in variants:
