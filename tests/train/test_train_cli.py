@@ -120,3 +120,21 @@ def test_print_config_shows_the_resolved_config_and_writes_nothing(tmp_path, cap
     assert printed["optim"]["lr"] == 1e-3 and printed["run_dir"] == str(run)
     assert printed["model"]["num_pseudo_heads"] == 2 and "rope_theta" in printed["model"]
     assert not run.exists()
+
+
+def test_keep_freed_memory_flag_applies_the_setting_before_training(tmp_path, monkeypatch):
+    import iha.backends
+
+    calls = []
+    monkeypatch.setattr(iha.backends, "keep_freed_memory", lambda: calls.append("kept") or True)
+    run = tmp_path / "kept"
+    args = ["train", "cpu-demo", "--run-dir", str(run), "--keep-freed-memory"]
+    for item in ("train.max_steps=1", "train.batch_size=2", "train.val_every=1",
+                 "train.val_batches=1", "logging.plots=false"):  # fmt: skip
+        args += ["--set", item]
+    assert main(args) == 0
+    assert calls == ["kept"]
+    assert ckpt.latest_checkpoint(run / "checkpoints") is not None
+    calls.clear()
+    assert main(["train", str(run), "--resume"]) == 0  # without the flag: not applied
+    assert calls == []
