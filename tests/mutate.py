@@ -169,7 +169,7 @@ CATALOGUE: tuple[Mutant, ...] = (
            (T_BACK + "/test_mixing.py",),
            "compiled gather's mixing-weight gradient uses pseudo-head 0's row for every p"),
     Mutant("backend-keep-memory-none", "backends", "backends/cpu_memory.py",
-           "ok = mallopt(_M_MMAP_THRESHOLD, threshold) == 1 and ", "ok = ",
+           "return mallopt(_M_MMAP_THRESHOLD, threshold) == 1 and ", "return ",
            (T_BACK + "/test_cpu_memory.py",),
            "keep_freed_memory leaves the mmap threshold: large tensors stay fresh mmaps"),
     # ------------------------------------------------------------------ generation

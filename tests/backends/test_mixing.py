@@ -36,7 +36,7 @@ def _grads(out, args):
 
 
 @pytest.mark.parametrize("rope", [False, True])
-# d = 16 and 32: the vectorised dot products of the float32 kernels run whole 16-lane steps.
+# The last two: head dims 16 and 32 and a sequence of 37 tokens (more than one 16-token chunk).
 @pytest.mark.parametrize(
     "M,H,P,N,d",
     [(2, 2, 3, 5, 4), (4, 4, 1, 7, 8), (1, 1, 4, 6, 2), (3, 2, 2, 37, 16), (2, 3, 2, 9, 32)],

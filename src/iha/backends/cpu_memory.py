@@ -4,8 +4,8 @@ IHA's tensors on the interleaved sequence are P times longer than MHA's: at N=20
 d=64 each is 16 MiB. glibc serves allocations that large with fresh ``mmap`` pages (or trims
 them off the heap's top when freed), so every training step pays a page fault per 4 KiB of every
 such tensor, and the kernel zero-fills each page; MHA's smaller tensors mostly avoid this. In
-the window benchmark (docs/benchmarks.md) an IHA step took 5,000-10,000 such faults, and keeping
-freed memory cut them to about 2,000 and the step's time by a few percent.
+the window benchmark (docs/benchmarks.md) an IHA step took 3,000-10,000 such faults, and keeping
+freed memory cut them to 1,200-1,700 and the step's time by about 3%.
 
 :func:`keep_freed_memory` raises glibc's mmap and trim thresholds (``mallopt``) so that freed
 blocks stay in the heap and are reused by the next step, as PyTorch's CUDA caching allocator
@@ -20,21 +20,22 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
+from iha.validate import check_int
+
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 # glibc's own dynamic mmap threshold stops at 32 MiB; an explicit mallopt may set any int.
 DEFAULT_THRESHOLD = 1 << 30
 
-_state: dict[str, object] = {}
-
 
 def keep_freed_memory(threshold: int = DEFAULT_THRESHOLD) -> bool:
     """Serve allocations up to ``threshold`` bytes from the heap and keep up to ``threshold``
     free bytes at its top. Returns True when glibc accepted both settings, False where there is
     no glibc (macOS, musl, Windows): then nothing changed."""
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or not 0 < threshold < 2**31:
-        raise ValueError(f"threshold={threshold!r} must be an int in [1, 2**31 - 1] (bytes)")
+    check_int("threshold", threshold, 1)
+    if threshold >= 2**31:
+        raise ValueError(f"threshold={threshold!r} must be an int < 2**31 (mallopt takes a C int)")
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
@@ -42,12 +43,4 @@ def keep_freed_memory(threshold: int = DEFAULT_THRESHOLD) -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    ok = mallopt(_M_MMAP_THRESHOLD, threshold) == 1 and mallopt(_M_TRIM_THRESHOLD, threshold) == 1
-    _state["threshold"] = threshold if ok else None
-    return ok
-
-
-def kept_threshold() -> int | None:
-    """The threshold set by :func:`keep_freed_memory` in this process (None: never set)."""
-    value = _state.get("threshold")
-    return value if isinstance(value, int) else None
+    return mallopt(_M_MMAP_THRESHOLD, threshold) == 1 and mallopt(_M_TRIM_THRESHOLD, threshold) == 1
