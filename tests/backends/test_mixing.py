@@ -36,10 +36,12 @@ def _grads(out, args):
 
 
 @pytest.mark.parametrize("rope", [False, True])
-# The last two: head dims 16 and 32 and a sequence of 37 tokens (more than one 16-token chunk).
+# The kernels mix tiles of 1024 // d tokens: the last three cases span several tiles, the last
+# one with a shorter last tile (16 + 16 + 5 tokens at d = 64).
 @pytest.mark.parametrize(
     "M,H,P,N,d",
-    [(2, 2, 3, 5, 4), (4, 4, 1, 7, 8), (1, 1, 4, 6, 2), (3, 2, 2, 37, 16), (2, 3, 2, 9, 32)],
+    [(2, 2, 3, 5, 4), (4, 4, 1, 7, 8), (1, 1, 4, 6, 2), (3, 2, 2, 70, 16), (2, 3, 2, 64, 32),
+     (2, 3, 3, 37, 64)],
 )
 def test_mix_rope_matches_einsum_and_apply_rope_float64(rope, M, H, P, N, d):
     g = torch.Generator().manual_seed(M * 100 + P * 10 + N)
@@ -58,7 +60,7 @@ def test_mix_rope_matches_einsum_and_apply_rope_float64(rope, M, H, P, N, d):
 
 
 @pytest.mark.parametrize("per_head", [False, True])
-@pytest.mark.parametrize("N,d", [(5, 4), (35, 16)])
+@pytest.mark.parametrize("N,d", [(5, 4), (35, 16), (35, 64)])
 def test_collapse_matches_einsum_float64(per_head, N, d):
     g = torch.Generator().manual_seed(3)
     B, H, P = 2, 3, 2

@@ -4,11 +4,12 @@ library (``csrc/band_attention.cpp``; built and cached by ``iha.backends.band``)
 In PyTorch these steps are einsums whose outputs need a permuting copy, and RoPE on N*P rows is a
 few more passes with temporaries, forward and backward; with the attention at the cost of its
 FLOPs they weigh as much as half of it (docs/benchmarks.md). Here each is one pass over the
-(B, H, N*P, d) tensor. Used by ``iha.functional`` on CPU float32/float64 when the library is
-available, also under ``torch.compile`` (as opaque ops: fewer kernels for inductor to
+(B, H, N*P, d) tensor: tiles of tokens are mixed by one small matrix product each (BLAS) in a
+buffer that stays in cache, and only the copy between that buffer and the interleaved layout,
+with the rotation, is elementwise. Used by ``iha.functional`` on CPU float32/float64 when the
+library is available, also under ``torch.compile`` (as opaque ops: fewer kernels for inductor to
 generate, a shorter first compile); the PyTorch version stays the reference they are tested
-against.
-"""
+against."""
 
 from __future__ import annotations
 

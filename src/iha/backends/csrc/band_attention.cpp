@@ -223,6 +223,66 @@ void softmax_rows(scalar_t* S, int64_t R, int64_t K, int64_t i0, int64_t k0, con
   }
 }
 
+// Rows [i0, i0 + R) of one head: q rows qb (R, d) against the head's keys kh (Lk, d) and values
+// vh (Lk, dv) -> output rows ob (R, dv) and their LSE lb (R).
+template <typename scalar_t>
+void block_forward(const scalar_t* qb, const scalar_t* kh, const scalar_t* vh, const bool* valid,
+                   const Band& band, int64_t i0, int64_t R, int64_t d, int64_t dv,
+                   scalar_t scale, std::vector<scalar_t>& scores, scalar_t* ob, scalar_t* lb) {
+  const int64_t k0 = band.lo(i0), k1 = band.hi(i0 + R - 1) + 1;
+  if (k1 <= k0) {
+    std::fill(ob, ob + R * dv, scalar_t(0));
+    std::fill(lb, lb + R, -std::numeric_limits<scalar_t>::infinity());
+    return;
+  }
+  const int64_t K = k1 - k0;
+  scores.resize(R * K);
+  gemm(false, true, R, K, d, scale, qb, d, kh + k0 * d, d, scalar_t(0), scores.data(), K);
+  softmax_rows<scalar_t>(scores.data(), R, K, i0, k0, band, valid, nullptr, lb);
+  gemm(false, false, R, dv, K, scalar_t(1), scores.data(), K, vh + k0 * dv, dv, scalar_t(0), ob,
+       dv);
+}
+
+// The gradient of block_forward: dqb (R, d) is written, dkh/dvh (Lk, d/dv) accumulated. gb, ob,
+// lb: the rows' output gradient, output and LSE.
+template <typename scalar_t>
+struct BlockGrad {
+  std::vector<scalar_t> probs, dprobs, delta;
+
+  void run(const scalar_t* qb, const scalar_t* gb, const scalar_t* ob, const scalar_t* lb,
+           const scalar_t* kh, const scalar_t* vh, const bool* valid, const Band& band,
+           int64_t i0, int64_t R, int64_t d, int64_t dv, scalar_t scale, scalar_t* dqb,
+           scalar_t* dkh, scalar_t* dvh) {
+    const int64_t k0 = band.lo(i0), k1 = band.hi(i0 + R - 1) + 1;
+    if (k1 <= k0) {
+      std::fill(dqb, dqb + R * d, scalar_t(0));
+      return;
+    }
+    const int64_t K = k1 - k0;
+    probs.resize(R * K);
+    dprobs.resize(R * K);
+    delta.resize(R);
+    gemm(false, true, R, K, d, scale, qb, d, kh + k0 * d, d, scalar_t(0), probs.data(), K);
+    softmax_rows<scalar_t>(probs.data(), R, K, i0, k0, band, valid, lb, nullptr);  // exp(S-lse)
+    // dP = dO V^T (R, K); dS = P * (dP - rowsum(dO * O))
+    gemm(false, true, R, K, dv, scalar_t(1), gb, dv, vh + k0 * dv, dv, scalar_t(0),
+         dprobs.data(), K);
+    for (int64_t r = 0; r < R; ++r) delta[r] = row_dot(gb + r * dv, ob + r * dv, dv);
+    for (int64_t r = 0; r < R; ++r) {
+      scalar_t* ds = dprobs.data() + r * K;
+      const scalar_t* p = probs.data() + r * K;
+      const scalar_t dr = delta[r];
+#pragma omp simd
+      for (int64_t j = 0; j < K; ++j) ds[j] = p[j] * (ds[j] - dr);
+    }
+    // dV += P^T dO (K, dv); dQ = scale dS K (R, d); dK += scale dS^T Q (K, d)
+    gemm(true, false, K, dv, R, scalar_t(1), probs.data(), K, gb, dv, scalar_t(1), dvh + k0 * dv,
+         dv);
+    gemm(false, false, R, d, K, scale, dprobs.data(), K, kh + k0 * d, d, scalar_t(0), dqb, d);
+    gemm(true, false, K, d, R, scale, dprobs.data(), K, qb, d, scalar_t(1), dkh + k0 * d, d);
+  }
+};
+
 template <typename scalar_t>
 void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   const bool* valid_all, const Band& band, double scale_d, int64_t block,
@@ -243,23 +303,10 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       const int64_t bh = task / n_blocks, blk = task % n_blocks;
       const int64_t b = bh / H, h = bh % H, g = h / (H / G);
       const int64_t i0 = blk * block, R = std::min(block, Lq - i0);
-      const scalar_t* qb = qp + (bh * Lq + i0) * d;
-      scalar_t* ob = op + (bh * Lq + i0) * dv;
-      scalar_t* lb = lp + bh * Lq + i0;
-      const int64_t k0 = band.lo(i0), k1 = band.hi(i0 + R - 1) + 1;
-      if (k1 <= k0) {
-        std::fill(ob, ob + R * dv, scalar_t(0));
-        std::fill(lb, lb + R, -std::numeric_limits<scalar_t>::infinity());
-        continue;
-      }
-      const int64_t K = k1 - k0;
-      scores.resize(R * K);
-      const scalar_t* kb = kp + ((b * G + g) * Lk + k0) * d;
-      const scalar_t* vb = vp + ((b * G + g) * Lk + k0) * dv;
-      gemm(false, true, R, K, d, scale, qb, d, kb, d, scalar_t(0), scores.data(), K);  // (R, K)
-      const bool* valid = valid_all == nullptr ? nullptr : valid_all + b * Lk;
-      softmax_rows<scalar_t>(scores.data(), R, K, i0, k0, band, valid, nullptr, lb);
-      gemm(false, false, R, dv, K, scalar_t(1), scores.data(), K, vb, dv, scalar_t(0), ob, dv);
+      block_forward<scalar_t>(qp + (bh * Lq + i0) * d, kp + (b * G + g) * Lk * d,
+                              vp + (b * G + g) * Lk * dv,
+                              valid_all == nullptr ? nullptr : valid_all + b * Lk, band, i0, R,
+                              d, dv, scale, scores, op + (bh * Lq + i0) * dv, lp + bh * Lq + i0);
     }
   });
 }
@@ -285,82 +332,57 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& q, const at::Tensor
 
   // One task per (batch, query head): its key/value gradient rows belong to it alone.
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> probs, dprobs, delta(block);
+    BlockGrad<scalar_t> work;
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H, g = h / (H / G);
-      const scalar_t* kh = kp + (b * G + g) * Lk * d;
-      const scalar_t* vh = vp + (b * G + g) * Lk * dv;
       scalar_t* dkh = dkp + bh * Lk * d;
       scalar_t* dvh = dvp + bh * Lk * dv;
       std::fill(dkh, dkh + Lk * d, scalar_t(0));
       std::fill(dvh, dvh + Lk * dv, scalar_t(0));
-      const bool* valid = valid_all == nullptr ? nullptr : valid_all + b * Lk;
       for (int64_t blk = 0; blk < n_blocks; ++blk) {
         const int64_t i0 = blk * block, R = std::min(block, Lq - i0);
-        const scalar_t* qb = qp + (bh * Lq + i0) * d;
-        const scalar_t* gb = gp + (bh * Lq + i0) * dv;
-        const scalar_t* ob = op + (bh * Lq + i0) * dv;
-        scalar_t* dqb = dqp + (bh * Lq + i0) * d;
-        const int64_t k0 = band.lo(i0), k1 = band.hi(i0 + R - 1) + 1;
-        if (k1 <= k0) {
-          std::fill(dqb, dqb + R * d, scalar_t(0));
-          continue;
-        }
-        const int64_t K = k1 - k0;
-        probs.resize(R * K);
-        dprobs.resize(R * K);
-        gemm(false, true, R, K, d, scale, qb, d, kh + k0 * d, d, scalar_t(0), probs.data(), K);
-        softmax_rows<scalar_t>(probs.data(), R, K, i0, k0, band, valid, lp + bh * Lq + i0,
-                               nullptr);  // P = exp(S - lse), (R, K)
-        // dP = dO V^T (R, K); dS = P * (dP - rowsum(dO * O))
-        gemm(false, true, R, K, dv, scalar_t(1), gb, dv, vh + k0 * dv, dv, scalar_t(0),
-             dprobs.data(), K);
-        for (int64_t r = 0; r < R; ++r) delta[r] = row_dot(gb + r * dv, ob + r * dv, dv);
-        for (int64_t r = 0; r < R; ++r) {
-          scalar_t* ds = dprobs.data() + r * K;
-          const scalar_t* p = probs.data() + r * K;
-          const scalar_t dr = delta[r];
-#pragma omp simd
-          for (int64_t j = 0; j < K; ++j) ds[j] = p[j] * (ds[j] - dr);
-        }
-        // dV += P^T dO (K, dv); dQ = scale dS K (R, d); dK += scale dS^T Q (K, d)
-        gemm(true, false, K, dv, R, scalar_t(1), probs.data(), K, gb, dv, scalar_t(1),
-             dvh + k0 * dv, dv);
-        gemm(false, false, R, d, K, scale, dprobs.data(), K, kh + k0 * d, d, scalar_t(0), dqb,
-             d);
-        gemm(true, false, K, d, R, scale, dprobs.data(), K, qb, d, scalar_t(1), dkh + k0 * d,
-             d);
+        const int64_t row = bh * Lq + i0;
+        work.run(qp + row * d, gp + row * dv, op + row * dv, lp + row,
+                 kp + (b * G + g) * Lk * d, vp + (b * G + g) * Lk * dv,
+                 valid_all == nullptr ? nullptr : valid_all + b * Lk, band, i0, R, d, dv, scale,
+                 dqp + row * d, dkh, dvh);
       }
     }
   });
 }
 
-void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                  const std::optional<at::Tensor>& key_valid, int64_t mode, int64_t P,
-                  int64_t block) {
-  TORCH_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(),
-              "band attention: CPU tensors only");
-  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "band attention: 4-D q, k, v");
-  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
+// Keys and values for queries of shape qs (B, H, Lq, d) and dtype qt.
+void check_keys(at::IntArrayRef qs, at::ScalarType qt, const at::Tensor& k, const at::Tensor& v,
+                const std::optional<at::Tensor>& key_valid, int64_t mode, int64_t P,
+                int64_t block) {
+  TORCH_CHECK(k.device().is_cpu() && v.device().is_cpu(), "band attention: CPU tensors only");
+  TORCH_CHECK(qs.size() == 4 && k.dim() == 4 && v.dim() == 4, "band attention: 4-D q, k, v");
+  TORCH_CHECK(qt == k.scalar_type() && qt == v.scalar_type(),
               "band attention: q, k, v must share a dtype");
-  TORCH_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous(),
-              "band attention: contiguous q, k, v");
-  TORCH_CHECK(k.size(0) == q.size(0) && v.size(0) == q.size(0) && k.size(3) == q.size(3) &&
+  TORCH_CHECK(k.is_contiguous() && v.is_contiguous(), "band attention: contiguous q, k, v");
+  TORCH_CHECK(k.size(0) == qs[0] && v.size(0) == qs[0] && k.size(3) == qs[3] &&
                   v.size(1) == k.size(1) && v.size(2) == k.size(2),
               "band attention: shape mismatch");
-  TORCH_CHECK(k.size(1) > 0 && q.size(1) % k.size(1) == 0,
+  TORCH_CHECK(k.size(1) > 0 && qs[1] % k.size(1) == 0,
               "band attention: kv heads must divide query heads");
-  TORCH_CHECK(k.size(2) >= q.size(2), "band attention: fewer keys than queries");
+  TORCH_CHECK(k.size(2) >= qs[2], "band attention: fewer keys than queries");
   TORCH_CHECK(mode == kFlat || mode == kToken || mode == kNone, "band attention: mode");
   TORCH_CHECK(P >= 1 && block >= 1, "band attention: P and block must be >= 1");
-  TORCH_CHECK(mode != kToken || (q.size(2) % P == 0 && k.size(2) % P == 0),
+  TORCH_CHECK(mode != kToken || (qs[2] % P == 0 && k.size(2) % P == 0),
               "band attention: token mask needs whole tokens");
   if (key_valid.has_value()) {
     const auto& kv = *key_valid;
     TORCH_CHECK(kv.scalar_type() == at::kBool && kv.is_contiguous() && kv.dim() == 2 &&
-                    kv.size(0) == q.size(0) && kv.size(1) == k.size(2),
+                    kv.size(0) == qs[0] && kv.size(1) == k.size(2),
                 "band attention: key_valid must be a contiguous bool (B, Lk) tensor");
   }
+}
+
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const std::optional<at::Tensor>& key_valid, int64_t mode, int64_t P,
+                  int64_t block) {
+  TORCH_CHECK(q.device().is_cpu() && q.is_contiguous(), "band attention: contiguous CPU q");
+  check_keys(q.sizes(), q.scalar_type(), k, v, key_valid, mode, P, block);
 }
 
 std::tuple<at::Tensor, at::Tensor> band_forward(const at::Tensor& q, const at::Tensor& k,
@@ -400,7 +422,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> band_backward(
 
 
 // ---------------------------------------------------------------------------------------------
-// Mixing and collapse in one pass each (memory-bound steps around the attention).
+// Mixing and collapse in one pass each (the steps around the attention).
 //
 // spread: out[b, h, n*P + p] = rope(sum_m alpha[m, h, p] * x[b, m, n]) at row n*P + p of the
 //   (L, d) cos/sin tables (none: no rotation). Mixing + interleave + RoPE of docs/spec.md.
@@ -409,21 +431,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> band_backward(
 //   galpha[m, h, p] = sum_{b, n} x[b, m, n] . g'[b, h, n*P + p].
 // spread's backward is gather and gather's is spread; the collapse y[b, h, n] =
 // sum_{k, p} R[h, k, p] o[b, k, n*P + p] is gather with alpha = R (H, H, P).
+//
+// Both work on tiles of T tokens. A tile of x, x[b, :, n0:n0+T] (M, T*d), is contiguous per
+// head, and a tile buffer laid out (H*P, T*d) holds the interleaved rows grouped by (h, p), so
+// the mixing of a tile is one matrix product: buf = alpha^T x_tile (spread), gx_tile = alpha buf
+// and galpha += x_tile buf^T (gather). Only the copy between the buffer and the interleaved
+// (B, H, N*P, d) layout, with the rotation, is elementwise.
 
+// Token tile: T*d about 1024 elements, so that a (H*P, T*d) buffer stays in L2.
+inline int64_t tile_tokens(int64_t d) { return std::max<int64_t>(1, 1024 / std::max<int64_t>(d, 1)); }
+
+// dst = rope(src) (transpose: rope^T) for one row of d; no tables: a copy.
 template <typename scalar_t>
-inline void rotate(scalar_t* row, const scalar_t* c, const scalar_t* s, int64_t d,
-                   bool transpose) {
+inline void rotate_into(scalar_t* __restrict__ dst, const scalar_t* __restrict__ src,
+                        const scalar_t* c, const scalar_t* s, int64_t d, bool transpose) {
+  if (c == nullptr) {
+    std::copy_n(src, d, dst);
+    return;
+  }
   // rope: y * cos + rotate_half(y) * sin, rotate_half(y) = [-y2, y1];
   // transpose: g * cos + [ (g*sin)2, -(g*sin)1 ].
   const int64_t half = d / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    const scalar_t a = row[i], b = row[i + half];
-    if (!transpose) {
-      row[i] = a * c[i] - b * s[i];
-      row[i + half] = b * c[i + half] + a * s[i + half];
-    } else {
-      row[i] = a * c[i] + b * s[i + half];
-      row[i + half] = b * c[i + half] - a * s[i];
+  if (!transpose) {
+#pragma omp simd
+    for (int64_t i = 0; i < half; ++i) {
+      dst[i] = src[i] * c[i] - src[i + half] * s[i];
+      dst[i + half] = src[i + half] * c[i + half] + src[i] * s[i + half];
+    }
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < half; ++i) {
+      dst[i] = src[i] * c[i] + src[i + half] * s[i + half];
+      dst[i + half] = src[i + half] * c[i + half] - src[i] * s[i];
     }
   }
 }
@@ -453,26 +492,29 @@ at::Tensor mix_spread(const at::Tensor& x, const at::Tensor& alpha,
   const int64_t H = alpha.size(1), P = alpha.size(2);
   check_mixing(x, alpha, cos, sin, N * P);
   auto out = at::empty({B, H, N * P, d}, x.options());
+  const int64_t T = tile_tokens(d), n_tiles = (N + T - 1) / T, HP = H * P;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mix_spread", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* ap = alpha.data_ptr<scalar_t>();
     const scalar_t* cp = cos.has_value() ? cos->data_ptr<scalar_t>() : nullptr;
     const scalar_t* sp = sin.has_value() ? sin->data_ptr<scalar_t>() : nullptr;
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, B * N, 16, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B * n_tiles, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> buf(HP * T * d);
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / N, n = task % N;
-        for (int64_t h = 0; h < H; ++h) {
-          for (int64_t p = 0; p < P; ++p) {
-            const int64_t t = n * P + p;
-            scalar_t* row = op + ((b * H + h) * N * P + t) * d;
-            std::fill(row, row + d, scalar_t(0));
-            for (int64_t m = 0; m < M; ++m) {
-              const scalar_t a = ap[(m * H + h) * P + p];
-              const scalar_t* xr = xp + ((b * M + m) * N + n) * d;
-              for (int64_t i = 0; i < d; ++i) row[i] += a * xr[i];
+        const int64_t b = task / n_tiles, n0 = (task % n_tiles) * T, nt = std::min(T, N - n0);
+        const int64_t w = nt * d;  // buf (HP, nt*d) = alpha^T (HP, M) x_tile (M, nt*d)
+        gemm(true, false, HP, w, M, scalar_t(1), ap, HP, xp + (b * M * N + n0) * d, N * d,
+             scalar_t(0), buf.data(), w);
+        for (int64_t h = 0; h < H; ++h) {  // rows written in order: (t, p) within head h
+          for (int64_t t = 0; t < nt; ++t) {
+            for (int64_t p = 0; p < P; ++p) {
+              const int64_t row = (n0 + t) * P + p;
+              rotate_into(op + ((b * H + h) * N * P + row) * d,
+                          buf.data() + (h * P + p) * w + t * d,
+                          cp == nullptr ? cp : cp + row * d, sp == nullptr ? sp : sp + row * d,
+                          d, false);
             }
-            if (cp != nullptr) rotate(row, cp + t * d, sp + t * d, d, false);
           }
         }
       }
@@ -501,6 +543,7 @@ std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Ten
   TORCH_CHECK(want_gx || x.has_value(), "gather: nothing to compute without gx and x");
   auto gx = want_gx ? at::empty({B, M, N, d}, g.options()) : at::empty({0}, g.options());
   auto galpha = at::zeros({M, H, P}, g.options().dtype(at::kDouble));
+  const int64_t T = tile_tokens(d), n_tiles = (N + T - 1) / T, HP = H * P;
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "mix_gather", [&] {
     const scalar_t* gp = g.data_ptr<scalar_t>();
     const scalar_t* ap = alpha.data_ptr<scalar_t>();
@@ -509,41 +552,35 @@ std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Ten
     const scalar_t* sp = sin.has_value() ? sin->data_ptr<scalar_t>() : nullptr;
     scalar_t* gxp = want_gx ? gx.data_ptr<scalar_t>() : nullptr;
     double* gap = galpha.data_ptr<double>();
-    const int64_t HP = H * P;
     std::mutex lock;
-    at::parallel_for(0, B * N, 16, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> rows(HP * d);
-      std::vector<double> partial(xp != nullptr ? M * HP : 0, 0.0);
+    at::parallel_for(0, B * n_tiles, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> buf(HP * T * d), tile(xp != nullptr ? M * HP : 0);
+      std::vector<double> partial(tile.size(), 0.0);
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / N, n = task % N;
-        for (int64_t h = 0; h < H; ++h) {
-          for (int64_t p = 0; p < P; ++p) {
-            const int64_t t = n * P + p;
-            scalar_t* row = rows.data() + (h * P + p) * d;
-            std::copy_n(gp + ((b * H + h) * L + t) * d, d, row);
-            if (cp != nullptr) rotate(row, cp + t * d, sp + t * d, d, true);
-          }
-        }
-        for (int64_t m = 0; m < M; ++m) {
-          if (gxp != nullptr) {
-            scalar_t* out = gxp + ((b * M + m) * N + n) * d;
-            std::fill(out, out + d, scalar_t(0));
-            for (int64_t hp = 0; hp < HP; ++hp) {
-              const scalar_t a = ap[m * HP + hp];
-              const scalar_t* row = rows.data() + hp * d;
-              for (int64_t i = 0; i < d; ++i) out[i] += a * row[i];
+        const int64_t b = task / n_tiles, n0 = (task % n_tiles) * T, nt = std::min(T, N - n0);
+        const int64_t w = nt * d;
+        for (int64_t h = 0; h < H; ++h) {  // buf (HP, nt*d): rope^T of the tile's rows
+          for (int64_t t = 0; t < nt; ++t) {
+            for (int64_t p = 0; p < P; ++p) {
+              const int64_t row = (n0 + t) * P + p;
+              rotate_into(buf.data() + (h * P + p) * w + t * d, gp + ((b * H + h) * L + row) * d,
+                          cp == nullptr ? cp : cp + row * d, sp == nullptr ? sp : sp + row * d,
+                          d, true);
             }
           }
-          if (xp == nullptr) continue;
-          const scalar_t* xr = xp + ((b * M + m) * N + n) * d;
-          for (int64_t hp = 0; hp < HP; ++hp) {
-            partial[m * HP + hp] += row_dot(xr, rows.data() + hp * d, d);
-          }
         }
+        if (gxp != nullptr) {  // gx_tile (M, nt*d) = alpha (M, HP) buf
+          gemm(false, false, M, w, HP, scalar_t(1), ap, HP, buf.data(), w, scalar_t(0),
+               gxp + (b * M * N + n0) * d, N * d);
+        }
+        if (xp == nullptr) continue;  // galpha (M, HP) += x_tile (M, nt*d) buf^T
+        gemm(false, true, M, HP, w, scalar_t(1), xp + (b * M * N + n0) * d, N * d, buf.data(), w,
+             scalar_t(0), tile.data(), HP);
+        for (int64_t i = 0; i < M * HP; ++i) partial[i] += tile[i];
       }
       if (xp != nullptr) {
         std::lock_guard<std::mutex> guard(lock);
-        for (int64_t i = 0; i < M * H * P; ++i) gap[i] += partial[i];
+        for (int64_t i = 0; i < M * HP; ++i) gap[i] += partial[i];
       }
     });
   });
