@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import torch
 
-from iha.backends import BACKENDS, fused_mixing
+from iha.backends import BACKENDS, fused_core, fused_mixing
 from iha.cache import KVCache
-from iha.masks import MASK_MODES, MaskSpec
+from iha.masks import MASK_MODES, MaskSpec, expand_key_padding
 from iha.rope import apply_rope, rope_cos_sin
 from iha.validate import check_choice, check_window
 
@@ -126,6 +126,28 @@ def mix_rope(
     )
 
 
+def _collapse_matrix(collapse: torch.Tensor, n_pseudo: int) -> torch.Tensor:
+    """(H, P) per-head or (H, H*P) global collapse as R (H, H, P): y[h] = sum R[h, k, p] o[k, p]."""
+    H = collapse.shape[0]
+    if collapse.shape[1] != n_pseudo:
+        return collapse.view(H, H, n_pseudo)
+    return torch.diag_embed(collapse.T).permute(1, 2, 0)  # (H, P) -> (H, H, P), diagonal
+
+
+def _fuses(q, spec, cache, kernel, backend, dropout_p, key_padding_mask) -> bool:
+    """Whether ``iha.backends.fused`` serves this call: where the attention would run the
+    compiled band kernel, without a cache, on a query block long enough to share among threads."""
+    return (
+        fused_core.enabled()
+        and cache is None
+        and kernel == "softmax"
+        and dropout_p == 0.0
+        and q.shape[2] * spec.n_pseudo >= fused_core.MIN_QUERY_ROWS
+        and choose_backend(backend, spec, kernel, key_padding_mask, q.device) == "band"
+        and fused_mixing.usable(q)
+    )
+
+
 def collapse_heads(o: torch.Tensor, collapse: torch.Tensor, n_pseudo: int) -> torch.Tensor:
     """De-interleave and collapse: (B, H, N*P, d) -> (B, H, N, d) (docs/spec.md step 6).
 
@@ -133,10 +155,7 @@ def collapse_heads(o: torch.Tensor, collapse: torch.Tensor, n_pseudo: int) -> to
     """
     B, H, L, d = o.shape
     if fused_mixing.usable(o):  # one pass, no permuting copy (CPU, compiled library)
-        R = collapse.view(H, H, n_pseudo) if collapse.shape[1] != n_pseudo else (
-            torch.diag_embed(collapse.T).permute(1, 2, 0)  # (H, P) -> (H, H, P), diagonal
-        )
-        return fused_mixing.collapse(o, R)
+        return fused_mixing.collapse(o, _collapse_matrix(collapse, n_pseudo))
     o5 = o.view(B, H, L // n_pseudo, n_pseudo, d)  # (B, H, N, P, d)
     R = collapse.to(o.dtype)
     if R.shape[1] == n_pseudo:
@@ -352,14 +371,24 @@ def interleaved_head_attention(
     k_start = position_offset + Nq - Nk
     if kt is None:
         kt, vt = rope(k, alpha_k, k_start), mix_heads(v, alpha_v)  # (B, G, Nk*P, d)
-    qt = rope(q, alpha_q, position_offset)  # (B, H, Nq*P, d)
     spec = MaskSpec(mask, P, Nq, Nk, q_start=position_offset, k_start=k_start, window=window)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    if _fuses(q, spec, cache, kernel, backend, dropout_p, key_padding_mask):
+        cos = sin = None  # mixing + RoPE of q, attention and collapse in one op
+        if rope_tables is not None or rope_theta is not None:
+            cos, sin = _pseudo_tables(
+                q, Nq, position_offset, P, rope_theta, positions, rope_tables, rope_scaling
+            )
+        keys = None if key_padding_mask is None else expand_key_padding(key_padding_mask, P)
+        R = _collapse_matrix(collapse, P)
+        return fused_core.fused_iha(q, alpha_q, cos, sin, kt, vt, R, spec, scale, keys)
+    qt = rope(q, alpha_q, position_offset)  # (B, H, Nq*P, d)
     o = attend(
         qt,
         kt,
         vt,
         spec,
-        scale=1.0 / math.sqrt(d) if scale is None else scale,
+        scale=scale,
         key_padding_mask=key_padding_mask,
         kernel=kernel,
         backend=backend,

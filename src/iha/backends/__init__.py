@@ -14,10 +14,15 @@ They all agree with ``reference`` (the test oracle).
   of keys, query blocks with an exact one-pass softmax; falls back to ``blocked`` where it cannot
   be built or does not serve the inputs.
 
+``fused_core`` (``iha.backends.fused``) is not a backend but the whole IHA core on the ``band``
+kernel: the query mixing + RoPE and the collapse fused into the attention (``iha.functional``
+uses it where ``band`` would run).
+
 ``keep_freed_memory`` (``cpu_memory``) is an opt-in process setting for CPU runs: glibc keeps
 freed blocks for reuse instead of page-faulting fresh ones each step.
 """
 
+from iha.backends import fused as fused_core
 from iha.backends import mixing as fused_mixing
 from iha.backends.band import attend_band
 from iha.backends.band import kernel_available as band_kernel_available
@@ -44,6 +49,7 @@ __all__ = [
     "attend_sdpa",
     "band_kernel_available",
     "expand_kv",
+    "fused_core",
     "fused_mixing",
     "keep_freed_memory",
 ]

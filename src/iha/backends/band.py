@@ -158,6 +158,21 @@ def _register_fake_kernels() -> None:
         gx = g.new_empty(B, M, L // P, d) if want_gx else g.new_empty(0)
         return gx, alpha.new_empty(M, H, P)
 
+    @torch.library.register_fake("iha_band::fused_forward")
+    def _(xq, alpha_q, cos, sin, kt, vt, key_valid, R, mode, P, window, scale, block):
+        B, _, N, _ = xq.shape
+        H, dv = alpha_q.shape[1], vt.shape[3]
+        return xq.new_empty(B, H, N, dv), xq.new_empty(B, H, N * P, dv), xq.new_empty(B, H, N * P)
+
+    @torch.library.register_fake("iha_band::fused_backward")
+    def _(grad, xq, alpha_q, cos, sin, kt, vt, o, lse, key_valid, R, mode, P, window, scale,
+          block):
+        B, H = xq.shape[0], alpha_q.shape[1]
+        per_head = (B, H, kt.shape[2])
+        return (torch.empty_like(xq), torch.empty_like(alpha_q),
+                kt.new_empty(*per_head, kt.shape[3]), vt.new_empty(*per_head, vt.shape[3]),
+                torch.empty_like(R))
+
 
 def unavailable_reason() -> str:
     """Why the kernel is not used ('' when it is)."""

@@ -30,6 +30,7 @@ Writes JSON (``--json``) and a markdown report (``--markdown``); prints the mark
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -47,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iha.attention import InterleavedHeadAttention
-from iha.backends import BACKENDS, keep_freed_memory
+from iha.backends import BACKENDS, fused_core, keep_freed_memory
 from iha.functional import (
     choose_backend,
     collapse_heads,
@@ -80,6 +81,7 @@ class Case:
     mask: str = "flat"
     window: int | None = None
     backend: str = "auto"
+    fuse: bool = True  # iha: False runs the unfused path (iha.backends.fused_core.disabled)
 
     def label(self) -> str:
         parts = [self.kind]
@@ -149,10 +151,11 @@ def build(case: Case, device: torch.device, dtype=torch.float32, seed: int = 0) 
         if case.kind == "iha":
 
             def forward():
-                return interleaved_head_attention(
-                    *qkv, *alphas, collapse, mask=case.mask, window=case.window,
-                    rope_theta=ROPE_THETA, backend=case.backend,
-                )
+                with contextlib.nullcontext() if case.fuse else fused_core.disabled():
+                    return interleaved_head_attention(
+                        *qkv, *alphas, collapse, mask=case.mask, window=case.window,
+                        rope_theta=ROPE_THETA, backend=case.backend,
+                    )
 
         else:
 
@@ -302,6 +305,7 @@ def suite_window(args, device) -> SuiteResult:
         "mha_global": Case("mha", B, H, N, d),
         "iha_window_flat": Case("iha", B, H, N, d, P, "flat", W),
         "iha_window_token": Case("iha", B, H, N, d, P, "token", W),
+        "iha_window_flat_unfused": Case("iha", B, H, N, d, P, "flat", W, fuse=False),
         "attn_window_flat": Case("attn", B, H, N, d, P, "flat", W),
         "attn_window_flat_blocked": Case("attn", B, H, N, d, P, "flat", W, "blocked"),
         "iha_window_flat_blocked": Case("iha", B, H, N, d, P, "flat", W, "blocked"),
@@ -318,6 +322,9 @@ def suite_window(args, device) -> SuiteResult:
               1.3, "equal attention FLOPs"),
         Ratio("sliding-window IHA (token) / global causal MHA", "iha_window_token",
               "mha_global", 1.3),
+        Ratio("sliding-window IHA (flat), unfused / global causal MHA",
+              "iha_window_flat_unfused", "mha_global", None,
+              "query mixing and collapse as separate passes"),
         Ratio("banded attention alone (flat) / global causal MHA", "attn_window_flat",
               "mha_global", None, "attention step only: no mixing, RoPE, collapse"),
         Ratio("pure-PyTorch banded attention alone ('blocked') / global causal MHA",

@@ -587,6 +587,203 @@ std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Ten
   return {gx, galpha.to(g.scalar_type())};
 }
 
+// ---------------------------------------------------------------------------------------------
+// IHA around the band kernel, with the query mixing + RoPE and the collapse fused in.
+//
+// fused_forward: y[b, h, n] = sum_{k, p} R[h, k, p] o[b, k, n*P + p], where o is the band
+//   attention of qt = spread(xq, alpha_q, cos, sin) against kt, vt (already spread). One task
+//   per (batch, block of whole tokens), all heads: the block's query rows are mixed (one matrix
+//   product, as in spread) and rotated into a task buffer, so qt is never written out, and its
+//   output rows are collapsed (one product) while still in cache. o and the LSE are returned for
+//   the backward.
+// fused_backward: one task per (batch, head) as in backward_impl; each block's query rows and
+//   output gradient rows dO = spread(grad_y, R) (the collapse's backward) are recomputed in task
+//   buffers instead of read, and R's gradient dR[h', h, p] = sum_{b, n} grad_y[b, h', n] .
+//   o[b, h, n*P + p] is taken from the block's o rows. The query gradient then goes through
+//   gather (RoPE^T, alpha_q^T). Returns dxq, dalpha_q, dkt and dvt per query head
+//   (B, H, Lk, d), dR.
+
+void check_fused(const at::Tensor& xq, const at::Tensor& alpha_q,
+                 const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin,
+                 const at::Tensor& kt, const at::Tensor& vt,
+                 const std::optional<at::Tensor>& key_valid, const at::Tensor& R, int64_t mode,
+                 int64_t P, int64_t block) {
+  TORCH_CHECK(xq.dim() == 4 && alpha_q.dim() == 3 && alpha_q.size(0) == xq.size(1) &&
+                  alpha_q.size(2) == P,
+              "fused IHA: alpha_q (M, H, P) must match xq (B, M, N, d) and P");
+  check_mixing(xq, alpha_q, cos, sin, xq.size(2) * P);
+  const int64_t H = alpha_q.size(1);
+  TORCH_CHECK(R.dim() == 3 && R.size(0) == H && R.size(1) == H && R.size(2) == P &&
+                  R.is_contiguous() && R.scalar_type() == xq.scalar_type(),
+              "fused IHA: R must be a contiguous (H, H, P) tensor of xq's dtype");
+  TORCH_CHECK(P >= 1 && block >= P && block % P == 0,
+              "fused IHA: block must be a positive multiple of P");
+  const std::vector<int64_t> qs{xq.size(0), H, xq.size(2) * P, xq.size(3)};
+  check_keys(qs, xq.scalar_type(), kt, vt, key_valid, mode, P, block);
+  TORCH_CHECK(kt.size(2) % P == 0, "fused IHA: keys must be whole tokens");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_forward(
+    const at::Tensor& xq, const at::Tensor& alpha_q, const std::optional<at::Tensor>& cos,
+    const std::optional<at::Tensor>& sin, const at::Tensor& kt, const at::Tensor& vt,
+    const std::optional<at::Tensor>& key_valid, const at::Tensor& R, int64_t mode, int64_t P,
+    int64_t window, double scale_d, int64_t block) {
+  check_fused(xq, alpha_q, cos, sin, kt, vt, key_valid, R, mode, P, block);
+  const int64_t B = xq.size(0), M = xq.size(1), N = xq.size(2), d = xq.size(3);
+  const int64_t H = alpha_q.size(1), G = kt.size(1), Lq = N * P, Lk = kt.size(2);
+  const int64_t dv = vt.size(3), HP = H * P, T = block / P, n_blocks = (N + T - 1) / T;
+  auto o = at::empty({B, H, Lq, dv}, xq.options());
+  auto lse = at::empty({B, H, Lq}, xq.options());
+  auto y = at::empty({B, H, N, dv}, xq.options());
+  const Band band{mode, P, window, Lq, Lk};
+  const bool* valid_all = key_valid.has_value() ? key_valid->data_ptr<bool>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(xq.scalar_type(), "fused_forward", [&] {
+    const scalar_t scale = static_cast<scalar_t>(scale_d);
+    const scalar_t* xp = xq.data_ptr<scalar_t>();
+    const scalar_t* ap = alpha_q.data_ptr<scalar_t>();
+    const scalar_t* cp = cos.has_value() ? cos->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* sp = sin.has_value() ? sin->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* kp = kt.data_ptr<scalar_t>();
+    const scalar_t* vp = vt.data_ptr<scalar_t>();
+    const scalar_t* rp = R.data_ptr<scalar_t>();
+    scalar_t* op = o.data_ptr<scalar_t>();
+    scalar_t* lp = lse.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, B * n_blocks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> qmix(HP * T * d), qblk(block * d), omix(HP * T * dv), scores;
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / n_blocks, n0 = (task % n_blocks) * T, nt = std::min(T, N - n0);
+        const int64_t i0 = n0 * P, rows = nt * P, w = nt * d, wv = nt * dv;
+        const bool* valid = valid_all == nullptr ? nullptr : valid_all + b * Lk;
+        // qmix (HP, nt*d) = alpha_q^T (HP, M) xq_tile (M, nt*d)
+        gemm(true, false, HP, w, M, scalar_t(1), ap, HP, xp + (b * M * N + n0) * d, N * d,
+             scalar_t(0), qmix.data(), w);
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t g = h / (H / G);
+          for (int64_t t = 0; t < nt; ++t) {
+            for (int64_t p = 0; p < P; ++p) {
+              const int64_t row = i0 + t * P + p;
+              rotate_into(qblk.data() + (t * P + p) * d, qmix.data() + (h * P + p) * w + t * d,
+                          cp == nullptr ? cp : cp + row * d, sp == nullptr ? sp : sp + row * d,
+                          d, false);
+            }
+          }
+          scalar_t* ob = op + ((b * H + h) * Lq + i0) * dv;
+          block_forward<scalar_t>(qblk.data(), kp + (b * G + g) * Lk * d,
+                                  vp + (b * G + g) * Lk * dv, valid, band, i0, rows, d, dv, scale,
+                                  scores, ob, lp + (b * H + h) * Lq + i0);
+          for (int64_t t = 0; t < nt; ++t) {  // omix (HP, nt*dv): o rows grouped by (h, p)
+            for (int64_t p = 0; p < P; ++p) {
+              std::copy_n(ob + (t * P + p) * dv, dv, omix.data() + (h * P + p) * wv + t * dv);
+            }
+          }
+        }
+        // y_tile (H, nt*dv) = R (H, HP) omix
+        gemm(false, false, H, wv, HP, scalar_t(1), rp, HP, omix.data(), wv, scalar_t(0),
+             yp + (b * H * N + n0) * dv, N * dv);
+      }
+    });
+  });
+  return {y, o, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_backward(
+    const at::Tensor& grad, const at::Tensor& xq, const at::Tensor& alpha_q,
+    const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin,
+    const at::Tensor& kt, const at::Tensor& vt, const at::Tensor& o, const at::Tensor& lse,
+    const std::optional<at::Tensor>& key_valid, const at::Tensor& R, int64_t mode, int64_t P,
+    int64_t window, double scale_d, int64_t block) {
+  check_fused(xq, alpha_q, cos, sin, kt, vt, key_valid, R, mode, P, block);
+  const int64_t B = xq.size(0), M = xq.size(1), N = xq.size(2), d = xq.size(3);
+  const int64_t H = alpha_q.size(1), G = kt.size(1), Lq = N * P, Lk = kt.size(2);
+  const int64_t dv = vt.size(3), HP = H * P, T = block / P, n_blocks = (N + T - 1) / T;
+  TORCH_CHECK(grad.is_contiguous() && grad.sizes() == at::IntArrayRef({B, H, N, dv}) &&
+                  o.is_contiguous() && o.sizes() == at::IntArrayRef({B, H, Lq, dv}) &&
+                  lse.is_contiguous() && lse.sizes() == at::IntArrayRef({B, H, Lq}),
+              "fused IHA: contiguous grad (B, H, N, dv), o (B, H, N*P, dv), lse (B, H, N*P)");
+  auto dq = at::empty({B, H, Lq, d}, xq.options());
+  auto dk = at::empty({B, H, Lk, d}, xq.options());
+  auto dvt = at::empty({B, H, Lk, dv}, xq.options());
+  auto dR = at::zeros({H, H, P}, xq.options().dtype(at::kDouble));
+  const Band band{mode, P, window, Lq, Lk};
+  const bool* valid_all = key_valid.has_value() ? key_valid->data_ptr<bool>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(xq.scalar_type(), "fused_backward", [&] {
+    const scalar_t scale = static_cast<scalar_t>(scale_d);
+    const scalar_t* gp = grad.data_ptr<scalar_t>();
+    const scalar_t* xp = xq.data_ptr<scalar_t>();
+    const scalar_t* ap = alpha_q.data_ptr<scalar_t>();
+    const scalar_t* cp = cos.has_value() ? cos->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* sp = sin.has_value() ? sin->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* kp = kt.data_ptr<scalar_t>();
+    const scalar_t* vp = vt.data_ptr<scalar_t>();
+    const scalar_t* op = o.data_ptr<scalar_t>();
+    const scalar_t* lp = lse.data_ptr<scalar_t>();
+    const scalar_t* rp = R.data_ptr<scalar_t>();
+    scalar_t* dqp = dq.data_ptr<scalar_t>();
+    scalar_t* dkp = dk.data_ptr<scalar_t>();
+    scalar_t* dvp = dvt.data_ptr<scalar_t>();
+    double* drp = dR.data_ptr<double>();
+    std::mutex lock;
+    at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+      BlockGrad<scalar_t> work;
+      std::vector<scalar_t> mix(P * T * std::max(d, dv)), qblk(block * d), gblk(block * dv);
+      std::vector<scalar_t> tile(H * P);
+      std::vector<double> partial(H * H * P, 0.0);
+      for (int64_t bh = begin; bh < end; ++bh) {
+        const int64_t b = bh / H, h = bh % H, g = h / (H / G);
+        const scalar_t* gy = gp + b * H * N * dv;
+        scalar_t* dkh = dkp + bh * Lk * d;
+        scalar_t* dvh = dvp + bh * Lk * dv;
+        std::fill(dkh, dkh + Lk * d, scalar_t(0));
+        std::fill(dvh, dvh + Lk * dv, scalar_t(0));
+        for (int64_t blk = 0; blk < n_blocks; ++blk) {
+          const int64_t n0 = blk * T, nt = std::min(T, N - n0);
+          const int64_t i0 = n0 * P, rows = nt * P, w = nt * d, wv = nt * dv;
+          const scalar_t* ob = op + (bh * Lq + i0) * dv;
+          // query rows of head h: mix (P, nt*d) = alpha_q[:, h, :]^T (P, M) xq_tile (M, nt*d)
+          gemm(true, false, P, w, M, scalar_t(1), ap + h * P, HP, xp + (b * M * N + n0) * d,
+               N * d, scalar_t(0), mix.data(), w);
+          for (int64_t t = 0; t < nt; ++t) {
+            for (int64_t p = 0; p < P; ++p) {
+              const int64_t row = i0 + t * P + p;
+              rotate_into(qblk.data() + (t * P + p) * d, mix.data() + p * w + t * d,
+                          cp == nullptr ? cp : cp + row * d, sp == nullptr ? sp : sp + row * d,
+                          d, false);
+            }
+          }
+          // dO rows of head h: mix (P, nt*dv) = R[:, h, :]^T (P, H) grad_tile (H, nt*dv)
+          gemm(true, false, P, wv, H, scalar_t(1), rp + h * P, HP, gy + n0 * dv, N * dv,
+               scalar_t(0), mix.data(), wv);
+          for (int64_t t = 0; t < nt; ++t) {
+            for (int64_t p = 0; p < P; ++p) {
+              std::copy_n(mix.data() + p * wv + t * dv, dv, gblk.data() + (t * P + p) * dv);
+            }
+          }
+          // dR[:, h, :] += grad_tile (H, nt*dv) o_h^T, o_h (P, nt*dv) the block's o rows by p
+          for (int64_t t = 0; t < nt; ++t) {
+            for (int64_t p = 0; p < P; ++p) {
+              std::copy_n(ob + (t * P + p) * dv, dv, mix.data() + p * wv + t * dv);
+            }
+          }
+          gemm(false, true, H, P, wv, scalar_t(1), gy + n0 * dv, N * dv, mix.data(), wv,
+               scalar_t(0), tile.data(), P);
+          for (int64_t h2 = 0; h2 < H; ++h2) {
+            for (int64_t p = 0; p < P; ++p) partial[(h2 * H + h) * P + p] += tile[h2 * P + p];
+          }
+          work.run(qblk.data(), gblk.data(), ob, lp + bh * Lq + i0, kp + (b * G + g) * Lk * d,
+                   vp + (b * G + g) * Lk * dv,
+                   valid_all == nullptr ? nullptr : valid_all + b * Lk, band, i0, rows, d, dv,
+                   scale, dqp + (bh * Lq + i0) * d, dkh, dvh);
+        }
+      }
+      std::lock_guard<std::mutex> guard(lock);
+      for (int64_t i = 0; i < H * H * P; ++i) drp[i] += partial[i];
+    });
+  });
+  auto [dxq, dalpha] = mix_gather(dq, alpha_q, xq, cos, sin, true);
+  return {dxq, dalpha, dk, dvt, dR.to(xq.scalar_type())};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(iha_band, m) {
@@ -601,6 +798,14 @@ TORCH_LIBRARY(iha_band, m) {
   m.def(
       "gather(Tensor g, Tensor alpha, Tensor? x, Tensor? cos, Tensor? sin, bool want_gx=True) -> "
       "(Tensor, Tensor)");
+  m.def(
+      "fused_forward(Tensor xq, Tensor alpha_q, Tensor? cos, Tensor? sin, Tensor kt, Tensor vt, "
+      "Tensor? key_valid, Tensor R, int mode, int P, int window, float scale, int block) -> "
+      "(Tensor, Tensor, Tensor)");
+  m.def(
+      "fused_backward(Tensor grad, Tensor xq, Tensor alpha_q, Tensor? cos, Tensor? sin, "
+      "Tensor kt, Tensor vt, Tensor o, Tensor lse, Tensor? key_valid, Tensor R, int mode, int P, "
+      "int window, float scale, int block) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(iha_band, CPU, m) {
@@ -608,4 +813,6 @@ TORCH_LIBRARY_IMPL(iha_band, CPU, m) {
   m.impl("backward", &band_backward);
   m.impl("spread", &mix_spread);
   m.impl("gather", &mix_gather);
+  m.impl("fused_forward", &fused_forward);
+  m.impl("fused_backward", &fused_backward);
 }

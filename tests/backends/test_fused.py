@@ -1,0 +1,179 @@
+"""The fused IHA core (``iha.backends.fused``: query mixing + RoPE and the collapse inside the
+compiled band kernel) against the float64 oracle (tests/oracle.py) and the reference backend.
+
+``iha.functional`` takes the fused path only for query blocks of at least ``MIN_QUERY_ROWS``
+rows; the property tests lower that bound to 0 so that the small hypothesis configurations
+(every mask mode, windows, GQA, RoPE variants, padding, cached prefixes, both collapses) run
+through it, and check that they did.
+"""
+
+from __future__ import annotations
+
+import os
+from unittest import mock
+
+import pytest
+import torch
+from hypothesis import given, settings
+from oracle import float32_error_bound, oracle_iha
+from test_functional import configs, make_inputs
+
+from iha.attention import InterleavedHeadAttention
+from iha.backends import fused
+from iha.cache import KVCache
+from iha.functional import _fuses, interleaved_head_attention
+from iha.masks import MaskSpec
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("IHA_BAND_KERNEL") == "0", reason="IHA_BAND_KERNEL=0: kernel not built"
+)
+
+
+class _Counted:
+    """Lowers the fused path's length bound and counts its calls."""
+
+    def __init__(self, min_rows: int = 0):
+        self.calls = 0
+        self.min_rows = min_rows
+        self._real = fused.fused_iha
+
+    def __enter__(self):
+        def counted(*a, **k):
+            self.calls += 1
+            return self._real(*a, **k)
+
+        self._patches = [
+            mock.patch.object(fused, "MIN_QUERY_ROWS", self.min_rows),
+            mock.patch.object(fused, "fused_iha", counted),
+        ]
+        for p in self._patches:
+            p.start()
+        return self
+
+    def __exit__(self, *exc):
+        for p in self._patches:
+            p.stop()
+
+
+def _grads(out, args):
+    return torch.autograd.grad(out.square().sum(), [a for a in args if a.requires_grad])
+
+
+@settings(max_examples=60, deadline=None)
+@given(configs(max_tokens=8))
+def test_fused_matches_oracle_and_reference_gradients_float64(c):
+    args, kw = make_inputs(c, requires_grad=True)
+    with _Counted() as counted:
+        got = interleaved_head_attention(*args, **kw, backend="band")
+    assert counted.calls == 1
+    want = interleaved_head_attention(*args, **kw, backend="reference")
+    oracle = oracle_iha(*[a.detach() for a in args], **kw)
+    torch.testing.assert_close(got.detach(), oracle, rtol=0, atol=1e-10)
+    for a, b in zip(_grads(got, args), _grads(want, args)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(configs(max_tokens=8))
+def test_fused_float32_error_within_twice_reference_error(c):
+    args64, kw = make_inputs(c)
+    exact = oracle_iha(*args64, **kw)
+    args32 = [a.float() for a in args64]
+    ref = interleaved_head_attention(*args32, **kw, backend="reference")
+    with _Counted() as counted:
+        got = interleaved_head_attention(*args32, **kw, backend="band")
+    assert counted.calls == 1
+    ref_err = (ref.double() - exact).abs().max().item()
+    err = (got.double() - exact).abs().max().item()
+    assert err <= float32_error_bound(ref_err, exact), (err, ref_err)
+
+
+# Several blocks of whole tokens, a shorter last block (N not a multiple of the block's tokens),
+# head dims that make several mixing tiles, GQA, padding, a prefix of keys before the queries.
+@pytest.mark.parametrize(
+    "P,N,n_prefix,d,G,mask,window,padding,collapse",
+    [
+        (4, 37, 0, 64, 2, "flat", 6, False, "global"),
+        (3, 50, 5, 16, 1, "token", 4, True, "per_head"),
+        (2, 70, 0, 8, 2, "none", None, True, "global"),
+        (1, 150, 3, 32, 2, "flat", 20, False, "per_head"),
+    ],
+)
+def test_fused_at_several_blocks_matches_oracle_and_unfused_gradients(
+    P, N, n_prefix, d, G, mask, window, padding, collapse
+):
+    assert N * P > 2 * fused.block_rows(P)  # at least three blocks
+    c = dict(B=2, H=2 * G, G=G, P=P, Nq=N, Nk=N + n_prefix, d=d, mask=mask, window=window,
+             rope=10000.0, positions="virtual", collapse=collapse, padding=padding,
+             offset_extra=1, seed=P * 1000 + N)
+    args, kw = make_inputs(c, requires_grad=True)
+    with _Counted() as counted:
+        got = interleaved_head_attention(*args, **kw, backend="band")
+    assert counted.calls == 1
+    with _Counted(min_rows=10**9) as none:
+        unfused = interleaved_head_attention(*args, **kw, backend="band")
+    assert none.calls == 0
+    torch.testing.assert_close(got.detach(), oracle_iha(*[a.detach() for a in args], **kw),
+                               rtol=0, atol=1e-10)
+    for a, b in zip(_grads(got, args), _grads(unfused, args)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+def test_fused_gradcheck_small():
+    g = torch.Generator().manual_seed(2)
+    B, H, G, P, N, d = 1, 2, 1, 2, 5, 4
+    spec = MaskSpec("token", P, N, N, window=2)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    xq, aq, kt, vt, R = r(B, H, N, d), r(H, H, P), r(B, G, N * P, d), r(B, G, N * P, d), r(H, H, P)
+    cos = torch.rand(N * P, d, generator=g, dtype=torch.float64)
+    sin = torch.rand(N * P, d, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda *a: fused.fused_iha(a[0], a[1], cos, sin, a[2], a[3], a[4], spec, 0.6),
+        (xq, aq, kt, vt, R),
+    )
+
+
+def test_the_fused_path_serves_long_band_queries_only():
+    spec = MaskSpec("flat", 4, 64, 64, window=4)
+    q = torch.zeros(1, 2, 64, 8)
+    assert _fuses(q, spec, None, "softmax", "auto", 0.0, None)  # 256 rows, a window: band
+    with fused.disabled():
+        assert not _fuses(q, spec, None, "softmax", "auto", 0.0, None)
+    assert fused.enabled()
+    assert not _fuses(q[:, :, :63], MaskSpec("flat", 4, 63, 63, window=4), None, "softmax",
+                      "auto", 0.0, None)  # fewer rows than MIN_QUERY_ROWS
+    assert not _fuses(q, MaskSpec("flat", 4, 64, 64), None, "softmax", "auto", 0.0, None)  # sdpa
+    assert not _fuses(q, spec, KVCache(), "softmax", "auto", 0.0, None)
+    assert not _fuses(q, spec, None, "softmax", "auto", 0.1, None)
+    assert not _fuses(q, spec, None, "linear", "auto", 0.0, None)
+    assert not _fuses(q, spec, None, "softmax", "blocked", 0.0, None)
+    assert not _fuses(q.to(torch.bfloat16), spec, None, "softmax", "auto", 0.0, None)
+
+
+def test_fused_op_rejects_blocks_that_split_tokens():
+    spec = MaskSpec("flat", 3, 8, 8, window=2)
+    x = torch.randn(1, 2, 8, 4)
+    kt = torch.randn(1, 2, 24, 4)
+    args = (x, torch.randn(2, 2, 3), None, None, kt, kt, None, torch.randn(2, 2, 3),
+            0, 3, 2, 0.5)
+    with pytest.raises(RuntimeError, match="multiple of P"):
+        torch.ops.iha_band.fused_forward(*args, 4)
+    assert spec.n_pseudo == 3 and fused.block_rows(3) % 3 == 0
+
+
+def test_module_training_step_takes_the_fused_path_under_compile():
+    torch.manual_seed(0)
+    m = InterleavedHeadAttention(16, 2, n_pseudo=2, mask="flat", window=3).double()
+    x = torch.randn(2, 12, 16, dtype=torch.float64)
+    want = m(x)
+    want_grads = torch.autograd.grad(want.square().sum(), list(m.parameters()))
+    torch._dynamo.reset()
+    with _Counted() as counted:
+        compiled = torch.compile(m, backend="aot_eager")
+        got = compiled(x)
+        got_grads = torch.autograd.grad(got.square().sum(), list(m.parameters()))
+    torch._dynamo.reset()
+    assert counted.calls >= 1
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
