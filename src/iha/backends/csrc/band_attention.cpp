@@ -192,12 +192,15 @@ inline float row_dot<float>(const float* x, const float* y, int64_t n) {
 #endif
 
 // Scores of rows [i0, i0 + R) against keys [k0, k0 + K) -> softmax weights in place.
-// With lse_in == nullptr the row maxima and sums are computed and the LSE written to lse_out;
-// otherwise the weights are exp(s - lse) with the given (forward) LSE. Keys outside a row's
-// range or padded get weight 0; a row without keys gets all-zero weights and LSE -inf.
+// With lse_in == nullptr the row maxima and sums are computed, the LSE written to lse_out, and
+// the weights are left unnormalised, exp(s - max), with 1 / sum in inv_out (the caller scales
+// the output rows: dv multiplications a row instead of K); otherwise the weights are
+// exp(s - lse) with the given (forward) LSE. Keys outside a row's range or padded get weight 0;
+// a row without keys gets all-zero weights, LSE -inf and inv 0.
 template <typename scalar_t>
 void softmax_rows(scalar_t* S, int64_t R, int64_t K, int64_t i0, int64_t k0, const Band& band,
-                  const bool* valid, const scalar_t* lse_in, scalar_t* lse_out) {
+                  const bool* valid, const scalar_t* lse_in, scalar_t* lse_out,
+                  scalar_t* inv_out) {
   const scalar_t neg_inf = -std::numeric_limits<scalar_t>::infinity();
   for (int64_t r = 0; r < R; ++r) {
     scalar_t* s = S + r * K;
@@ -212,15 +215,45 @@ void softmax_rows(scalar_t* S, int64_t R, int64_t K, int64_t i0, int64_t k0, con
     if (m == neg_inf) {  // no key: weights 0 (forward output 0, no gradient)
       std::fill(s + a, s + b, scalar_t(0));
       if (lse_out != nullptr) lse_out[r] = neg_inf;
+      if (inv_out != nullptr) inv_out[r] = scalar_t(0);
       continue;
     }
     const scalar_t sum = exp_shifted(s + a, b - a, m);
     if (lse_in == nullptr) {
       lse_out[r] = m + std::log(sum);
-      const scalar_t inv = scalar_t(1) / sum;
-      for (int64_t j = a; j < b; ++j) s[j] *= inv;
+      inv_out[r] = scalar_t(1) / sum;
     }
   }
+}
+
+template <typename scalar_t>
+inline void scale_row(scalar_t* __restrict__ y, scalar_t a, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] *= a;
+}
+
+// The keys a block of query rows [i0, i0 + R) needs, [k0, k1) (k1 <= k0: none), widened to a
+// multiple of 16 keys where the sequence allows: score rows then start 64-byte aligned in an
+// aligned buffer (the widened keys are outside every row's range and get weight 0).
+inline bool block_keys(const Band& band, int64_t i0, int64_t R, int64_t& k0, int64_t& k1) {
+  k0 = band.lo(i0);
+  k1 = band.hi(i0 + R - 1) + 1;
+  if (k1 <= k0) return false;
+  const int64_t width = (k1 - k0 + 15) / 16 * 16;
+  if (width <= band.Lk) {
+    k0 = std::max<int64_t>(0, k1 - width);
+    k1 = k0 + width;
+  }
+  return true;
+}
+
+// n elements of v, starting at a 64-byte boundary.
+template <typename scalar_t>
+inline scalar_t* aligned(std::vector<scalar_t>& v, int64_t n) {
+  const int64_t pad = 64 / sizeof(scalar_t);
+  v.resize(n + pad);
+  const auto address = reinterpret_cast<std::uintptr_t>(v.data());
+  return v.data() + ((64 - address % 64) % 64) / sizeof(scalar_t);
 }
 
 // Rows [i0, i0 + R) of one head: q rows qb (R, d) against the head's keys kh (Lk, d) and values
@@ -229,18 +262,19 @@ template <typename scalar_t>
 void block_forward(const scalar_t* qb, const scalar_t* kh, const scalar_t* vh, const bool* valid,
                    const Band& band, int64_t i0, int64_t R, int64_t d, int64_t dv,
                    scalar_t scale, std::vector<scalar_t>& scores, scalar_t* ob, scalar_t* lb) {
-  const int64_t k0 = band.lo(i0), k1 = band.hi(i0 + R - 1) + 1;
-  if (k1 <= k0) {
+  int64_t k0, k1;
+  if (!block_keys(band, i0, R, k0, k1)) {
     std::fill(ob, ob + R * dv, scalar_t(0));
     std::fill(lb, lb + R, -std::numeric_limits<scalar_t>::infinity());
     return;
   }
   const int64_t K = k1 - k0;
-  scores.resize(R * K);
-  gemm(false, true, R, K, d, scale, qb, d, kh + k0 * d, d, scalar_t(0), scores.data(), K);
-  softmax_rows<scalar_t>(scores.data(), R, K, i0, k0, band, valid, nullptr, lb);
-  gemm(false, false, R, dv, K, scalar_t(1), scores.data(), K, vh + k0 * dv, dv, scalar_t(0), ob,
-       dv);
+  scalar_t* S = aligned(scores, R * K + R);  // scores, then the rows' 1 / sum
+  gemm(false, true, R, K, d, scale, qb, d, kh + k0 * d, d, scalar_t(0), S, K);
+  scalar_t* inv = S + R * K;
+  softmax_rows<scalar_t>(S, R, K, i0, k0, band, valid, nullptr, lb, inv);
+  gemm(false, false, R, dv, K, scalar_t(1), S, K, vh + k0 * dv, dv, scalar_t(0), ob, dv);
+  for (int64_t r = 0; r < R; ++r) scale_row(ob + r * dv, inv[r], dv);
 }
 
 // The gradient of block_forward: dqb (R, d) is written, dkh/dvh (Lk, d/dv) accumulated. gb, ob,
@@ -253,33 +287,31 @@ struct BlockGrad {
            const scalar_t* kh, const scalar_t* vh, const bool* valid, const Band& band,
            int64_t i0, int64_t R, int64_t d, int64_t dv, scalar_t scale, scalar_t* dqb,
            scalar_t* dkh, scalar_t* dvh) {
-    const int64_t k0 = band.lo(i0), k1 = band.hi(i0 + R - 1) + 1;
-    if (k1 <= k0) {
+    int64_t k0, k1;
+    if (!block_keys(band, i0, R, k0, k1)) {
       std::fill(dqb, dqb + R * d, scalar_t(0));
       return;
     }
     const int64_t K = k1 - k0;
-    probs.resize(R * K);
-    dprobs.resize(R * K);
+    scalar_t* Pm = aligned(probs, R * K);
+    scalar_t* dPm = aligned(dprobs, R * K);
     delta.resize(R);
-    gemm(false, true, R, K, d, scale, qb, d, kh + k0 * d, d, scalar_t(0), probs.data(), K);
-    softmax_rows<scalar_t>(probs.data(), R, K, i0, k0, band, valid, lb, nullptr);  // exp(S-lse)
+    gemm(false, true, R, K, d, scale, qb, d, kh + k0 * d, d, scalar_t(0), Pm, K);
+    softmax_rows<scalar_t>(Pm, R, K, i0, k0, band, valid, lb, nullptr, nullptr);  // exp(S - lse)
     // dP = dO V^T (R, K); dS = P * (dP - rowsum(dO * O))
-    gemm(false, true, R, K, dv, scalar_t(1), gb, dv, vh + k0 * dv, dv, scalar_t(0),
-         dprobs.data(), K);
+    gemm(false, true, R, K, dv, scalar_t(1), gb, dv, vh + k0 * dv, dv, scalar_t(0), dPm, K);
     for (int64_t r = 0; r < R; ++r) delta[r] = row_dot(gb + r * dv, ob + r * dv, dv);
     for (int64_t r = 0; r < R; ++r) {
-      scalar_t* ds = dprobs.data() + r * K;
-      const scalar_t* p = probs.data() + r * K;
+      scalar_t* ds = dPm + r * K;
+      const scalar_t* p = Pm + r * K;
       const scalar_t dr = delta[r];
 #pragma omp simd
       for (int64_t j = 0; j < K; ++j) ds[j] = p[j] * (ds[j] - dr);
     }
     // dV += P^T dO (K, dv); dQ = scale dS K (R, d); dK += scale dS^T Q (K, d)
-    gemm(true, false, K, dv, R, scalar_t(1), probs.data(), K, gb, dv, scalar_t(1), dvh + k0 * dv,
-         dv);
-    gemm(false, false, R, d, K, scale, dprobs.data(), K, kh + k0 * d, d, scalar_t(0), dqb, d);
-    gemm(true, false, K, d, R, scale, dprobs.data(), K, qb, d, scalar_t(1), dkh + k0 * d, d);
+    gemm(true, false, K, dv, R, scalar_t(1), Pm, K, gb, dv, scalar_t(1), dvh + k0 * dv, dv);
+    gemm(false, false, R, d, K, scale, dPm, K, kh + k0 * d, d, scalar_t(0), dqb, d);
+    gemm(true, false, K, d, R, scale, dPm, K, qb, d, scalar_t(1), dkh + k0 * d, d);
   }
 };
 
