@@ -277,11 +277,38 @@ void block_forward(const scalar_t* qb, const scalar_t* kh, const scalar_t* vh, c
   for (int64_t r = 0; r < R; ++r) scale_row(ob + r * dv, inv[r], dv);
 }
 
-// The gradient of block_forward: dqb (R, d) is written, dkh/dvh (Lk, d/dv) accumulated. gb, ob,
-// lb: the rows' output gradient, output and LSE.
+// The gradient of block_forward, block by block of one head: dqb (R, d) is written, dkh/dvh
+// (Lk, d/dv) accumulated. gb, ob, lb: the rows' output gradient, output and LSE. The key
+// gradient rows are not zeroed up front (a full pass over them): rows [0, filled) hold values,
+// a block writes (beta 0) the rows it is the first to reach and adds to the others, and
+// finish() zeroes the rows no block reached. Call start() before a head's first block.
 template <typename scalar_t>
 struct BlockGrad {
   std::vector<scalar_t> probs, dprobs, delta;
+  int64_t filled = 0;
+
+  void start() { filled = 0; }
+
+  void finish(scalar_t* dkh, scalar_t* dvh, int64_t Lk, int64_t d, int64_t dv) {
+    if (filled < Lk) {
+      std::fill(dkh + filled * d, dkh + Lk * d, scalar_t(0));
+      std::fill(dvh + filled * dv, dvh + Lk * dv, scalar_t(0));
+    }
+  }
+
+  // rows [k0, k1) of out (ld n) += alpha * A^T B, A (R, K) the block's weights from column
+  // offset 0 (key k0), B (R, n): added below `filled`, written from it on.
+  void add_rows(int64_t k0, int64_t k1, int64_t R, int64_t n, scalar_t alpha, const scalar_t* A,
+                int64_t K, const scalar_t* Bm, scalar_t* out) const {
+    const int64_t split = std::min(std::max(filled, k0), k1);
+    if (split > k0) {
+      gemm(true, false, split - k0, n, R, alpha, A, K, Bm, n, scalar_t(1), out + k0 * n, n);
+    }
+    if (k1 > split) {
+      gemm(true, false, k1 - split, n, R, alpha, A + (split - k0), K, Bm, n, scalar_t(0),
+           out + split * n, n);
+    }
+  }
 
   void run(const scalar_t* qb, const scalar_t* gb, const scalar_t* ob, const scalar_t* lb,
            const scalar_t* kh, const scalar_t* vh, const bool* valid, const Band& band,
@@ -291,6 +318,11 @@ struct BlockGrad {
     if (!block_keys(band, i0, R, k0, k1)) {
       std::fill(dqb, dqb + R * d, scalar_t(0));
       return;
+    }
+    if (k0 > filled) {  // rows no block reaches, between the last block's keys and these
+      std::fill(dkh + filled * d, dkh + k0 * d, scalar_t(0));
+      std::fill(dvh + filled * dv, dvh + k0 * dv, scalar_t(0));
+      filled = k0;
     }
     const int64_t K = k1 - k0;
     scalar_t* Pm = aligned(probs, R * K);
@@ -309,9 +341,10 @@ struct BlockGrad {
       for (int64_t j = 0; j < K; ++j) ds[j] = p[j] * (ds[j] - dr);
     }
     // dV += P^T dO (K, dv); dQ = scale dS K (R, d); dK += scale dS^T Q (K, d)
-    gemm(true, false, K, dv, R, scalar_t(1), Pm, K, gb, dv, scalar_t(1), dvh + k0 * dv, dv);
+    add_rows(k0, k1, R, dv, scalar_t(1), Pm, K, gb, dvh);
     gemm(false, false, R, d, K, scale, dPm, K, kh + k0 * d, d, scalar_t(0), dqb, d);
-    gemm(true, false, K, d, R, scale, dPm, K, qb, d, scalar_t(1), dkh + k0 * d, d);
+    add_rows(k0, k1, R, d, scale, dPm, K, qb, dkh);
+    filled = std::max(filled, k1);
   }
 };
 
@@ -369,8 +402,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& q, const at::Tensor
       const int64_t b = bh / H, h = bh % H, g = h / (H / G);
       scalar_t* dkh = dkp + bh * Lk * d;
       scalar_t* dvh = dvp + bh * Lk * dv;
-      std::fill(dkh, dkh + Lk * d, scalar_t(0));
-      std::fill(dvh, dvh + Lk * dv, scalar_t(0));
+      work.start();
       for (int64_t blk = 0; blk < n_blocks; ++blk) {
         const int64_t i0 = blk * block, R = std::min(block, Lq - i0);
         const int64_t row = bh * Lq + i0;
@@ -379,6 +411,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& q, const at::Tensor
                  valid_all == nullptr ? nullptr : valid_all + b * Lk, band, i0, R, d, dv, scale,
                  dqp + row * d, dkh, dvh);
       }
+      work.finish(dkh, dvh, Lk, d, dv);
     }
   });
 }
@@ -766,8 +799,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_bac
         const scalar_t* gy = gp + b * H * N * dv;
         scalar_t* dkh = dkp + bh * Lk * d;
         scalar_t* dvh = dvp + bh * Lk * dv;
-        std::fill(dkh, dkh + Lk * d, scalar_t(0));
-        std::fill(dvh, dvh + Lk * dv, scalar_t(0));
+        work.start();
         for (int64_t blk = 0; blk < n_blocks; ++blk) {
           const int64_t n0 = blk * T, nt = std::min(T, N - n0);
           const int64_t i0 = n0 * P, rows = nt * P, w = nt * d, wv = nt * dv;
@@ -807,6 +839,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_bac
                    valid_all == nullptr ? nullptr : valid_all + b * Lk, band, i0, rows, d, dv,
                    scale, dqp + (bh * Lq + i0) * d, dkh, dvh);
         }
+        work.finish(dkh, dvh, Lk, d, dv);
       }
       std::lock_guard<std::mutex> guard(lock);
       for (int64_t i = 0; i < H * H * P; ++i) drp[i] += partial[i];
