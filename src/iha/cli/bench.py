@@ -489,6 +489,7 @@ def suite_memory(args, device) -> SuiteResult:
             "mha": Case("mha", B, H, N, d),
             "iha_window_flat": Case("iha", B, H, N, d, P, "flat", W),
             "iha_window_token": Case("iha", B, H, N, d, P, "token", W),
+            "iha_window_flat_unfused": Case("iha", B, H, N, d, P, "flat", W, fuse=False),
         }
         if N <= (32 if args.smoke else 2048):
             cases["floor"] = Case("floor", B, H, N, d, P)

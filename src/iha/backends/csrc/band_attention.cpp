@@ -688,15 +688,39 @@ void check_fused(const at::Tensor& xq, const at::Tensor& alpha_q,
   TORCH_CHECK(kt.size(2) % P == 0, "fused IHA: keys must be whole tokens");
 }
 
+// Sizes of a fused call: xq (B, M, N, d), alpha_q (M, H, P), kt (B, G, Lk, d), vt (.., dv);
+// blocks of T tokens.
+struct FusedDims {
+  int64_t B, M, N, d, H, G, P, Lq, Lk, dv, HP, T, n_blocks;
+  FusedDims(const at::Tensor& xq, const at::Tensor& alpha_q, const at::Tensor& kt,
+            const at::Tensor& vt, int64_t block)
+      : B(xq.size(0)), M(xq.size(1)), N(xq.size(2)), d(xq.size(3)), H(alpha_q.size(1)),
+        G(kt.size(1)), P(alpha_q.size(2)), Lq(N * P), Lk(kt.size(2)), dv(vt.size(3)),
+        HP(H * P), T(block / P), n_blocks((N + T - 1) / T) {}
+};
+
+// The inputs both fused ops read, as typed pointers (tables: nullptr without RoPE).
+template <typename scalar_t>
+struct FusedInputs {
+  const scalar_t *xp, *ap, *cp, *sp, *kp, *vp, *rp;
+  FusedInputs(const at::Tensor& xq, const at::Tensor& alpha_q,
+              const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin,
+              const at::Tensor& kt, const at::Tensor& vt, const at::Tensor& R)
+      : xp(xq.data_ptr<scalar_t>()), ap(alpha_q.data_ptr<scalar_t>()),
+        cp(cos.has_value() ? cos->data_ptr<scalar_t>() : nullptr),
+        sp(sin.has_value() ? sin->data_ptr<scalar_t>() : nullptr), kp(kt.data_ptr<scalar_t>()),
+        vp(vt.data_ptr<scalar_t>()), rp(R.data_ptr<scalar_t>()) {}
+};
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_forward(
     const at::Tensor& xq, const at::Tensor& alpha_q, const std::optional<at::Tensor>& cos,
     const std::optional<at::Tensor>& sin, const at::Tensor& kt, const at::Tensor& vt,
     const std::optional<at::Tensor>& key_valid, const at::Tensor& R, int64_t mode, int64_t P,
     int64_t window, double scale_d, int64_t block) {
   check_fused(xq, alpha_q, cos, sin, kt, vt, key_valid, R, mode, P, block);
-  const int64_t B = xq.size(0), M = xq.size(1), N = xq.size(2), d = xq.size(3);
-  const int64_t H = alpha_q.size(1), G = kt.size(1), Lq = N * P, Lk = kt.size(2);
-  const int64_t dv = vt.size(3), HP = H * P, T = block / P, n_blocks = (N + T - 1) / T;
+  const FusedDims z(xq, alpha_q, kt, vt, block);
+  const int64_t B = z.B, M = z.M, N = z.N, d = z.d, H = z.H, G = z.G, Lq = z.Lq, Lk = z.Lk;
+  const int64_t dv = z.dv, HP = z.HP, T = z.T, n_blocks = z.n_blocks;
   auto o = at::empty({B, H, Lq, dv}, xq.options());
   auto lse = at::empty({B, H, Lq}, xq.options());
   auto y = at::empty({B, H, N, dv}, xq.options());
@@ -704,13 +728,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_forward(
   const bool* valid_all = key_valid.has_value() ? key_valid->data_ptr<bool>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(xq.scalar_type(), "fused_forward", [&] {
     const scalar_t scale = static_cast<scalar_t>(scale_d);
-    const scalar_t* xp = xq.data_ptr<scalar_t>();
-    const scalar_t* ap = alpha_q.data_ptr<scalar_t>();
-    const scalar_t* cp = cos.has_value() ? cos->data_ptr<scalar_t>() : nullptr;
-    const scalar_t* sp = sin.has_value() ? sin->data_ptr<scalar_t>() : nullptr;
-    const scalar_t* kp = kt.data_ptr<scalar_t>();
-    const scalar_t* vp = vt.data_ptr<scalar_t>();
-    const scalar_t* rp = R.data_ptr<scalar_t>();
+    const FusedInputs<scalar_t> in(xq, alpha_q, cos, sin, kt, vt, R);
+    const scalar_t *xp = in.xp, *ap = in.ap, *cp = in.cp, *sp = in.sp, *kp = in.kp, *vp = in.vp;
+    const scalar_t* rp = in.rp;
     scalar_t* op = o.data_ptr<scalar_t>();
     scalar_t* lp = lse.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
@@ -759,9 +779,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_bac
     const std::optional<at::Tensor>& key_valid, const at::Tensor& R, int64_t mode, int64_t P,
     int64_t window, double scale_d, int64_t block) {
   check_fused(xq, alpha_q, cos, sin, kt, vt, key_valid, R, mode, P, block);
-  const int64_t B = xq.size(0), M = xq.size(1), N = xq.size(2), d = xq.size(3);
-  const int64_t H = alpha_q.size(1), G = kt.size(1), Lq = N * P, Lk = kt.size(2);
-  const int64_t dv = vt.size(3), HP = H * P, T = block / P, n_blocks = (N + T - 1) / T;
+  const FusedDims z(xq, alpha_q, kt, vt, block);
+  const int64_t B = z.B, M = z.M, N = z.N, d = z.d, H = z.H, G = z.G, Lq = z.Lq, Lk = z.Lk;
+  const int64_t dv = z.dv, HP = z.HP, T = z.T, n_blocks = z.n_blocks;
   TORCH_CHECK(grad.is_contiguous() && grad.sizes() == at::IntArrayRef({B, H, N, dv}) &&
                   o.is_contiguous() && o.sizes() == at::IntArrayRef({B, H, Lq, dv}) &&
                   lse.is_contiguous() && lse.sizes() == at::IntArrayRef({B, H, Lq}),
@@ -774,16 +794,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_bac
   const bool* valid_all = key_valid.has_value() ? key_valid->data_ptr<bool>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(xq.scalar_type(), "fused_backward", [&] {
     const scalar_t scale = static_cast<scalar_t>(scale_d);
+    const FusedInputs<scalar_t> in(xq, alpha_q, cos, sin, kt, vt, R);
+    const scalar_t *xp = in.xp, *ap = in.ap, *cp = in.cp, *sp = in.sp, *kp = in.kp, *vp = in.vp;
+    const scalar_t* rp = in.rp;
     const scalar_t* gp = grad.data_ptr<scalar_t>();
-    const scalar_t* xp = xq.data_ptr<scalar_t>();
-    const scalar_t* ap = alpha_q.data_ptr<scalar_t>();
-    const scalar_t* cp = cos.has_value() ? cos->data_ptr<scalar_t>() : nullptr;
-    const scalar_t* sp = sin.has_value() ? sin->data_ptr<scalar_t>() : nullptr;
-    const scalar_t* kp = kt.data_ptr<scalar_t>();
-    const scalar_t* vp = vt.data_ptr<scalar_t>();
     const scalar_t* op = o.data_ptr<scalar_t>();
     const scalar_t* lp = lse.data_ptr<scalar_t>();
-    const scalar_t* rp = R.data_ptr<scalar_t>();
     scalar_t* dqp = dq.data_ptr<scalar_t>();
     scalar_t* dkp = dk.data_ptr<scalar_t>();
     scalar_t* dvp = dvt.data_ptr<scalar_t>();
