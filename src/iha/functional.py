@@ -3,7 +3,10 @@
 ``interleaved_head_attention`` = mix -> interleave -> RoPE -> masked attention -> collapse, the
 one pipeline of the project: the module (with either cache policy) and the converted Hugging Face
 layers call it and pass in what differs (a RoPE table provider, a KV cache). The steps are also
-exposed one by one (``mix_heads``, ``rope_pseudo``, ``attend``, ``collapse_heads``).
+exposed one by one (``mix_heads``, ``rope_pseudo``, ``attend``, ``collapse_heads``). Where the
+compiled ``band`` kernel serves the attention (CPU sliding windows, no KV cache, >= 256 query
+rows), the query mixing + RoPE, the attention and the collapse run as one fused op
+(``iha.backends.fused``; same results up to float rounding).
 """
 
 from __future__ import annotations
