@@ -504,16 +504,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> band_backward(
 // (B, H, N*P, d) layout, with the rotation, is elementwise.
 
 // Token tile: T*d about 1024 elements, so that a (H*P, T*d) buffer stays in L2.
-inline int64_t tile_tokens(int64_t d) { return std::max<int64_t>(1, 1024 / std::max<int64_t>(d, 1)); }
+inline int64_t tile_tokens(int64_t d) {
+  return std::max<int64_t>(1, 1024 / std::max<int64_t>(d, 1));
+}
 
-// dst = rope(src) (transpose: rope^T) for one row of d; no tables: a copy.
+// dst = rope(src) (transpose: rope^T) for one row of d at row `row` of the (L, d) cos/sin
+// tables; no tables (nullptr): a copy.
 template <typename scalar_t>
 inline void rotate_into(scalar_t* __restrict__ dst, const scalar_t* __restrict__ src,
-                        const scalar_t* c, const scalar_t* s, int64_t d, bool transpose) {
-  if (c == nullptr) {
+                        const scalar_t* cos_table, const scalar_t* sin_table, int64_t row,
+                        int64_t d, bool transpose) {
+  if (cos_table == nullptr) {
     std::copy_n(src, d, dst);
     return;
   }
+  const scalar_t* c = cos_table + row * d;
+  const scalar_t* s = sin_table + row * d;
   // rope: y * cos + rotate_half(y) * sin, rotate_half(y) = [-y2, y1];
   // transpose: g * cos + [ (g*sin)2, -(g*sin)1 ].
   const int64_t half = d / 2;
@@ -577,8 +583,7 @@ at::Tensor mix_spread(const at::Tensor& x, const at::Tensor& alpha,
               const int64_t row = (n0 + t) * P + p;
               rotate_into(op + ((b * H + h) * N * P + row) * d,
                           buf.data() + (h * P + p) * w + t * d,
-                          cp == nullptr ? cp : cp + row * d, sp == nullptr ? sp : sp + row * d,
-                          d, false);
+                          cp, sp, row, d, false);
             }
           }
         }
@@ -629,8 +634,7 @@ std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Ten
             for (int64_t p = 0; p < P; ++p) {
               const int64_t row = (n0 + t) * P + p;
               rotate_into(buf.data() + (h * P + p) * w + t * d, gp + ((b * H + h) * L + row) * d,
-                          cp == nullptr ? cp : cp + row * d, sp == nullptr ? sp : sp + row * d,
-                          d, true);
+                          cp, sp, row, d, true);
             }
           }
         }
@@ -650,6 +654,31 @@ std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Ten
     });
   });
   return {gx, galpha.to(g.scalar_type())};
+}
+
+// A block's rows in (t, p) order, rows[(t*P + p) * n], and the same rows grouped by pseudo
+// head, grouped[p * stride + t * n] (the layout the tile products read and write).
+template <typename scalar_t>
+inline void rows_to_grouped(const scalar_t* rows, scalar_t* grouped, int64_t stride, int64_t nt,
+                            int64_t P, int64_t n) {
+  for (int64_t t = 0; t < nt; ++t) {
+    for (int64_t p = 0; p < P; ++p) {
+      std::copy_n(rows + (t * P + p) * n, n, grouped + p * stride + t * n);
+    }
+  }
+}
+
+// The inverse, rotating each row by RoPE at table row row0 + t*P + p (no tables: a copy).
+template <typename scalar_t>
+inline void grouped_to_rows(const scalar_t* grouped, int64_t stride, scalar_t* rows, int64_t nt,
+                            int64_t P, int64_t n, const scalar_t* cp, const scalar_t* sp,
+                            int64_t row0) {
+  for (int64_t t = 0; t < nt; ++t) {
+    for (int64_t p = 0; p < P; ++p) {
+      rotate_into(rows + (t * P + p) * n, grouped + p * stride + t * n, cp, sp,
+                  row0 + t * P + p, n, false);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -745,23 +774,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_forward(
              scalar_t(0), qmix.data(), w);
         for (int64_t h = 0; h < H; ++h) {
           const int64_t g = h / (H / G);
-          for (int64_t t = 0; t < nt; ++t) {
-            for (int64_t p = 0; p < P; ++p) {
-              const int64_t row = i0 + t * P + p;
-              rotate_into(qblk.data() + (t * P + p) * d, qmix.data() + (h * P + p) * w + t * d,
-                          cp == nullptr ? cp : cp + row * d, sp == nullptr ? sp : sp + row * d,
-                          d, false);
-            }
-          }
+          grouped_to_rows(qmix.data() + h * P * w, w, qblk.data(), nt, P, d, cp, sp, i0);
           scalar_t* ob = op + ((b * H + h) * Lq + i0) * dv;
           block_forward<scalar_t>(qblk.data(), kp + (b * G + g) * Lk * d,
                                   vp + (b * G + g) * Lk * dv, valid, band, i0, rows, d, dv, scale,
                                   scores, ob, lp + (b * H + h) * Lq + i0);
-          for (int64_t t = 0; t < nt; ++t) {  // omix (HP, nt*dv): o rows grouped by (h, p)
-            for (int64_t p = 0; p < P; ++p) {
-              std::copy_n(ob + (t * P + p) * dv, dv, omix.data() + (h * P + p) * wv + t * dv);
-            }
-          }
+          rows_to_grouped(ob, omix.data() + h * P * wv, wv, nt, P, dv);  // omix (HP, nt*dv)
         }
         // y_tile (H, nt*dv) = R (H, HP) omix
         gemm(false, false, H, wv, HP, scalar_t(1), rp, HP, omix.data(), wv, scalar_t(0),
@@ -823,28 +841,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_bac
           // query rows of head h: mix (P, nt*d) = alpha_q[:, h, :]^T (P, M) xq_tile (M, nt*d)
           gemm(true, false, P, w, M, scalar_t(1), ap + h * P, HP, xp + (b * M * N + n0) * d,
                N * d, scalar_t(0), mix.data(), w);
-          for (int64_t t = 0; t < nt; ++t) {
-            for (int64_t p = 0; p < P; ++p) {
-              const int64_t row = i0 + t * P + p;
-              rotate_into(qblk.data() + (t * P + p) * d, mix.data() + p * w + t * d,
-                          cp == nullptr ? cp : cp + row * d, sp == nullptr ? sp : sp + row * d,
-                          d, false);
-            }
-          }
+          grouped_to_rows(mix.data(), w, qblk.data(), nt, P, d, cp, sp, i0);
           // dO rows of head h: mix (P, nt*dv) = R[:, h, :]^T (P, H) grad_tile (H, nt*dv)
           gemm(true, false, P, wv, H, scalar_t(1), rp + h * P, HP, gy + n0 * dv, N * dv,
                scalar_t(0), mix.data(), wv);
-          for (int64_t t = 0; t < nt; ++t) {
-            for (int64_t p = 0; p < P; ++p) {
-              std::copy_n(mix.data() + p * wv + t * dv, dv, gblk.data() + (t * P + p) * dv);
-            }
-          }
+          grouped_to_rows<scalar_t>(mix.data(), wv, gblk.data(), nt, P, dv, nullptr, nullptr, i0);
           // dR[:, h, :] += grad_tile (H, nt*dv) o_h^T, o_h (P, nt*dv) the block's o rows by p
-          for (int64_t t = 0; t < nt; ++t) {
-            for (int64_t p = 0; p < P; ++p) {
-              std::copy_n(ob + (t * P + p) * dv, dv, mix.data() + p * wv + t * dv);
-            }
-          }
+          rows_to_grouped(ob, mix.data(), wv, nt, P, dv);
           gemm(false, true, H, P, wv, scalar_t(1), gy + n0 * dv, N * dv, mix.data(), wv,
                scalar_t(0), tile.data(), P);
           for (int64_t h2 = 0; h2 < H; ++h2) {
