@@ -95,7 +95,7 @@ def _inputs(device, B=2, H=4, G=2, N=64, P=2, d=64, n_prefix=0, padding=False, s
     if padding:
         kpm = torch.ones(B, Nk, dtype=torch.bool, device=device)
         kpm[0, : Nk // 4] = False  # left padding
-    return args, dict(key_padding_mask=kpm, position_offset=n_prefix, rope_theta=10000.0)
+    return args, dict(attention_mask=kpm, position_offset=n_prefix, rope_theta=10000.0)
 
 
 def _run(args, kw, backend, grad):

@@ -27,7 +27,7 @@ def _rope(x: torch.Tensor, pos: torch.Tensor, theta: float, inv_freq=None,
 
 
 def oracle_iha(q, k, v, alpha_q, alpha_k, alpha_v, collapse, *, mask="flat", window=None,
-               rope_theta=None, positions="virtual", position_offset=0, key_padding_mask=None,
+               rope_theta=None, positions="virtual", position_offset=0, attention_mask=None,
                scale=None, kernel="softmax", inv_freq=None, attention_factor=1.0):
     B, H, Nq, d = q.shape
     G, Nk = k.shape[1], k.shape[2]
@@ -64,7 +64,7 @@ def oracle_iha(q, k, v, alpha_q, alpha_k, alpha_v, collapse, *, mask="flat", win
                         ok = dist >= 0 and (window is None or dist < window)
                     else:
                         ok = True
-                    if key_padding_mask is not None and not key_padding_mask[b, j // P]:
+                    if attention_mask is not None and not attention_mask[b, j // P]:
                         ok = False
                     if ok:
                         keys.append(j)
@@ -80,7 +80,7 @@ def oracle_iha(q, k, v, alpha_q, alpha_k, alpha_v, collapse, *, mask="flat", win
 
 
 def oracle_mha(x, wq, wk, wv, wo, n_heads, n_kv_heads, *, rope_theta=None, causal=True,
-               window=None, key_padding_mask=None, inv_freq=None, attention_factor=1.0):
+               window=None, attention_mask=None, inv_freq=None, attention_factor=1.0):
     """Standard (GQA) multi-head attention from weight matrices, token positions, float64."""
     B, N, D = x.shape
     H, G = n_heads, n_kv_heads
@@ -103,8 +103,8 @@ def oracle_mha(x, wq, wk, wv, wo, n_heads, n_kv_heads, *, rope_theta=None, causa
     if window is not None:
         allowed &= i - j < window
     allowed = allowed[None, None].expand(B, H, N, N)
-    if key_padding_mask is not None:
-        allowed = allowed & key_padding_mask[:, None, None, :]
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, None, :]
     s = s.masked_fill(~allowed, float("-inf"))
     w = torch.softmax(s, -1).nan_to_num(0.0)
     y = (w @ v).transpose(1, 2).reshape(B, N, H * d)

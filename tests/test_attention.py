@@ -178,8 +178,8 @@ def test_left_padded_decoding_equals_unpadded_rows(policy):
     xp = torch.cat([pad, x], 1)
     kpm = torch.tensor([[False, False] + [True] * 5])
     cache = m.make_cache(policy)
-    out = [m(xp[:, :4], key_padding_mask=kpm[:, :4], cache=cache)]
-    out += [m(xp[:, i:i + 1], key_padding_mask=kpm[:, : i + 1], cache=cache) for i in range(4, 7)]
+    out = [m(xp[:, :4], attention_mask=kpm[:, :4], cache=cache)]
+    out += [m(xp[:, i:i + 1], attention_mask=kpm[:, : i + 1], cache=cache) for i in range(4, 7)]
     torch.testing.assert_close(torch.cat(out, 1)[:, 2:], alone, rtol=0, atol=1e-12)
 
 
@@ -208,9 +208,9 @@ def test_bad_forward_input_raises_value_error():
     m = _layer()
     with pytest.raises(ValueError, match="d_model"):
         m(torch.randn(2, 3, 15, dtype=torch.float64))
-    with pytest.raises(ValueError, match="key_padding_mask"):
+    with pytest.raises(ValueError, match="attention_mask"):
         x = torch.randn(2, 3, 16, dtype=torch.float64)
-        m(x, key_padding_mask=torch.ones(3, dtype=torch.bool))
+        m(x, attention_mask=torch.ones(3, dtype=torch.bool))
 
 
 def test_torch_compile_forward_and_backward():
@@ -223,3 +223,28 @@ def test_torch_compile_forward_and_backward():
     got.sum().backward()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert m.alpha_q.grad is not None and torch.isfinite(m.alpha_q.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.long, torch.int32])
+def test_attention_mask_follows_hugging_face_one_is_a_real_token(dtype):
+    # a left-padded row gives, at its real tokens, what the unpadded row gives alone: 1 = keep
+    m = _layer(n_pseudo=2, window=3).eval()
+    x = torch.randn(1, 5, 16, dtype=torch.float64)
+    alone = m(x)
+    xp = torch.cat([torch.randn(1, 3, 16, dtype=torch.float64), x], 1)
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1]]).to(dtype)
+    torch.testing.assert_close(m(xp, mask)[:, 3:], alone, rtol=0, atol=1e-12)
+    assert not torch.allclose(m(xp)[:, 3:], alone)  # the padding did matter
+
+
+def test_attention_mask_refuses_float_and_other_values_and_the_old_keyword():
+    m = _layer()
+    x = torch.randn(2, 3, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="1/True = real token"):
+        m(x, torch.ones(2, 3))  # float
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        m(x, torch.full((2, 3), 2))
+    with pytest.raises(ValueError, match=r"\(B, N\) = \(2, 3\)"):
+        m(x, torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match="attention_mask"):
+        m(x, key_padding_mask=torch.ones(2, 3, dtype=torch.bool))

@@ -47,7 +47,7 @@ def bf16_inputs(mask, window, padding, Nq, Nk, G, seed=0):
         kpm = torch.rand(2, Nk, generator=gen) > 0.3
         kpm[0, :3] = False
     spec = MaskSpec(mask, P, Nq, Nk, q_start=Nk - Nq, window=window)
-    return tensors, dict(spec=spec, scale=D**-0.5, key_padding_mask=kpm)
+    return tensors, dict(spec=spec, scale=D**-0.5, attention_mask=kpm)
 
 
 def output_and_grads(tensors, kw, backend, dtype, grad):

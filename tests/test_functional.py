@@ -49,7 +49,7 @@ def make_inputs(c, dtype=torch.float64, requires_grad=False):
         kpm = torch.rand(B, c["Nk"], generator=g) > 0.3
     kwargs = dict(
         mask=c["mask"], window=c["window"], rope_theta=c["rope"], positions=c["positions"],
-        position_offset=c["Nk"] - c["Nq"] + c["offset_extra"], key_padding_mask=kpm,
+        position_offset=c["Nk"] - c["Nq"] + c["offset_extra"], attention_mask=kpm,
     )
     return (q, k, v, aq, ak, av, R), kwargs
 
@@ -126,7 +126,7 @@ def test_fully_masked_rows_are_zero_with_finite_gradients(backend):
     a = torch.randn(H, H, P, dtype=torch.float64, requires_grad=True)
     R = torch.randn(H, H * P, dtype=torch.float64)
     kpm = torch.tensor([[False, False, True, True], [True, True, True, True]])  # left padding
-    y = interleaved_head_attention(q, k, v, a, a, a, R, key_padding_mask=kpm, backend=backend)
+    y = interleaved_head_attention(q, k, v, a, a, a, R, attention_mask=kpm, backend=backend)
     assert torch.equal(y[0, :, :2], torch.zeros_like(y[0, :, :2]))
     assert y[0, :, 2:].abs().sum() > 0
     y.sum().backward()
@@ -181,5 +181,22 @@ def test_bad_shapes_and_dtypes_raise_value_error():
     with pytest.raises(ValueError, match="divide"):
         k3 = torch.randn(1, 3, 3, 4)
         interleaved_head_attention(q, k3, k3, a, a[:3, :3], a[:3, :3], R)
-    with pytest.raises(ValueError, match="key_padding_mask"):
-        interleaved_head_attention(q, k, v, a, a, a, R, key_padding_mask=torch.ones(1, 3))
+    with pytest.raises(ValueError, match="attention_mask"):
+        interleaved_head_attention(q, k, v, a, a, a, R, attention_mask=torch.ones(1, 3))
+
+
+def test_attention_mask_accepts_integer_refuses_float_and_the_old_keyword():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 3, 4, dtype=torch.float64) for _ in range(3))
+    a = torch.randn(2, 2, 2, dtype=torch.float64)
+    R = torch.randn(2, 4, dtype=torch.float64)
+    keep = torch.tensor([[False, True, True], [True, True, True]])
+    want = interleaved_head_attention(q, k, v, a, a, a, R, attention_mask=keep)
+    got = interleaved_head_attention(q, k, v, a, a, a, R, attention_mask=keep.long())
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="1/True = real token"):
+        interleaved_head_attention(q, k, v, a, a, a, R, attention_mask=keep.double())
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        interleaved_head_attention(q, k, v, a, a, a, R, attention_mask=keep.long() * 3)
+    with pytest.raises(TypeError, match="attention_mask"):
+        interleaved_head_attention(q, k, v, a, a, a, R, key_padding_mask=keep)

@@ -9,7 +9,7 @@ import torch
 from iha.masks import MaskSpec
 
 
-def mask_by_loops(spec: MaskSpec, key_padding_mask: torch.Tensor | None, batch: int):
+def mask_by_loops(spec: MaskSpec, attention_mask: torch.Tensor | None, batch: int):
     """(B, n_q*P, n_k*P) bool from the definition, one pair at a time."""
     P = spec.n_pseudo
     out = torch.zeros(batch, spec.n_q * P, spec.n_k * P, dtype=torch.bool)
@@ -26,7 +26,7 @@ def mask_by_loops(spec: MaskSpec, key_padding_mask: torch.Tensor | None, batch: 
                     ok = ok and (spec.window is None or q_token - k_token < spec.window)
                 else:
                     ok = True
-                if key_padding_mask is not None and not key_padding_mask[b, j // P]:
+                if attention_mask is not None and not attention_mask[b, j // P]:
                     ok = False
                 out[b, i, j] = ok
     return out
@@ -73,3 +73,41 @@ def test_block_mask_covers_exactly_the_allowed_blocks():
             pairs = dense[row * 128 : (row + 1) * 128, col * 128 : (col + 1) * 128]
             assert listed[row, col] == pairs.any(), (row, col)
             assert full[row, col] == pairs.all(), (row, col)
+
+
+# --------------------------------------------------------------------- attention_mask convention
+def test_check_attention_mask_accepts_bool_and_integer_zero_one():
+    from iha.masks import check_attention_mask
+
+    want = torch.tensor([[False, True, True]])
+    assert torch.equal(check_attention_mask(want), want)
+    for dtype in (torch.int64, torch.int32, torch.uint8, torch.int8):
+        got = check_attention_mask(torch.tensor([[0, 1, 1]], dtype=dtype))
+        assert got.dtype == torch.bool and torch.equal(got, want)
+    assert check_attention_mask(None) is None
+
+
+@pytest.mark.parametrize(
+    "mask, match",
+    [
+        (torch.tensor([[0.0, 1.0]]), "float"),  # a 0/1 float mask
+        (torch.tensor([[0.0, float("-inf")]]), "float"),  # an additive mask
+        (torch.tensor([[0, 2]]), "only 0 and 1"),
+        (torch.tensor([[-1, 1]]), "only 0 and 1"),
+        ([[1, 1]], "tensor"),
+    ],
+)
+def test_check_attention_mask_refuses_other_conventions_naming_the_expected_one(mask, match):
+    from iha.masks import check_attention_mask
+
+    with pytest.raises(ValueError, match=match) as err:
+        check_attention_mask(mask)
+    assert "1/True = real token, 0/False = padding" in str(err.value)
+
+
+def test_reject_key_padding_mask_names_the_new_argument():
+    from iha.masks import reject_key_padding_mask
+
+    reject_key_padding_mask(None)
+    with pytest.raises(TypeError, match="attention_mask"):
+        reject_key_padding_mask(torch.ones(1, 2, dtype=torch.bool))

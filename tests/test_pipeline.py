@@ -62,14 +62,14 @@ def test_cache_calls_chunk_by_chunk_equal_the_oracle_on_the_whole_sequence(polic
     kpm = torch.ones(2, 7, dtype=torch.bool)
     kpm[0, :2] = False  # left padding of row 0
     kw = dict(mask=mask, window=window, rope_theta=100.0, positions="virtual")
-    want = oracle_iha(q, k, v, aq, ak, av, R, **kw, key_padding_mask=kpm)
+    want = oracle_iha(q, k, v, aq, ak, av, R, **kw, attention_mask=kpm)
     cache = KVCache(policy=policy, max_tokens=window)
     outs = []
     for a, b in ((0, 3), (3, 4), (4, 5), (5, 7)):
         outs.append(
             interleaved_head_attention(
                 q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], aq, ak, av, R, **kw,
-                key_padding_mask=kpm[:, a:b], cache=cache,
+                attention_mask=kpm[:, a:b], cache=cache,
             )
         )  # fmt: skip
     got = torch.cat(outs, dim=2)

@@ -11,7 +11,7 @@ from iha import flops
 from iha.simplicial import TwoSimplicialAttention, two_simplicial_attention
 
 
-def loop_oracle(q, k, v, k2, v2, *, causal=False, window=None, key_padding_mask=None):
+def loop_oracle(q, k, v, k2, v2, *, causal=False, window=None, attention_mask=None):
     """out[b,h,i] = sum_{j,l} softmax_{(j,l)}(sum_c q_ic k_jc k'_lc / sqrt(d)) v_j * v'_l."""
     B, H, N, d = q.shape
     out = torch.zeros(B, H, N, d, dtype=q.dtype)
@@ -25,8 +25,8 @@ def loop_oracle(q, k, v, k2, v2, *, causal=False, window=None, key_padding_mask=
                             continue
                         if window is not None and (i - j >= window[0] or i - l >= window[1]):
                             continue
-                        if key_padding_mask is not None and not (
-                            key_padding_mask[b, j] and key_padding_mask[b, l]
+                        if attention_mask is not None and not (
+                            attention_mask[b, j] and attention_mask[b, l]
                         ):
                             continue
                         logit = sum(
@@ -68,8 +68,8 @@ def test_two_simplicial_forward_matches_loop_oracle(options):
 def test_two_simplicial_padding_matches_oracle_and_zeroes_dead_queries():
     q, k, v, k2, v2 = _inputs(N=5)
     keep = torch.tensor([[True, True, True, False, False], [False, True, True, True, True]])
-    got = two_simplicial_attention(q, k, v, k2, v2, mask="causal", key_padding_mask=keep)
-    want = loop_oracle(q, k, v, k2, v2, causal=True, key_padding_mask=keep)
+    got = two_simplicial_attention(q, k, v, k2, v2, mask="causal", attention_mask=keep)
+    want = loop_oracle(q, k, v, k2, v2, causal=True, attention_mask=keep)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
     assert torch.isfinite(got).all()
     assert got[1, :, 0].abs().max() == 0  # query 0 of example 1 sees no real key pair

@@ -28,7 +28,7 @@ class KVCache:
         self.max_tokens = max_tokens
         self.keys: torch.Tensor | None = None  # (B, G, L*U, d); U = P for "pseudo", else 1
         self.values: torch.Tensor | None = None
-        self.key_padding_mask: torch.Tensor | None = None  # (B, L) bool, True = real
+        self.attention_mask: torch.Tensor | None = None  # (B, L) bool, True = real
         self.offset = 0  # tokens seen so far (absolute index of the next token)
         self._held = 0  # tokens currently held (<= offset when bounded)
 
@@ -42,9 +42,9 @@ class KVCache:
         keys: torch.Tensor,  # (B, G, n*U, d)
         values: torch.Tensor,
         n_new: int,
-        key_padding_mask: torch.Tensor | None = None,  # (B, n_new) bool
+        attention_mask: torch.Tensor | None = None,  # (B, n_new) bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
-        """Append ``n_new`` tokens. Returns (keys, values, key_padding_mask) covering the kept
+        """Append ``n_new`` tokens. Returns (keys, values, attention_mask) covering the kept
         prefix plus the new tokens, and the offset of the first new token."""
         start = self.offset
         B = keys.shape[0]
@@ -55,11 +55,11 @@ class KVCache:
                 raise ValueError(f"cache holds batch {self.keys.shape[0]}, got batch {B}")
             all_k = torch.cat([self.keys, keys], dim=2)
             all_v = torch.cat([self.values, values], dim=2)
-        if key_padding_mask is not None or self.key_padding_mask is not None:
-            old = self.key_padding_mask
+        if attention_mask is not None or self.attention_mask is not None:
+            old = self.attention_mask
             if old is None:
                 old = torch.ones(B, self._held, dtype=torch.bool, device=keys.device)
-            new = key_padding_mask
+            new = attention_mask
             if new is None:
                 new = torch.ones(B, n_new, dtype=torch.bool, device=keys.device)
             all_m = torch.cat([old, new], dim=1)
@@ -70,7 +70,7 @@ class KVCache:
         keep = held if self.max_tokens is None else min(held, self.max_tokens)
         self.keys = all_k[:, :, (held - keep) * per_token :]
         self.values = all_v[:, :, (held - keep) * per_token :]
-        self.key_padding_mask = None if all_m is None else all_m[:, held - keep :]
+        self.attention_mask = None if all_m is None else all_m[:, held - keep :]
         self._held = keep
         self.offset = start + n_new
         return all_k, all_v, all_m, start
@@ -85,5 +85,5 @@ class KVCache:
         """Select batch rows (beam search / dropping finished sequences)."""
         if self.keys is not None:
             self.keys, self.values = self.keys[index], self.values[index]
-        if self.key_padding_mask is not None:
-            self.key_padding_mask = self.key_padding_mask[index]
+        if self.attention_mask is not None:
+            self.attention_mask = self.attention_mask[index]

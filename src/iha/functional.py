@@ -19,7 +19,14 @@ import torch
 
 from iha.backends import BACKENDS, fused_core, fused_mixing
 from iha.cache import KVCache
-from iha.masks import MASK_MODES, MaskSpec, expand_key_padding
+from iha.masks import (
+    CONVENTION,
+    MASK_MODES,
+    MaskSpec,
+    check_attention_mask,
+    expand_key_padding,
+    reject_key_padding_mask,
+)
 from iha.rope import apply_rope, rope_cos_sin
 from iha.validate import check_choice, check_window
 
@@ -32,9 +39,26 @@ RopeTables = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def mix_heads(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Mix heads and interleave: (B, M, N, d) with alpha (M, M', P) -> (B, M', N*P, d).
+    """Mix heads and interleave (docs/spec.md steps 1-2).
 
-    ``out[b, h, n*P + p] = sum_m alpha[m, h, p] * x[b, m, n]`` (docs/spec.md steps 1-2).
+    ``out[b, h, n*P + p] = sum_m alpha[m, h, p] * x[b, m, n]``.
+
+    Args:
+        x (Tensor): (B, M, N, d) per-head queries, keys or values (M heads, N tokens).
+        alpha (Tensor): (M, M', P) mixing weights, indexed [source head, target head, p].
+
+    Returns:
+        Tensor: (B, M', N*P, d), pseudo token (n, p) at index ``n*P + p``.
+
+    Example::
+
+        >>> import torch
+        >>> from iha.functional import mix_heads
+        >>> x = torch.randn(1, 2, 3, 4)
+        >>> eye = torch.eye(2)[:, :, None].expand(2, 2, 2)  # P = 2 identical copies
+        >>> out = mix_heads(x, eye)
+        >>> out.shape, torch.equal(out[:, :, 0::2], x)
+        (torch.Size([1, 2, 6, 4]), True)
     """
     if fused_mixing.usable(x):  # one pass, no permuting copy (CPU, compiled library)
         return fused_mixing.mix_rope(x, alpha)
@@ -48,7 +72,27 @@ def mix_heads(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 def pseudo_positions(
     start: int, n_tokens: int, n_pseudo: int, positions: str, device: torch.device
 ) -> torch.Tensor:
-    """RoPE position of each pseudo token of tokens start .. start+n_tokens-1: (n_tokens*P,)."""
+    """RoPE position of each pseudo token of tokens ``start .. start + n_tokens - 1``.
+
+    Args:
+        start (int): absolute index of the first token.
+        n_tokens (int): number of tokens.
+        n_pseudo (int): pseudo-heads P per head.
+        positions (str): ``"virtual"``: pseudo token (n, p) at ``n*P + p``; ``"token"``: at n.
+        device (torch.device): device of the result.
+
+    Returns:
+        Tensor: (n_tokens * P,) int64 positions, token-major.
+
+    Example::
+
+        >>> import torch
+        >>> from iha.functional import pseudo_positions
+        >>> pseudo_positions(2, 2, 3, "virtual", torch.device("cpu")).tolist()
+        [6, 7, 8, 9, 10, 11]
+        >>> pseudo_positions(2, 2, 3, "token", torch.device("cpu")).tolist()
+        [2, 2, 2, 3, 3, 3]
+    """
     if positions == "virtual":
         return torch.arange(start * n_pseudo, (start + n_tokens) * n_pseudo, device=device)
     tokens = torch.arange(start, start + n_tokens, device=device)
@@ -64,13 +108,34 @@ def rope_pseudo(
     rope_tables: RopeTables | None = None,
     rope_scaling: dict | None = None,
 ) -> torch.Tensor:
-    """Apply RoPE to interleaved pseudo tokens (B, H, N*P, d) whose first token is ``start``.
+    """Apply RoPE to interleaved pseudo tokens whose first token is ``start`` (spec step 3).
 
-    The tables come from ``rope_tables`` when given (e.g. a pretrained model's own rotary
-    embedding), else from ``iha.rope`` with base ``rope_theta``; neither means no RoPE.
-    ``rope_scaling`` (``iha.rope`` rules) sees the positions RoPE sees: under virtual positions
-    every length of the rule (given in tokens) is multiplied by P and linear scaling divides the
-    virtual position n*P + p.
+    Args:
+        xt (Tensor): (B, H, N*P, d) interleaved pseudo queries or keys; d even.
+        start (int): absolute index of the first token.
+        n_pseudo (int): pseudo-heads P per head.
+        rope_theta (float or None): RoPE base; ignored when ``rope_tables`` is given. ``None``
+            and no ``rope_tables``: no RoPE (``xt`` is returned as is).
+        positions (str): ``"virtual"`` (pseudo token (n, p) at ``n*P + p``) or ``"token"``
+            (at n).
+        rope_tables (callable, optional): positions (L,) -> (cos, sin), each (L, d), e.g. a
+            pretrained model's own rotary embedding. Default: ``None``.
+        rope_scaling (dict, optional): a ``transformers``-style scaling rule (``iha.rope``)
+            seeing the positions RoPE sees: under virtual positions every length of the rule
+            (given in tokens) is multiplied by P and linear scaling divides ``n*P + p``.
+            Default: ``None``.
+
+    Returns:
+        Tensor: (B, H, N*P, d), rotated, in the dtype of ``xt``.
+
+    Example::
+
+        >>> import torch
+        >>> from iha.functional import rope_pseudo
+        >>> xt = torch.randn(1, 2, 6, 4, dtype=torch.float64)
+        >>> out = rope_pseudo(xt, 0, 2, 10000.0, "virtual")
+        >>> torch.equal(out[:, :, 0], xt[:, :, 0]), out.norm().item() - xt.norm().item() < 1e-9
+        (True, True)
     """
     if rope_tables is None and rope_theta is None:
         return xt
@@ -115,9 +180,31 @@ def mix_rope(
     rope_tables: RopeTables | None = None,
     rope_scaling: dict | None = None,
 ) -> torch.Tensor:
-    """``rope_pseudo(mix_heads(x, alpha), start, ...)``: (B, M, N, d) -> (B, M', N*P, d).
+    """``rope_pseudo(mix_heads(x, alpha), start, ...)``: mix, interleave and rotate.
 
-    On CPU with the compiled library it is one pass (``iha.backends.mixing``)."""
+    On CPU with the compiled library it is one pass (``iha.backends.mixing``).
+
+    Args:
+        x (Tensor): (B, M, N, d) per-head queries or keys.
+        alpha (Tensor): (M, M', P) mixing weights [source head, target head, p].
+        start (int): absolute index of the first token.
+        rope_theta (float or None): RoPE base, or ``None`` (no RoPE unless ``rope_tables``).
+        positions (str): ``"virtual"`` or ``"token"`` (see :func:`rope_pseudo`).
+        rope_tables (callable, optional): see :func:`rope_pseudo`. Default: ``None``.
+        rope_scaling (dict, optional): see :func:`rope_pseudo`. Default: ``None``.
+
+    Returns:
+        Tensor: (B, M', N*P, d).
+
+    Example::
+
+        >>> import torch
+        >>> from iha.functional import mix_heads, mix_rope, rope_pseudo
+        >>> x, a = torch.randn(1, 2, 3, 4, dtype=torch.float64), torch.randn(2, 2, 2).double()
+        >>> want = rope_pseudo(mix_heads(x, a), 5, 2, 10000.0, "virtual")
+        >>> torch.allclose(mix_rope(x, a, 5, 10000.0, "virtual"), want)
+        True
+    """
     P = alpha.shape[-1]
     if fused_mixing.usable(x) and (rope_tables is not None or rope_theta is not None):
         cos, sin = _pseudo_tables(
@@ -137,7 +224,7 @@ def _collapse_matrix(collapse: torch.Tensor, n_pseudo: int) -> torch.Tensor:
     return torch.diag_embed(collapse.T).permute(1, 2, 0)  # (H, P) -> (H, H, P), diagonal
 
 
-def _fuses(q, spec, cache, kernel, backend, dropout_p, key_padding_mask) -> bool:
+def _fuses(q, spec, cache, kernel, backend, dropout_p, attention_mask) -> bool:
     """Whether ``iha.backends.fused`` serves this call: where the attention would run the
     compiled band kernel, without a cache, on a query block long enough to share among threads."""
     return (
@@ -146,15 +233,33 @@ def _fuses(q, spec, cache, kernel, backend, dropout_p, key_padding_mask) -> bool
         and kernel == "softmax"
         and dropout_p == 0.0
         and q.shape[2] * spec.n_pseudo >= fused_core.MIN_QUERY_ROWS
-        and choose_backend(backend, spec, kernel, key_padding_mask, q.device) == "band"
+        and choose_backend(backend, spec, kernel, attention_mask, q.device) == "band"
         and fused_mixing.usable(q)
     )
 
 
 def collapse_heads(o: torch.Tensor, collapse: torch.Tensor, n_pseudo: int) -> torch.Tensor:
-    """De-interleave and collapse: (B, H, N*P, d) -> (B, H, N, d) (docs/spec.md step 6).
+    """De-interleave and collapse the pseudo outputs back to H heads (docs/spec.md step 6).
 
-    ``collapse`` is (H, P) per-head or (H, H*P) global.
+    Per-head: ``y[b, h, n] = sum_p R[h, p] * o[b, h, n*P + p]``; global:
+    ``y[b, h, n] = sum_{h', p} R[h, h'*P + p] * o[b, h', n*P + p]``.
+
+    Args:
+        o (Tensor): (B, H, N*P, d) attention outputs of the pseudo queries.
+        collapse (Tensor): R, (H, P) per-head or (H, H*P) global.
+        n_pseudo (int): pseudo-heads P per head.
+
+    Returns:
+        Tensor: (B, H, N, d).
+
+    Example::
+
+        >>> import torch
+        >>> from iha.functional import collapse_heads
+        >>> o = torch.randn(1, 2, 6, 4)
+        >>> last = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # per-head: keep copy p = 1
+        >>> torch.equal(collapse_heads(o, last, 2), o[:, :, 1::2])
+        True
     """
     B, H, L, d = o.shape
     if fused_mixing.usable(o):  # one pass, no permuting copy (CPU, compiled library)
@@ -170,10 +275,10 @@ def choose_backend(
     backend: str,
     spec: MaskSpec,
     kernel: str,
-    key_padding_mask: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
     device: torch.device | None = None,
 ) -> str:
-    """The backend 'auto' resolves to for these inputs (measured: docs/benchmarks.md).
+    """The backend ``"auto"`` resolves to for these inputs (measured: docs/benchmarks.md).
 
     - ``kernel="linear"``: "reference" (the only one that implements it).
     - plain causal flat mask or no mask, without padding: "sdpa" (``is_causal`` / unmasked
@@ -184,13 +289,33 @@ def choose_backend(
       compiled band kernel at the cost of the window's FLOPs; it runs "blocked" itself where it
       is unavailable) and "blocked" for the rest (exact pieces without a dense mask; few query
       rows as one piece with a small mask).
-    ``device=None`` means CPU.
+
+    Args:
+        backend (str): ``"auto"``, or a backend name (returned as is).
+        spec (MaskSpec): the mask (``iha.masks.MaskSpec``: mode, P, query and key tokens,
+            offsets, window).
+        kernel (str): ``"softmax"`` or ``"linear"``.
+        attention_mask (Tensor, optional): (B, N_keys) padding mask, True = real token, or
+            ``None``.
+        device (torch.device, optional): where the call runs. Default: ``None`` (CPU).
+
+    Returns:
+        str: one of ``"reference"``, ``"sdpa"``, ``"blocked"``, ``"flex"``, ``"band"``.
+
+    Example::
+
+        >>> from iha.functional import choose_backend
+        >>> from iha.masks import MaskSpec
+        >>> choose_backend("auto", MaskSpec("flat", 2, 16, 16), "softmax", None)
+        'sdpa'
+        >>> choose_backend("auto", MaskSpec("flat", 2, 16, 16, window=4), "softmax", None)
+        'band'
     """
     if backend != "auto":
         return backend
     if kernel != "softmax":
         return "reference"
-    if key_padding_mask is None and (spec.is_plain_causal or spec.is_full):
+    if attention_mask is None and (spec.is_plain_causal or spec.is_full):
         return "sdpa"
     if device is not None and device.type == "cuda":
         return "sdpa" if spec.n_q * spec.n_pseudo <= 64 else "flex"
@@ -206,20 +331,46 @@ def attend(
     spec: MaskSpec,
     *,
     scale: float,
-    key_padding_mask: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
     kernel: str = "softmax",
     backend: str = "auto",
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """Masked attention of pseudo queries over pseudo keys (docs/spec.md steps 4-5)."""
-    name = choose_backend(backend, spec, kernel, key_padding_mask, qt.device)
+    """Masked attention of pseudo queries over pseudo keys (docs/spec.md steps 4-5).
+
+    Args:
+        qt (Tensor): (B, H, Nq*P, d) pseudo queries, mixed, interleaved and rotated.
+        kt (Tensor): (B, G, Nk*P, d) pseudo keys (G divides H), bottom-right aligned with the
+            queries.
+        vt (Tensor): (B, G, Nk*P, dv) pseudo values.
+        spec (MaskSpec): which pseudo keys each pseudo query sees (``iha.masks.MaskSpec``).
+        scale (float): softmax scale (keyword-only).
+        attention_mask (Tensor, optional): (B, Nk) bool, True = real token; a padded token
+            hides its P pseudo keys. Default: ``None``.
+        kernel (str): ``"softmax"`` (default) or ``"linear"``.
+        backend (str): ``"auto"`` (default, :func:`choose_backend`) or a backend name.
+        dropout_p (float): dropout on the attention weights. Default: ``0.0``.
+
+    Returns:
+        Tensor: (B, H, Nq*P, dv). A query with no visible key gives zeros.
+
+    Example::
+
+        >>> import torch
+        >>> from iha.functional import attend
+        >>> from iha.masks import MaskSpec
+        >>> qt, kt, vt = (torch.randn(1, 2, 8, 4) for _ in range(3))
+        >>> attend(qt, kt, vt, MaskSpec("token", 2, 4, 4), scale=0.5).shape
+        torch.Size([1, 2, 8, 4])
+    """
+    name = choose_backend(backend, spec, kernel, attention_mask, qt.device)
     return BACKENDS[name](
         qt,
         kt,
         vt,
         spec,
         scale=scale,
-        key_padding_mask=key_padding_mask,
+        attention_mask=attention_mask,
         kernel=kernel,
         dropout_p=dropout_p,
     )
@@ -228,7 +379,28 @@ def attend(
 def check_options(
     *, mask: str, window: int | None, positions: str, kernel: str = "softmax", backend: str = "auto"
 ) -> None:
-    """Validate the keyword options shared by the functional core and the module."""
+    """Validate the keyword options shared by the functional core and the module.
+
+    Args:
+        mask (str): ``"flat"``, ``"token"`` or ``"none"``.
+        window (int or None): a sliding window of >= 1 tokens (not with ``"none"``), or None.
+        positions (str): ``"virtual"`` or ``"token"``.
+        kernel (str): ``"softmax"`` or ``"linear"``. Default: ``"softmax"``.
+        backend (str): ``"auto"``, ``"reference"``, ``"sdpa"``, ``"blocked"``, ``"flex"`` or
+            ``"band"``. Default: ``"auto"``.
+
+    Raises:
+        ValueError: naming the first option that is not accepted.
+
+    Example::
+
+        >>> from iha.functional import check_options
+        >>> check_options(mask="flat", window=4, positions="virtual")
+        >>> check_options(mask="causal", window=None, positions="virtual")
+        Traceback (most recent call last):
+        ...
+        ValueError: mask='causal' is not supported; expected one of ['flat', 'token', 'none']
+    """
     check_choice("mask", mask, MASK_MODES)
     check_choice("positions", positions, POSITION_MODES)
     check_choice("kernel", kernel, KERNELS)
@@ -236,7 +408,7 @@ def check_options(
     check_window(window, mask)
 
 
-def _check_inputs(q, k, v, alpha_q, alpha_k, alpha_v, collapse, key_padding_mask, offset):
+def _check_inputs(q, k, v, alpha_q, alpha_k, alpha_v, collapse, attention_mask, offset):
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4:
             raise ValueError(f"{name} must be a 4-D tensor (B, heads, N, d), got {_shape(t)}")
@@ -272,12 +444,10 @@ def _check_inputs(q, k, v, alpha_q, alpha_k, alpha_v, collapse, key_padding_mask
             f"position_offset={offset} must be >= {Nk - Nq} (keys cover {Nk} tokens ending at the "
             f"last query)"
         )
-    if key_padding_mask is not None and (
-        key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (B, Nk)
-    ):
+    if attention_mask is not None and tuple(attention_mask.shape) != (B, Nk):
         raise ValueError(
-            f"key_padding_mask must be a bool tensor (B, N_keys) = ({B}, {Nk}), "
-            f"got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+            f"attention_mask must be (B, N_keys) = ({B}, {Nk}), {CONVENTION}; got "
+            f"{tuple(attention_mask.shape)}"
         )
     return P
 
@@ -311,7 +481,7 @@ def interleaved_head_attention(
     rope_theta: float | None = None,
     positions: str = "virtual",
     position_offset: int = 0,
-    key_padding_mask: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
     scale: float | None = None,
     backend: str = "auto",
     kernel: str = "softmax",
@@ -319,38 +489,76 @@ def interleaved_head_attention(
     rope_tables: RopeTables | None = None,
     cache: KVCache | None = None,
     rope_scaling: dict | None = None,
+    key_padding_mask: None = None,
 ) -> torch.Tensor:
-    """Interleaved Head Attention (docs/spec.md). Returns collapsed per-head outputs (B, H, Nq, d).
+    """Interleaved Head Attention on projected tensors (docs/spec.md): mix -> interleave ->
+    RoPE -> masked attention -> collapse.
 
     Args:
-        q: (B, H, Nq, d) projected queries, not mixed, no RoPE.
-        k, v: (B, G, Nk, d) projected keys/values; Nk >= Nq. Without ``cache`` they may cover a
-            prefix before q's tokens (bottom-right aligned); with ``cache`` they are the new
-            tokens only (Nk = Nq).
-        alpha_q: (H, H, P); alpha_k, alpha_v: (G, G, P), indexed [source, target, pseudo].
-        collapse: (H, P) per-head or (H, H*P) global collapse.
-        mask: "flat" (causal on the interleaved sequence), "token" (block causal) or "none".
-        window: sliding window in original tokens, or None.
-        rope_theta: RoPE base, or None for no RoPE.
-        positions: "virtual" (pseudo token (n, p) at n*P + p) or "token" (at n).
-        position_offset: absolute token index of q's first token (0 with ``cache``: the cache
-            knows it).
-        key_padding_mask: (B, Nk) bool, True = real token.
-        scale: softmax scale, default 1/sqrt(d).
-        backend: "auto", "reference", "sdpa", "blocked", "flex" or "band".
-        kernel: "softmax", or "linear" (masked scores used as weights; for the theory).
-        dropout_p: dropout on the attention weights (training only).
-        rope_tables: RoPE table provider (positions -> cos, sin) used instead of ``rope_theta``,
-            e.g. a pretrained model's rotary embedding with its own scaling.
-        cache: a ``KVCache``; k, v (and the key padding) of the new tokens are appended to it
-            and q attends over everything it holds. Policy "raw" stores k, v as given and mixes
-            and rotates the whole cache at every call; "pseudo" stores them mixed and rotated.
-        rope_scaling: None or a ``transformers``-style RoPE scaling rule (``iha.rope``), lengths
-            in tokens; under virtual positions they are multiplied by P (:func:`rope_pseudo`).
+        q (Tensor): (B, H, Nq, d) projected queries, not mixed, no RoPE.
+        k (Tensor): (B, G, Nk, d) projected keys; G divides H, Nk >= Nq. Without ``cache`` they
+            may cover a prefix before q's tokens (keys bottom-right aligned with the queries);
+            with ``cache`` they are the new tokens only (Nk = Nq).
+        v (Tensor): (B, G, Nk, d) projected values, like ``k``.
+        alpha_q (Tensor): (H, H, P) query mixing, indexed [source head, target head, p].
+        alpha_k (Tensor): (G, G, P) key mixing.
+        alpha_v (Tensor): (G, G, P) value mixing.
+        collapse (Tensor): (H, P) per-head or (H, H*P) global collapse.
+        mask (str): ``"flat"`` (default; causal on the interleaved N*P sequence),
+            ``"token"`` (block causal: the P copies of a token see each other and earlier
+            tokens) or ``"none"``.
+        window (int, optional): sliding window in original tokens (``window*P`` pseudo keys
+            under ``"flat"``). Default: ``None``.
+        rope_theta (float, optional): RoPE base. Default: ``None`` (no RoPE).
+        positions (str): RoPE position of pseudo token (n, p): ``"virtual"`` (default,
+            ``n*P + p``) or ``"token"`` (``n``).
+        position_offset (int): absolute token index of q's first token; at least Nk - Nq.
+            Default: 0. Must be 0 with ``cache`` (the cache knows the offset).
+        attention_mask (Tensor, optional): (B, Nk) Hugging Face padding mask over the key
+            tokens: 1 / ``True`` = real token, 0 / ``False`` = padding. Bool, or integers 0 and
+            1; floats and other values raise ``ValueError``. With ``cache``: the new tokens'
+            (B, Nq). Default: ``None``.
+        scale (float, optional): softmax scale. Default: ``None`` (1/sqrt(d)).
+        backend (str): ``"auto"`` (default), ``"reference"``, ``"sdpa"``, ``"blocked"``,
+            ``"flex"`` or ``"band"``; all compute the same function (:func:`choose_backend`).
+        kernel (str): ``"softmax"`` (default), or ``"linear"`` (masked scores used as weights;
+            for the theory; ``"reference"`` backend).
+        dropout_p (float): dropout on the attention weights (pass 0 in evaluation). Default: 0.
+        rope_tables (callable, optional): positions (L,) -> (cos, sin), each (L, d), used
+            instead of ``rope_theta`` (e.g. a pretrained model's rotary embedding).
+            Default: ``None``.
+        cache (KVCache, optional): k, v (and the padding) of the new tokens are appended to
+            it and q attends over everything it holds. Policy ``"raw"`` stores k, v as given
+            and mixes and rotates the whole cache at every call; ``"pseudo"`` stores them mixed
+            and rotated. Default: ``None``.
+        rope_scaling (dict, optional): a ``transformers``-style RoPE scaling rule
+            (``iha.rope``), lengths in tokens; under virtual positions they are multiplied by P
+            (:func:`rope_pseudo`). Default: ``None``.
+        key_padding_mask: not accepted; raises ``TypeError`` naming ``attention_mask``.
+
+    Returns:
+        Tensor: (B, H, Nq, d) collapsed per-head outputs, before any output projection.
+
+    Example::
+
+        >>> import torch
+        >>> from iha.functional import interleaved_head_attention
+        >>> B, H, G, N, d, P = 2, 4, 2, 6, 8, 2
+        >>> q, k, v = torch.randn(B, H, N, d), torch.randn(B, G, N, d), torch.randn(B, G, N, d)
+        >>> a_q, a_k, a_v = torch.randn(H, H, P), torch.randn(G, G, P), torch.randn(G, G, P)
+        >>> R = torch.randn(H, H * P)  # global collapse
+        >>> keep = torch.ones(B, N, dtype=torch.long)
+        >>> keep[1, :2] = 0  # row 1: two padding tokens on the left
+        >>> o = interleaved_head_attention(q, k, v, a_q, a_k, a_v, R, mask="token", window=3,
+        ...                                rope_theta=10000.0, attention_mask=keep)
+        >>> o.shape
+        torch.Size([2, 4, 6, 8])
     """
+    reject_key_padding_mask(key_padding_mask)
     check_options(mask=mask, window=window, positions=positions, kernel=kernel, backend=backend)
+    attention_mask = check_attention_mask(attention_mask)
     P = _check_inputs(
-        q, k, v, alpha_q, alpha_k, alpha_v, collapse, key_padding_mask, position_offset
+        q, k, v, alpha_q, alpha_k, alpha_v, collapse, attention_mask, position_offset
     )
     if rope_tables is not None and rope_theta is not None:
         raise ValueError("pass rope_theta or rope_tables, not both")
@@ -367,22 +575,22 @@ def interleaved_head_attention(
         position_offset = cache.offset
         if cache.policy == "pseudo":  # the new keys are mixed and rotated once, then stored
             kt, vt = rope(k, alpha_k, position_offset), mix_heads(v, alpha_v)
-            kt, vt, key_padding_mask, _ = cache.update(kt, vt, Nq, key_padding_mask)
+            kt, vt, attention_mask, _ = cache.update(kt, vt, Nq, attention_mask)
         else:
-            k, v, key_padding_mask, _ = cache.update(k, v, Nq, key_padding_mask)
+            k, v, attention_mask, _ = cache.update(k, v, Nq, attention_mask)
     Nk = k.shape[2] if kt is None else kt.shape[2] // P  # key tokens, cached prefix included
     k_start = position_offset + Nq - Nk
     if kt is None:
         kt, vt = rope(k, alpha_k, k_start), mix_heads(v, alpha_v)  # (B, G, Nk*P, d)
     spec = MaskSpec(mask, P, Nq, Nk, q_start=position_offset, k_start=k_start, window=window)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    if _fuses(q, spec, cache, kernel, backend, dropout_p, key_padding_mask):
+    if _fuses(q, spec, cache, kernel, backend, dropout_p, attention_mask):
         cos = sin = None  # mixing + RoPE of q, attention and collapse in one op
         if rope_tables is not None or rope_theta is not None:
             cos, sin = _pseudo_tables(
                 q, Nq, position_offset, P, rope_theta, positions, rope_tables, rope_scaling
             )
-        keys = None if key_padding_mask is None else expand_key_padding(key_padding_mask, P)
+        keys = None if attention_mask is None else expand_key_padding(attention_mask, P)
         R = _collapse_matrix(collapse, P)
         return fused_core.fused_iha(q, alpha_q, cos, sin, kt, vt, R, spec, scale, keys)
     qt = rope(q, alpha_q, position_offset)  # (B, H, Nq*P, d)
@@ -392,7 +600,7 @@ def interleaved_head_attention(
         vt,
         spec,
         scale=scale,
-        key_padding_mask=key_padding_mask,
+        attention_mask=attention_mask,
         kernel=kernel,
         backend=backend,
         dropout_p=dropout_p,

@@ -49,7 +49,7 @@ class MaskSpec:
 
     def mask_mod(
         self,
-        key_padding_mask: torch.Tensor | None = None,  # (B, n_k) bool, True = real token
+        attention_mask: torch.Tensor | None = None,  # (B, n_k) bool, True = real token
         device: torch.device | None = None,
     ) -> MaskMod:
         """The mask rule: ``mask_mod(b, h, q_idx, kv_idx) -> bool``, True = may attend.
@@ -71,7 +71,7 @@ class MaskSpec:
         reach = None  # the window in the unit the mode measures distances in
         if self.window is not None:
             reach = torch.tensor(self.window * (P if mode == "flat" else 1), device=device)
-        keys = None if key_padding_mask is None else expand_key_padding(key_padding_mask, P)
+        keys = None if attention_mask is None else expand_key_padding(attention_mask, P)
 
         def mask_mod(b, h, q_idx, kv_idx):
             if mode == "none":
@@ -104,21 +104,65 @@ class MaskSpec:
 
     def block_mask(
         self,
-        key_padding_mask: torch.Tensor | None = None,  # (B, n_k) bool, True = real token
+        attention_mask: torch.Tensor | None = None,  # (B, n_k) bool, True = real token
         device: torch.device | None = None,
     ):
         """FlexAttention ``BlockMask`` of ``mask_mod``: per (128, 128) block of scores, whether
         it is empty, full or partial. Batch-independent (broadcast) without padding."""
         from torch.nn.attention.flex_attention import create_block_mask
 
-        batch = None if key_padding_mask is None else key_padding_mask.shape[0]
+        batch = None if attention_mask is None else attention_mask.shape[0]
         P = self.n_pseudo
-        mask_mod = self.mask_mod(key_padding_mask, device)
+        mask_mod = self.mask_mod(attention_mask, device)
         return create_block_mask(
             mask_mod, batch, None, self.n_q * P, self.n_k * P, device=device or "cpu"
         )
 
 
-def expand_key_padding(key_padding_mask: torch.Tensor, n_pseudo: int) -> torch.Tensor:
+def expand_key_padding(attention_mask: torch.Tensor, n_pseudo: int) -> torch.Tensor:
     """(B, N) bool, True = real token -> (B, N*P): every pseudo key of a padded token is removed."""
-    return key_padding_mask.repeat_interleave(n_pseudo, dim=-1)
+    return attention_mask.repeat_interleave(n_pseudo, dim=-1)
+
+
+CONVENTION = "1/True = real token, 0/False = padding (the Hugging Face attention_mask)"
+
+
+def check_attention_mask(mask, name: str = "attention_mask") -> torch.Tensor | None:
+    """An ``attention_mask`` in Hugging Face's convention as a bool tensor, True = real token.
+
+    Accepts None, a bool tensor, or an integer tensor holding only 0 and 1. Refuses float masks
+    (additive 0 / -inf masks, or the probabilities of a soft mask) and any other value, with a
+    ``ValueError`` naming the expected convention. The shape is checked by the caller.
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise ValueError(
+            f"{name} must be a bool or integer (0/1) tensor, {CONVENTION}; got "
+            f"{type(mask).__name__}"
+        )
+    if mask.dtype == torch.bool:
+        return mask
+    if mask.is_floating_point() or mask.is_complex():
+        raise ValueError(
+            f"{name} must be a bool or integer (0/1) tensor, {CONVENTION}; got dtype "
+            f"{mask.dtype} (float masks, additive or not, are not accepted)"
+        )
+    if mask.numel() and not torch.compiler.is_compiling():
+        bad = (mask != 0) & (mask != 1)
+        if bool(bad.any()):
+            raise ValueError(
+                f"{name} must hold only 0 and 1, {CONVENTION}; got the value {int(mask[bad][0])}"
+            )
+    return mask != 0
+
+
+def reject_key_padding_mask(value) -> None:
+    """TypeError for the removed ``key_padding_mask`` keyword (whose True meant "real token", the
+    opposite of ``nn.MultiheadAttention``'s): the argument is now ``attention_mask``."""
+    if value is not None:
+        raise TypeError(
+            "key_padding_mask is not accepted: pass attention_mask instead, with "
+            f"{CONVENTION}. (nn.MultiheadAttention's key_padding_mask means the opposite, "
+            "True = ignore; invert such a mask with ~key_padding_mask.)"
+        )

@@ -16,7 +16,7 @@ Attention in Triton"). Per head, with queries q, two key sets k, k' and two valu
 * ``"causal"`` with ``window=(w1, w2)`` (Roy et al.'s sliding windows): additionally
   i - j < w1 and i - l < w2.
 
-A ``key_padding_mask`` removes a padded token as j and as l. A query left with no allowed pair
+A ``attention_mask`` removes a padded token as j and as l. A query left with no allowed pair
 gets an all-zero output. Cost: the (j, l) pairs make attention cubic in N (see
 :func:`iha.flops.simplicial_attention_flops`); this dense implementation materialises the
 (B, H, N, N, N) logits, which is fine for the synthetic tasks (N <= 100) and not meant for long
@@ -30,6 +30,7 @@ import math
 import torch
 from torch import nn
 
+from iha.masks import CONVENTION, check_attention_mask
 from iha.validate import check_int
 
 SIMPLICIAL_MASKS = ("none", "causal")
@@ -83,7 +84,7 @@ def two_simplicial_attention(
     *,
     mask: str = "none",
     window: int | tuple[int, int] | None = None,
-    key_padding_mask: torch.Tensor | None = None,  # (B, N) bool, True = real token
+    attention_mask: torch.Tensor | None = None,  # (B, N) bool, True = real token
     scale: float | None = None,
 ) -> torch.Tensor:
     """2-simplicial attention (module docstring): five (B, H, N, d) tensors -> (B, H, N, d)."""
@@ -96,17 +97,16 @@ def two_simplicial_attention(
                 f"{name} {tuple(t.shape)} {t.dtype} must match q {tuple(q.shape)} {q.dtype}"
             )
     B, H, N, d = q.shape
-    if key_padding_mask is not None and (
-        key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (B, N)
-    ):
-        raise ValueError(f"key_padding_mask must be a bool tensor (B, N) = ({B}, {N})")
+    attention_mask = check_attention_mask(attention_mask)
+    if attention_mask is not None and tuple(attention_mask.shape) != (B, N):
+        raise ValueError(f"attention_mask must be (B, N) = ({B}, {N}), {CONVENTION}")
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     allowed = simplicial_allowed(N, mask, window, q.device)  # (N, N, N) or None
     # logits[i, j, l] = sum_c (q_i * k_j)[c] * k'_l[c]: one (N*N, d) @ (d, N) product per head
     qk = (q * scale)[:, :, :, None, :] * k[:, :, None, :, :]  # (B, H, N, N, d)
     logits = (qk.reshape(B, H, N * N, d) @ k2.transpose(-1, -2)).view(B, H, N, N, N)
-    if key_padding_mask is not None:
-        real = key_padding_mask[:, None, :, None] & key_padding_mask[:, None, None, :]  # (B,1,N,N)
+    if attention_mask is not None:
+        real = attention_mask[:, None, :, None] & attention_mask[:, None, None, :]  # (B,1,N,N)
         pair_ok = real[:, :, None]  # (B, 1, 1, N, N) over (j, l)
         allowed = pair_ok if allowed is None else allowed & pair_ok
     if allowed is not None:
@@ -174,9 +174,9 @@ class TwoSimplicialAttention(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(B, N, D) -> (B, N, D); ``key_padding_mask`` (B, N) bool, True = real token."""
+        """(B, N, D) -> (B, N, D); ``attention_mask`` (B, N) bool, True = real token."""
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must be (B, N, d_model={self.d_model}), got {tuple(x.shape)}")
         B, N, _ = x.shape
@@ -193,6 +193,6 @@ class TwoSimplicialAttention(nn.Module):
             heads(self.v2_proj),
             mask=self.mask,
             window=self.window,
-            key_padding_mask=key_padding_mask,
+            attention_mask=attention_mask,
         )
         return self.o_proj(y.transpose(1, 2).reshape(B, N, H * d))

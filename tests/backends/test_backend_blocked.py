@@ -131,7 +131,7 @@ def test_banded_pieces_match_reference_for_every_chunk_length(c):
     keys = None if kpm is None else expand_key_padding(kpm, P)
     pieces = band_pieces(1, H, Lq, Lk, spec, keys, q.dtype, q.device, chunk=c["chunk"])
     got = merged_attention(q, k, v, pieces, 0.5)
-    want = attend_reference(q, k, v, spec, scale=0.5, key_padding_mask=kpm)
+    want = attend_reference(q, k, v, spec, scale=0.5, attention_mask=kpm)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
     for a, b in zip(_grads(got, (q, k, v)), _grads(want, (q, k, v))):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
@@ -148,7 +148,7 @@ def test_blocked_gradcheck_small(mask, window, padding):
             for _ in range(2))
     with pieces_always():
         assert torch.autograd.gradcheck(
-            lambda *a: attend_blocked(*a, spec, scale=0.7, key_padding_mask=kpm), (q, k, v),
+            lambda *a: attend_blocked(*a, spec, scale=0.7, attention_mask=kpm), (q, k, v),
             fast_mode=True,
         )
 
@@ -165,7 +165,7 @@ def test_blocked_fully_masked_rows_are_zero_with_finite_gradients(window, as_pie
     kpm[0, :3] = False  # left padding: the first 3 tokens of sequence 0 see no key
     with pieces_always() if as_pieces else contextlib.nullcontext():
         y = interleaved_head_attention(
-            q, k, v, a, a, a, R, mask="token", window=window, key_padding_mask=kpm,
+            q, k, v, a, a, a, R, mask="token", window=window, attention_mask=kpm,
             backend="blocked",
         )
     assert torch.equal(y[0, :, :3], torch.zeros_like(y[0, :, :3]))

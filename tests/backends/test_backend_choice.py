@@ -71,7 +71,7 @@ def test_auto_on_cuda_dispatches_from_the_tensors_device(fake_cuda_backends):
         qt = torch.empty(B, H, spec.n_q * P, d, device="cuda")
         kt = torch.empty(B, G, spec.n_k * P, d, device="cuda")
         kpm = torch.ones(B, spec.n_k, dtype=torch.bool, device="cuda") if padding else None
-        attend(qt, kt, kt, spec, scale=d**-0.5, key_padding_mask=kpm, kernel=kernel)
+        attend(qt, kt, kt, spec, scale=d**-0.5, attention_mask=kpm, kernel=kernel)
 
     call(MaskSpec("flat", P, 40, 40))  # training, flat mask: the flash kernel with is_causal
     call(MaskSpec("none", P, 40, 40))

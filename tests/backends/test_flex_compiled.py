@@ -59,7 +59,7 @@ def inputs(B, Nq, Nk, *, heads=H, kv_heads=G, padding=False, seed=0):
     if padding:
         kpm = torch.rand(B, Nk, generator=gen) > 0.25
         kpm[0, : Nk // 4] = False
-    return args, dict(position_offset=Nk - Nq, key_padding_mask=kpm, rope_theta=10000.0)
+    return args, dict(position_offset=Nk - Nq, attention_mask=kpm, rope_theta=10000.0)
 
 
 def check_compiled_flex_against_reference(args, kw):

@@ -52,7 +52,7 @@ def test_linear_kernel_respects_the_mask_and_padding(mask, window):
     alphas = [torch.randn(H, H, P, generator=g, dtype=torch.float64) for _ in range(3)]
     collapse = torch.randn(H, H * P, generator=g, dtype=torch.float64)
     pad = torch.tensor([[False, True, True, True, True], [True] * 5])
-    common = dict(mask=mask, window=window, rope_theta=10000.0, key_padding_mask=pad)
+    common = dict(mask=mask, window=window, rope_theta=10000.0, attention_mask=pad)
     got = interleaved_head_attention(
         q, k, v, *alphas, collapse, kernel="linear", backend="reference", **common
     )

@@ -27,7 +27,7 @@ def test_a_padded_chunk_appended_to_an_unpadded_cache_keeps_both_masks():
     k, v, mask, start = cache.update(k2, v2, 2, new_mask)
     want = torch.tensor([[True, True, True, False, True], [True] * 5])
     assert start == 3 and torch.equal(mask, want)
-    assert torch.equal(cache.key_padding_mask, want)
+    assert torch.equal(cache.attention_mask, want)
     assert torch.equal(k, torch.cat([k1, k2], dim=2)) and torch.equal(v, torch.cat([v1, v2], 2))
 
 
@@ -39,7 +39,7 @@ def test_reordering_rows_for_beam_search_moves_their_padding_with_them():
     order = torch.tensor([2, 0, 0])
     cache.reorder(order)
     assert torch.equal(cache.keys, k[order]) and torch.equal(cache.values, v[order])
-    assert torch.equal(cache.key_padding_mask, pad[order])
+    assert torch.equal(cache.attention_mask, pad[order])
     _, _, mask, _ = cache.update(*_kv(3, 1, 3), 1)
     assert torch.equal(mask[:, :4], pad[order]) and bool(mask[:, 4].all())
 

@@ -213,3 +213,10 @@ def test_import_iha_and_its_models_leaves_transformers_unimported():
 
     assert not imports_transformers("import iha, iha.models, iha.functional, iha.flops")
     assert imports_transformers("import iha.hf")
+
+
+def test_hf_forward_refuses_a_float_attention_mask_naming_the_convention():
+    model = hf_model("iha")
+    ids = prompts()
+    with pytest.raises(ValueError, match="1/True = real token, 0/False = padding"):
+        model(ids, attention_mask=torch.ones(ids.shape))

@@ -38,8 +38,8 @@ def test_mha_matches_float64_reference_with_gqa_window_and_padding(window):
     x = _x()
     pad = torch.ones(2, 7, dtype=torch.bool)
     pad[1, :3] = False  # left padding
-    got = m(x, key_padding_mask=pad)
-    ref = oracle_mha(x, *_weights(m), 4, 2, rope_theta=THETA, window=window, key_padding_mask=pad)
+    got = m(x, attention_mask=pad)
+    ref = oracle_mha(x, *_weights(m), 4, 2, rope_theta=THETA, window=window, attention_mask=pad)
     torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-10)
 
 
@@ -48,7 +48,7 @@ def test_talking_heads_matches_float64_reference_of_its_equations():
     x = _x()
     pad = torch.ones(2, 7, dtype=torch.bool)
     pad[0, :2] = False
-    got = m(x, key_padding_mask=pad)
+    got = m(x, attention_mask=pad)
     ref = talking_heads_reference(
         x, *_weights(m), m.logits_mix.detach(), m.weights_mix.detach(), 4, 2, THETA, pad
     )

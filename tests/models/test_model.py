@@ -198,3 +198,16 @@ def test_bad_inputs_raise_value_error():
         model.make_cache(2, "compressed")
     with pytest.raises(ValueError, match="top_p"):
         generate(model, torch.zeros(1, 2, dtype=torch.long), top_p=0.0)
+
+
+def test_attention_mask_convention_is_checked_by_forward_and_generate():
+    model = model_of("global_local")
+    ids = torch.randint(0, 32, (2, 5), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones(2, 5, dtype=torch.long)
+    mask[1, :2] = 0
+    torch.testing.assert_close(model(ids, attention_mask=mask), model(ids, attention_mask=mask > 0))
+    for bad, match in ((mask.float(), "float"), (mask * 2, "only 0 and 1")):
+        with pytest.raises(ValueError, match=match):
+            model(ids, attention_mask=bad)
+        with pytest.raises(ValueError, match=match):
+            generate(model, ids, bad, max_new_tokens=2)

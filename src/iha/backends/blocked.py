@@ -269,7 +269,7 @@ def attend_blocked(
     spec: MaskSpec,
     *,
     scale: float,
-    key_padding_mask: torch.Tensor | None = None,  # (B, Nk) bool, True = real
+    attention_mask: torch.Tensor | None = None,  # (B, Nk) bool, True = real
     kernel: str = "softmax",
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
@@ -280,7 +280,7 @@ def attend_blocked(
     ``DENSE_MAX_SCORES`` scores) run as one piece with a small dense mask.
     Dropout is delegated to ``"sdpa"`` and ``kernel="linear"`` to ``"reference"``.
     """
-    common = dict(scale=scale, key_padding_mask=key_padding_mask, kernel=kernel)
+    common = dict(scale=scale, attention_mask=attention_mask, kernel=kernel)
     if kernel != "softmax":
         return attend_reference(qt, kt, vt, spec, **common, dropout_p=dropout_p)
     if dropout_p > 0.0:
@@ -289,8 +289,8 @@ def attend_blocked(
     Lk = kt.shape[2]
     kt, vt = expand_kv(kt, H), expand_kv(vt, H)
     keys = None
-    if key_padding_mask is not None:
-        keys = expand_key_padding(key_padding_mask, spec.n_pseudo)  # (B, Nk*P)
+    if attention_mask is not None:
+        keys = expand_key_padding(attention_mask, spec.n_pseudo)  # (B, Nk*P)
     if Lq <= DENSE_MAX_ROWS or Lq * Lk <= DENSE_MAX_SCORES:
         return merged_attention(qt, kt, vt, [dense_piece(spec, keys, qt.dtype, qt.device)], scale)
     if spec.window is None:

@@ -68,7 +68,7 @@ def attend_flex(
     spec: MaskSpec,
     *,
     scale: float,
-    key_padding_mask: torch.Tensor | None = None,  # (B, Nk) bool, True = real
+    attention_mask: torch.Tensor | None = None,  # (B, Nk) bool, True = real
     kernel: str = "softmax",
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
@@ -77,15 +77,15 @@ def attend_flex(
     Rows with no key give zeros. ``kernel="linear"`` goes to ``"reference"``, dropout to
     ``"sdpa"`` (flex has no attention dropout).
     """
-    common = dict(scale=scale, key_padding_mask=key_padding_mask, kernel=kernel)
+    common = dict(scale=scale, attention_mask=attention_mask, kernel=kernel)
     if kernel != "softmax":
         return attend_reference(qt, kt, vt, spec, **common, dropout_p=dropout_p)
     if dropout_p > 0.0:
         return attend_sdpa(qt, kt, vt, spec, **common, dropout_p=dropout_p)
     H, G = qt.shape[1], kt.shape[1]
-    if key_padding_mask is None:
+    if attention_mask is None:
         block_mask = _shared_block_mask(spec, qt.device)
     else:
-        block_mask = spec.block_mask(key_padding_mask, qt.device)
+        block_mask = spec.block_mask(attention_mask, qt.device)
     flex = _flex_kernel(qt.device)
     return flex(qt, kt, vt, block_mask=block_mask, scale=scale, enable_gqa=G != H)

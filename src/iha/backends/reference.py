@@ -14,7 +14,7 @@ def attend_reference(
     spec: MaskSpec,
     *,
     scale: float,
-    key_padding_mask: torch.Tensor | None = None,  # (B, Nk) bool, True = real
+    attention_mask: torch.Tensor | None = None,  # (B, Nk) bool, True = real
     kernel: str = "softmax",
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
@@ -24,8 +24,8 @@ def attend_reference(
     qg = qt.view(B, G, group, Lq, d)
     scores = torch.einsum("bgrqd,bgkd->bgrqk", qg, kt) * scale  # (B, G, H/G, Lq, Lk)
     allowed = spec.allowed(qt.device)[None, None, None]  # (1, 1, 1, Lq, Lk)
-    if key_padding_mask is not None:
-        keys = expand_key_padding(key_padding_mask, spec.n_pseudo)  # (B, Lk)
+    if attention_mask is not None:
+        keys = expand_key_padding(attention_mask, spec.n_pseudo)  # (B, Lk)
         allowed = allowed & keys[:, None, None, None, :]
     if kernel == "linear":
         weights = scores * allowed

@@ -28,7 +28,7 @@ def attend_sdpa(
     spec: MaskSpec,
     *,
     scale: float,
-    key_padding_mask: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
     kernel: str = "softmax",
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
@@ -36,7 +36,7 @@ def attend_sdpa(
         raise ValueError(f"backend='sdpa' supports kernel='softmax' only, got kernel={kernel!r}")
     H = qt.shape[1]
     kt, vt = expand_kv(kt, H), expand_kv(vt, H)
-    if key_padding_mask is None:
+    if attention_mask is None:
         if spec.is_plain_causal:
             return F.scaled_dot_product_attention(
                 qt, kt, vt, is_causal=True, scale=scale, dropout_p=dropout_p
@@ -45,8 +45,8 @@ def attend_sdpa(
             return F.scaled_dot_product_attention(qt, kt, vt, scale=scale, dropout_p=dropout_p)
     allowed = spec.allowed(qt.device)[None, None]  # (1, 1, Lq, Lk)
     alive = None
-    if key_padding_mask is not None:
-        keys = expand_key_padding(key_padding_mask, spec.n_pseudo)  # (B, Lk)
+    if attention_mask is not None:
+        keys = expand_key_padding(attention_mask, spec.n_pseudo)  # (B, Lk)
         allowed = allowed & keys[:, None, None, :]  # (B, 1, Lq, Lk)
         alive = allowed.any(dim=-1, keepdim=True)  # (B, 1, Lq, 1)
         # A query with no key would make softmax NaN: let it see everything, zero it below.

@@ -201,7 +201,7 @@ class IHAConvertedAttention(nn.Module):
                 rope_theta=None,
                 positions="token",
                 position_offset=k.shape[2] - N,
-                key_padding_mask=key_padding_mask,
+                attention_mask=key_padding_mask,
                 scale=self.scaling,
                 dropout_p=dropout_p,
             )  # (B, H, N, d)
@@ -236,7 +236,7 @@ class IHAConvertedAttention(nn.Module):
             window=window,
             positions="virtual",
             position_offset=k.shape[2] - q.shape[2],
-            key_padding_mask=key_padding_mask,
+            attention_mask=key_padding_mask,
             scale=self.scaling,
             dropout_p=dropout_p,
             rope_theta=self.rope_theta,

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from iha.cache import CACHE_POLICIES
+from iha.masks import check_attention_mask
 from iha.models.model import DecoderLM
 from iha.validate import check_choice, check_int, check_number
 
@@ -111,7 +112,7 @@ def generate(
     mask = (
         torch.ones_like(input_ids, dtype=torch.bool)
         if attention_mask is None
-        else attention_mask.to(device=device).bool()
+        else check_attention_mask(attention_mask).to(device=device)
     )
     if mask.shape != input_ids.shape:
         raise ValueError(

@@ -1,7 +1,7 @@
 """The non-IHA attention layers of the decoder and its norm/MLP blocks.
 
 Every attention layer here has the same interface as ``iha.InterleavedHeadAttention``:
-``forward(x (B, N, D), key_padding_mask=None, cache=None) -> (B, N, D)`` and
+``forward(x (B, N, D), attention_mask=None, cache=None) -> (B, N, D)`` and
 ``make_cache(policy) -> iha.KVCache``. They use the one RoPE (``iha.rope``, token positions),
 the one mask definition (``iha.masks.MaskSpec`` with P = 1) and the one cache
 (``iha.KVCache``, policy ``"raw"``: keys are stored already rotated at their absolute position).
@@ -26,7 +26,7 @@ from torch import nn
 from iha.backends import expand_kv
 from iha.cache import CACHE_POLICIES, KVCache
 from iha.functional import attend, check_options, rope_pseudo
-from iha.masks import MaskSpec
+from iha.masks import CONVENTION, MaskSpec, check_attention_mask
 from iha.rope import check_rope_scaling
 from iha.validate import check_choice, check_int
 
@@ -83,15 +83,17 @@ def _check_input(x: torch.Tensor, d_model: int) -> None:
         raise ValueError(f"x must be (B, N, d_model={d_model}), got {tuple(x.shape)}")
 
 
-def _new_padding(key_padding_mask: torch.Tensor | None, n_new: int) -> torch.Tensor | None:
+def _new_padding(attention_mask: torch.Tensor | None, n_new: int) -> torch.Tensor | None:
     """The (B, n_new) padding of the new tokens from a (B, n_new) or (B, offset+n_new) mask."""
-    if key_padding_mask is None:
+    attention_mask = check_attention_mask(attention_mask)
+    if attention_mask is None:
         return None
-    if key_padding_mask.dim() != 2 or key_padding_mask.shape[1] < n_new:
+    if attention_mask.dim() != 2 or attention_mask.shape[1] < n_new:
         raise ValueError(
-            f"key_padding_mask must be (B, N) bool, got {tuple(key_padding_mask.shape)}"
+            f"attention_mask must be (B, N) or (B, offset + N), {CONVENTION}; got "
+            f"{tuple(attention_mask.shape)}"
         )
-    return key_padding_mask[:, -n_new:].bool()
+    return attention_mask[:, -n_new:]
 
 
 def _attention_mask(
@@ -99,14 +101,14 @@ def _attention_mask(
     n_k: int,
     offset: int,
     window: int | None,
-    key_padding_mask: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
     device: torch.device,
 ) -> torch.Tensor:
     """Allowed (query, key) pairs, (1 or B, 1, n_q, n_k) bool, keys bottom-right aligned."""
     spec = MaskSpec("flat", 1, n_q, n_k, q_start=offset, k_start=offset + n_q - n_k, window=window)
     allowed = spec.allowed(device)[None, None]  # (1, 1, n_q, n_k)
-    if key_padding_mask is not None:
-        allowed = allowed & key_padding_mask[:, None, None, :]  # (B, 1, n_q, n_k)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, None, :]  # (B, 1, n_q, n_k)
     return allowed
 
 
@@ -161,7 +163,7 @@ class _Attention(nn.Module):
     def _project(
         self,
         x: torch.Tensor,  # (B, N, D)
-        key_padding_mask: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
         cache: KVCache | None,
         q_heads: int,
         k_heads: int,
@@ -177,7 +179,7 @@ class _Attention(nn.Module):
         B, N, _ = x.shape
         d = self.head_dim
         offset = 0 if cache is None else cache.offset
-        kpm = _new_padding(key_padding_mask, N)
+        kpm = _new_padding(attention_mask, N)
         theta, scaling = self.rope_theta, self.rope_scaling
         q = rotate(self.q_proj(x).view(B, N, q_heads, d).transpose(1, 2), offset, theta, scaling)
         k = rotate(self.k_proj(x).view(B, N, k_heads, d).transpose(1, 2), offset, theta, scaling)
@@ -220,12 +222,12 @@ class MultiHeadAttention(_Attention):
     def forward(
         self,
         x: torch.Tensor,  # (B, N, D)
-        key_padding_mask: torch.Tensor | None = None,  # (B, N) or (B, offset+N) bool, True = real
+        attention_mask: torch.Tensor | None = None,  # (B, N) or (B, offset+N) bool, True = real
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         B, N, _ = x.shape
         H, G, d = self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v, kpm, offset = self._project(x, key_padding_mask, cache, H, G, G, d)
+        q, k, v, kpm, offset = self._project(x, attention_mask, cache, H, G, G, d)
         n_k = k.shape[2]
         spec = MaskSpec(
             "flat",
@@ -237,7 +239,7 @@ class MultiHeadAttention(_Attention):
             window=self._window(offset, N),
         )
         y = attend(
-            q, k, v, spec, scale=1.0 / math.sqrt(d), key_padding_mask=kpm, backend=self.backend
+            q, k, v, spec, scale=1.0 / math.sqrt(d), attention_mask=kpm, backend=self.backend
         )  # (B, H, N, d)
         return self.o_proj(y.transpose(1, 2).reshape(B, N, H * d))
 
@@ -278,12 +280,12 @@ class TalkingHeadsAttention(_Attention):
     def forward(
         self,
         x: torch.Tensor,  # (B, N, D)
-        key_padding_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         B, N, _ = x.shape
         H, G, d = self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v, kpm, offset = self._project(x, key_padding_mask, cache, H, G, G, d)
+        q, k, v, kpm, offset = self._project(x, attention_mask, cache, H, G, G, d)
         k, v = expand_kv(k, H), expand_kv(v, H)  # (B, H, Nk, d)
         logits = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(d)  # (B, H, N, Nk)
         logits = torch.einsum("bhqk,hj->bjqk", logits, self.logits_mix.to(x.dtype))
@@ -370,21 +372,21 @@ class DiffAttention(_Attention):
     def forward(
         self,
         x: torch.Tensor,  # (B, N, D)
-        key_padding_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         B, N, _ = x.shape
         Hd, Gd, d = self.n_heads // 2, self.n_kv_heads // 2, self.head_dim
         # query head 2i + c is component c of differential head i; values (B, Gd, L, 2d)
-        q, k, v, kpm, offset = self._project(x, key_padding_mask, cache, 2 * Hd, 2 * Gd, Gd, 2 * d)
+        q, k, v, kpm, offset = self._project(x, attention_mask, cache, 2 * Hd, 2 * Gd, Gd, 2 * d)
         n_k = k.shape[2]
         spec = MaskSpec("flat", 1, N, n_k, q_start=offset, k_start=offset + N - n_k)
         scale = 1.0 / math.sqrt(d)
         q1, q2 = q[:, 0::2], q[:, 1::2]  # (B, Hd, N, d)
         k1, k2 = k[:, 0::2], k[:, 1::2]  # (B, Gd, Nk, d)
         # (A1 - lambda A2) v = A1 v - lambda A2 v: two fused softmax-attention calls
-        o1 = attend(q1, k1, v, spec, scale=scale, key_padding_mask=kpm, backend=self.backend)
-        o2 = attend(q2, k2, v, spec, scale=scale, key_padding_mask=kpm, backend=self.backend)
+        o1 = attend(q1, k1, v, spec, scale=scale, attention_mask=kpm, backend=self.backend)
+        o2 = attend(q2, k2, v, spec, scale=scale, attention_mask=kpm, backend=self.backend)
         # o1, o2: (B, Hd, N, 2d), values twice as wide as queries
         o = o1 - self.lambda_value().to(x.dtype) * o2
         o = self.head_norm(o) * (1.0 - self.lambda_init)

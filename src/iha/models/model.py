@@ -19,6 +19,7 @@ from torch import nn
 
 from iha.attention import InterleavedHeadAttention
 from iha.cache import CACHE_POLICIES, KVCache
+from iha.masks import CONVENTION, check_attention_mask
 from iha.models.config import ModelConfig
 from iha.models.counts import model_flops
 from iha.models.layers import (
@@ -90,10 +91,10 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         h: torch.Tensor,  # (B, N, D)
-        key_padding_mask: torch.Tensor | None = None,  # (B, N) bool, True = real
+        attention_mask: torch.Tensor | None = None,  # (B, N) bool, True = real
         cache: KVCache | None = None,
     ) -> torch.Tensor:
-        a = self.self_attn(self.input_layernorm(h), key_padding_mask=key_padding_mask, cache=cache)
+        a = self.self_attn(self.input_layernorm(h), attention_mask=attention_mask, cache=cache)
         h = h + a
         return h + self.mlp(self.post_attention_layernorm(h))
 
@@ -247,7 +248,7 @@ class DecoderLM(nn.Module):
             if recompute:  # dropout masks are replayed: the RNG state is saved and restored
                 h = torch.utils.checkpoint.checkpoint(layer, h, kpm, None, use_reentrant=False)
             else:
-                h = layer(h, key_padding_mask=kpm, cache=None if cache is None else cache.layers[i])
+                h = layer(h, attention_mask=kpm, cache=None if cache is None else cache.layers[i])
         h = self.norm(h)
         if all_hidden_states is not None:
             all_hidden_states.append(h)
@@ -270,6 +271,7 @@ class DecoderLM(nn.Module):
         attention_mask: torch.Tensor | None, B: int, N: int, cache: ModelCache | None
     ) -> torch.Tensor | None:
         """(B, N) bool key-padding mask of the new tokens, or None when nothing is padded."""
+        attention_mask = check_attention_mask(attention_mask)
         if attention_mask is None:
             return None
         offset = 0 if cache is None else cache.offset
@@ -280,9 +282,9 @@ class DecoderLM(nn.Module):
         ):
             raise ValueError(
                 f"attention_mask must be (B, N) = ({B}, {N}) or (B, offset + N) = "
-                f"({B}, {offset + N}), got {tuple(attention_mask.shape)}"
+                f"({B}, {offset + N}), {CONVENTION}; got {tuple(attention_mask.shape)}"
             )
-        kpm = attention_mask[:, -N:].bool()
+        kpm = attention_mask[:, -N:]
         # No padding among the new tokens: None keeps the is_causal fast path (a cache still
         # remembers the padding of earlier tokens).
         return None if bool(kpm.all()) else kpm

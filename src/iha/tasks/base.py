@@ -119,7 +119,7 @@ class SyntheticTask:
         vocab_size: number of input token ids, or None for feature inputs.
         input_dim: feature width for feature inputs, or None for token inputs.
         pad_id: the padding token id (None when the task never pads). A model may build its
-            ``key_padding_mask`` as ``inputs != pad_id``.
+            ``attention_mask`` as ``inputs != pad_id``.
         seq_len: N, the (padded) length of every example.
         output: "classification" (targets are class ids below ``num_classes``), "binary"
             (float 0/1 labels; ``num_classes`` is 1, one logit) or "regression" (float vectors
