@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	# torch first, from the pinned CPU wheel; then the package, which finds torch satisfied
 	$(PY) -m pip install -q "$(TORCH_SPEC)" || $(PY) -m pip install -q "torch>=2.4,<=2.14.1"
 	$(PY) -m pip install -q -e ".[dev]"
+	# the compiled band attention kernel (~1 min, once): no later call pays it
+	$(PY) -m iha.backends.build || echo "iha: continuing without the band kernel ('blocked' runs instead)"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -9,7 +9,6 @@ fallback only.
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from unittest import mock
 
@@ -84,7 +83,7 @@ def test_band_kernel_matches_reference_for_every_block_length(c):
     kpm = torch.rand(2, c["Nk"], generator=g) > 0.3 if c["padding"] else None
     keys = None if kpm is None else expand_key_padding(kpm, P)
     got = band_attention(q, k, v, spec, 0.5, keys, block=c["block"])
-    want = attend_reference(q, k, v, spec, scale=0.5, key_padding_mask=kpm)
+    want = attend_reference(q, k, v, spec, scale=0.5, attention_mask=kpm)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
     for a, b in zip(_grads(got, (q, k, v)), _grads(want, (q, k, v))):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
@@ -102,7 +101,7 @@ def test_band_gradcheck_small(mask, window, padding):
     k, v = (torch.randn(1, 1, Nk * P, 3, generator=g, dtype=torch.float64, requires_grad=True)
             for _ in range(2))
     assert torch.autograd.gradcheck(
-        lambda *a: attend_band(*a, spec, scale=0.7, key_padding_mask=kpm), (q, k, v)
+        lambda *a: attend_band(*a, spec, scale=0.7, attention_mask=kpm), (q, k, v)
     )
 
 
@@ -160,7 +159,7 @@ def test_band_fully_masked_rows_are_zero_with_finite_gradients():
     kpm = torch.ones(B, N, dtype=torch.bool)
     kpm[0, :3] = False  # left padding: the first 3 tokens of sequence 0 see no key
     y = interleaved_head_attention(
-        q, k, v, a, a, a, R, mask="token", window=2, key_padding_mask=kpm, backend="band"
+        q, k, v, a, a, a, R, mask="token", window=2, attention_mask=kpm, backend="band"
     )
     assert torch.equal(y[0, :, :3], torch.zeros_like(y[0, :, :3]))
     assert y[0, :, 3:].abs().sum() > 0
@@ -179,17 +178,6 @@ def test_band_falls_back_to_blocked_with_a_warning_when_the_kernel_is_unavailabl
         got = attend_band(q, k, v, spec, scale=0.3)
     assert any("blocked" in str(x.message) and "no compiler" in str(x.message) for x in w)
     torch.testing.assert_close(got, attend_blocked(q, k, v, spec, scale=0.3), rtol=0, atol=0)
-
-
-def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
-    lock = tmp_path / "lock"
-    lock.touch()
-    band._remove_stale_lock(tmp_path)  # a build in progress holds a fresh lock
-    assert lock.exists()
-    old = time.time() - band.STALE_LOCK_SECONDS - 1
-    os.utime(lock, (old, old))
-    band._remove_stale_lock(tmp_path)  # left by a process killed mid-build
-    assert not lock.exists()
 
 
 def test_band_serves_other_dtypes_and_dropout_through_blocked():

@@ -8,20 +8,32 @@ backward cost the band's FLOPs plus a block-sized edge, with no mask tensor, no 
 merges and no per-piece buffers. Matrix products go to the BLAS torch links; threads follow
 ``torch.set_num_threads``.
 
-The kernel is compiled at first use with ``torch.utils.cpp_extension`` (g++ and ninja) and cached
-under ``$IHA_EXTENSIONS_DIR`` (default ``~/.cache/iha/extensions``), keyed by the source, the
-torch version and the CPU. When it cannot be built or loaded (no compiler, no ninja, a torch
-whose BLAS does not export ``sgemm_``), or when ``IHA_BAND_KERNEL=0``, ``"band"`` runs the
+The kernel is compiled with ``torch.utils.cpp_extension`` (g++ and ninja) and cached under
+``$IHA_EXTENSIONS_DIR`` (default ``~/.cache/iha/extensions``), keyed by the source, the torch
+installation and the CPU. ``make test`` / ``make demo`` build it once at setup
+(``python -m iha.backends.build``); otherwise the first call that needs it builds it, printing
+one line to stderr (about a minute). Builds are serialised by an ``fcntl`` lock that the
+operating system releases when its holder exits, however it exits; the builder works in a
+private folder and moves the finished library into place in one rename, so a process killed
+at any point leaves nothing half-built and no lock behind. A process waiting for another's build
+says so, and gives up after ``$IHA_KERNEL_BUILD_WAIT`` seconds (default 600) or on SIGINT/SIGTERM.
+When the kernel cannot be built or loaded (no compiler, no ninja, a torch whose BLAS does not
+export ``sgemm_``, a wait given up), or when ``IHA_BAND_KERNEL=0``, ``"band"`` runs the
 pure-PyTorch ``"blocked"`` backend instead and says so once (a warning). It serves float32 and
 float64 CPU tensors without dropout; everything else also goes to ``"blocked"``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import platform
 import shutil
+import signal
+import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -65,18 +77,16 @@ def _build_name() -> str:
     return "iha_band_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-# torch.utils.cpp_extension builds under a lock file that a process killed mid-build leaves
-# behind, after which every later load waits forever; a build takes well under this long.
-STALE_LOCK_SECONDS = 900
+BUILD_MESSAGE = "iha: compiling the band attention kernel (once, ~1 min)..."
+# How long a process waits for another one that is building the kernel before it gives up and
+# runs "blocked" instead ($IHA_KERNEL_BUILD_WAIT seconds); a build takes about a minute.
+BUILD_WAIT_SECONDS = 600.0
+_WAIT_POLL_SECONDS = 0.2
+_WAIT_NOTICE_SECONDS = 1.0
 
 
-def _remove_stale_lock(build_dir: Path) -> None:
-    lock = build_dir / "lock"
-    try:
-        if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
-            lock.unlink()
-    except FileNotFoundError:
-        pass
+class KernelBuildError(RuntimeError):
+    """The kernel could not be built or loaded (then "band" runs "blocked")."""
 
 
 def extensions_dir() -> Path:
@@ -85,13 +95,128 @@ def extensions_dir() -> Path:
     return Path(os.environ.get("IHA_EXTENSIONS_DIR", default))
 
 
-def _compile() -> None:
+def library_path() -> Path:
+    """The compiled library of this source, torch and CPU: ``extensions_dir()/NAME/NAME.so``."""
+    name = _build_name()
+    return extensions_dir() / name / f"{name}.so"
+
+
+def _wait_seconds() -> float:
+    raw = os.environ.get("IHA_KERNEL_BUILD_WAIT")
+    if raw is None:
+        return BUILD_WAIT_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise KernelBuildError(f"IHA_KERNEL_BUILD_WAIT={raw!r} must be a number of seconds >= 0")
+    return value
+
+
+class _SignalWatch:
+    """While waiting for the lock in the main thread: a SIGINT/SIGTERM goes to the handler that
+    was installed (a trainer's "stop after this step" flag, the default termination, ...) and
+    then ends the wait, so a waiting process never sits on a signal."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> _SignalWatch:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        self.received = signum
+        old = self._old.get(signum)
+        if callable(old):
+            old(signum, frame)
+        elif old != signal.SIG_IGN:  # the default action (terminate): restore it, deliver again
+            self.__exit__()
+            signal.raise_signal(signum)
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old.clear()
+
+
+@contextlib.contextmanager
+def _build_lock(build_dir: Path):
+    """Hold ``build_dir/build.lock`` exclusively (``fcntl.flock``, which the operating system
+    releases when its holder exits, however it exits: nothing stale is ever left behind).
+
+    A waiting process says once what it waits for, and raises ``KernelBuildError`` after
+    ``$IHA_KERNEL_BUILD_WAIT`` seconds (default ``BUILD_WAIT_SECONDS``) or when it receives
+    SIGINT/SIGTERM (after the handler installed for that signal ran).
+    """
+    path = build_dir / "build.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not _try_flock(fd):
+            _wait_for_flock(fd, path)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())  # for the waiting processes' notice
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _wait_for_flock(fd: int, path: Path) -> None:
+    limit = _wait_seconds()
+    start = time.monotonic()
+    told = False
+    with _SignalWatch() as watch:
+        while not _try_flock(fd):
+            waited = time.monotonic() - start
+            holder = _lock_holder(path)
+            if watch.received is not None:
+                raise KernelBuildError(
+                    f"interrupted by signal {watch.received} while waiting for {holder} to finish "
+                    f"compiling the band kernel (lock {path})"
+                )
+            if waited >= limit:
+                raise KernelBuildError(
+                    f"gave up after {limit:.0f} s waiting for {holder} to finish compiling the "
+                    f"band kernel (lock {path}; IHA_KERNEL_BUILD_WAIT sets the limit)"
+                )
+            if not told and waited >= min(_WAIT_NOTICE_SECONDS, limit):
+                print(
+                    f"iha: waiting for {holder} to finish compiling the band attention kernel "
+                    f"(lock {path}; giving up after {limit:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                told = True
+            time.sleep(_WAIT_POLL_SECONDS)
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        pid = path.read_text().strip()
+    except OSError:
+        pid = ""
+    return f"process {pid}" if pid.isdigit() else "another process"
+
+
+def _build_library(name: str, build_dir: Path) -> Path:
+    """Compile the library with ``torch.utils.cpp_extension`` (g++, ninja) in ``build_dir`` and
+    load it; returns the path of the built library."""
     from torch.utils import cpp_extension
 
-    name = _build_name()
-    build_dir = extensions_dir() / name
-    build_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_lock(build_dir)
     env_path = os.environ.get("PATH", "")
     if shutil.which("ninja") is None:  # the PyPI ninja wheel, when the venv is not activated
         try:
@@ -112,6 +237,55 @@ def _compile() -> None:
         )
     finally:
         os.environ["PATH"] = env_path
+    return build_dir / f"{name}.so"
+
+
+def _digest_path(lib: Path) -> Path:
+    return lib.with_name(lib.name + ".sha256")
+
+
+def _intact(lib: Path) -> bool:
+    """Whether ``lib`` is the whole library its builder wrote: its SHA-256 is the one recorded
+    next to it. (Loading a truncated library is not an error but a SIGBUS that kills the
+    process, so nothing unverified is loaded: a library without its record is built again.)"""
+    try:
+        want = _digest_path(lib).read_text().strip()
+        return hashlib.sha256(lib.read_bytes()).hexdigest() == want
+    except OSError:
+        return False
+
+
+def _build(name: str, build_dir: Path, lib: Path) -> None:
+    """Build into a private folder, load, and move the library into place by renames (the
+    digest record first, the library last: a process killed at any point leaves no library, a
+    whole one, or one that fails its digest and is built again). Call it holding
+    ``_build_lock``: then no other process builds, and what a killed builder left is removed."""
+    for stale in build_dir.glob(".build-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=build_dir))
+    try:
+        print(BUILD_MESSAGE, file=sys.stderr, flush=True)
+        built = _build_library(name, work)
+        digest = work / "digest"
+        digest.write_text(hashlib.sha256(built.read_bytes()).hexdigest() + "\n")
+        os.replace(digest, _digest_path(lib))
+        os.replace(built, lib)  # the loaded mapping stays valid: the file is moved, not copied
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _compile() -> None:
+    """Load the compiled library, building it first when it is not in the cache."""
+    name = _build_name()
+    build_dir = extensions_dir() / name
+    lib = build_dir / f"{name}.so"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    if not _intact(lib):
+        with _build_lock(build_dir):
+            if not _intact(lib):  # else another process built it while this one waited
+                _build(name, build_dir, lib)
+                return  # _build loaded it
+    torch.ops.load_library(str(lib))
 
 
 def kernel_available() -> bool:
@@ -241,7 +415,7 @@ def attend_band(
     spec: MaskSpec,
     *,
     scale: float,
-    key_padding_mask: torch.Tensor | None = None,  # (B, Nk) bool, True = real
+    attention_mask: torch.Tensor | None = None,  # (B, Nk) bool, True = real
     kernel: str = "softmax",
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
@@ -250,12 +424,12 @@ def attend_band(
         if kernel == "softmax" and dropout_p == 0.0 and not kernel_available():
             _warn_once()
         return attend_blocked(
-            qt, kt, vt, spec, scale=scale, key_padding_mask=key_padding_mask, kernel=kernel,
+            qt, kt, vt, spec, scale=scale, attention_mask=attention_mask, kernel=kernel,
             dropout_p=dropout_p,
         )
     keys = None
-    if key_padding_mask is not None:
-        keys = expand_key_padding(key_padding_mask, spec.n_pseudo)  # (B, Nk*P)
+    if attention_mask is not None:
+        keys = expand_key_padding(attention_mask, spec.n_pseudo)  # (B, Nk*P)
     return band_attention(qt, kt, vt, spec, scale, keys)
 
 
