@@ -19,7 +19,35 @@ CACHE_POLICIES = ("raw", "pseudo")
 
 
 class KVCache:
-    """Keys, values, key-padding mask and token offset of one attention layer."""
+    """Keys, values, padding mask and token offset of one attention layer (incremental decoding).
+
+    Made by a layer's ``make_cache``; pass it as ``cache=`` to every call of that layer. Each
+    call appends its new tokens and attends over everything held.
+
+    Args:
+        policy (str): what IHA layers store. ``"raw"`` (default): the projected, unmixed,
+            un-rotated keys/values (B, G, L, d), mixed and rotated again at every step (1/P of
+            the memory of ``"pseudo"``); ``"pseudo"``: the mixed, rotated pseudo keys/values
+            (B, G, L*P, d). Both give the same outputs. The non-IHA layers of ``iha.models``
+            always store rotated keys.
+        max_tokens (int, optional): keep at most this many tokens between calls (a layer with
+            a sliding window of W tokens needs only its last W). Default: ``None`` (all).
+
+    Attributes:
+        keys, values (Tensor or None): what is held, (B, G, L*U, d), U = P for ``"pseudo"``.
+        attention_mask (Tensor or None): (B, L) bool, True = real token, None = no padding.
+        offset (int): tokens seen so far (the absolute index of the next token).
+
+    Example::
+
+        >>> import torch
+        >>> from iha import InterleavedHeadAttention, KVCache
+        >>> layer = InterleavedHeadAttention(16, 2, n_pseudo=2, window=4)
+        >>> cache = layer.make_cache("raw")  # KVCache(policy="raw", max_tokens=4)
+        >>> _ = layer(torch.randn(1, 6, 16), cache=cache)
+        >>> cache.offset, cache.n_tokens, isinstance(cache, KVCache)
+        (6, 4, True)
+    """
 
     def __init__(self, policy: str = "raw", max_tokens: int | None = None) -> None:
         check_choice("policy", policy, CACHE_POLICIES)
@@ -44,8 +72,18 @@ class KVCache:
         n_new: int,
         attention_mask: torch.Tensor | None = None,  # (B, n_new) bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
-        """Append ``n_new`` tokens. Returns (keys, values, attention_mask) covering the kept
-        prefix plus the new tokens, and the offset of the first new token."""
+        """Append ``n_new`` tokens.
+
+        Args:
+            keys (Tensor): (B, G, n_new*U, d) keys of the new tokens (U = P under ``"pseudo"``).
+            values (Tensor): like ``keys``.
+            n_new (int): number of new tokens.
+            attention_mask (Tensor, optional): (B, n_new) bool, True = real token.
+
+        Returns:
+            (keys, values, attention_mask, offset): the kept prefix plus the new tokens, and
+            the absolute index of the first new token.
+        """
         start = self.offset
         B = keys.shape[0]
         if self.keys is None:

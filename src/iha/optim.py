@@ -23,7 +23,28 @@ def param_groups(
     - ``no_decay``: norms, biases and other vectors, no weight decay;
     - ``mixing``: the IHA mixing parameters (alphas, collapse), no weight decay, and learning rate
       ``mixing_lr`` when given (otherwise the optimizer's).
-    Empty groups are left out. Each group carries a ``name`` key for logging.
+    Empty groups are left out. Each group carries a ``name`` key for logging. Parameters with
+    ``requires_grad=False`` are left out.
+
+    Args:
+        model (nn.Module): any module; IHA mixing parameters are found by name (``alpha_q``,
+            ``alpha_k``, ``alpha_v``, ``collapse``) or by the ``_iha_mixing`` tag.
+        weight_decay (float): decay of the ``decay`` group, >= 0.
+        mixing_lr (float, optional): learning rate of the ``mixing`` group, > 0. Default:
+            ``None`` (the optimizer's).
+
+    Returns:
+        list[dict]: ``torch.optim`` parameter groups.
+
+    Example::
+
+        >>> import torch
+        >>> from iha import InterleavedHeadAttention, param_groups
+        >>> layer = InterleavedHeadAttention(16, 2, n_pseudo=2)
+        >>> groups = param_groups(layer, weight_decay=0.1, mixing_lr=1e-3)
+        >>> [(g["name"], len(g["params"])) for g in groups]
+        [('decay', 4), ('mixing', 4)]
+        >>> optimizer = torch.optim.AdamW(groups, lr=3e-4)
     """
     check_number("weight_decay", weight_decay, 0)
     if mixing_lr is not None:

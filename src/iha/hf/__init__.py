@@ -21,7 +21,18 @@ from iha.hf.modeling import IHACache, IHACacheLayer, IHAForCausalLM, IHAPreTrain
 
 
 def register() -> None:
-    """Register ``IHAConfig`` / ``IHAForCausalLM`` with the Auto classes (idempotent)."""
+    """Register ``IHAConfig`` / ``IHAForCausalLM`` with the Auto classes (idempotent; done on
+    ``import iha.hf``), and the converted model types ``iha_llama``, ``iha_qwen2``,
+    ``iha_mistral``.
+
+    Example::
+
+        >>> import iha.hf
+        >>> from transformers import AutoConfig
+        >>> iha.hf.register()
+        >>> type(AutoConfig.for_model("iha")).__name__
+        'IHAConfig'
+    """
     AutoConfig.register(IHAConfig.model_type, IHAConfig, exist_ok=True)
     AutoModelForCausalLM.register(IHAConfig, IHAForCausalLM, exist_ok=True)
     converted.register()  # iha_llama, iha_qwen2, iha_mistral: checkpoints of iha.hf.convert

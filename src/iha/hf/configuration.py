@@ -24,6 +24,52 @@ class IHAConfig(PretrainedConfig):
     (``transformers`` 5, with ``rope_theta`` inside) and stored the way the installed
     ``transformers`` stores it, so ``config.rope_scaling`` reads back and config.json round-trips.
     ``iha_window`` is written to config.json as a number (see :class:`iha.models.ModelConfig`).
+
+    Args:
+        vocab_size (int): token ids 0 .. vocab_size - 1. Default: 259.
+        hidden_size (int): model width D. Default: 64.
+        num_hidden_layers (int): decoder blocks. Default: 2.
+        num_attention_heads (int): query heads H. Default: 4.
+        num_key_value_heads (int, optional): key/value heads G. Default: ``None`` (G = H).
+        intermediate_size (int, optional): MLP width. Default: ``None`` (8/3 D, multiple of 8).
+        max_position_embeddings (int): the training context N. Default: 256.
+        rope_theta (float): RoPE base. Default: 10000.0.
+        rope_scaling (dict, optional): RoPE scaling rule (``transformers`` 4 name). Default:
+            ``None``.
+        rope_parameters (dict, optional): the same rule in the ``transformers`` 5 form (with
+            ``rope_theta`` inside); used when ``rope_scaling`` is ``None``. Default: ``None``.
+        rms_norm_eps (float): RMSNorm epsilon. Default: 1e-5.
+        tie_word_embeddings (bool): share the input embedding and the LM head. Default:
+            ``False``.
+        attention_variant (str): ``"global"`` (default), ``"global_local"``,
+            ``"talking_heads"``, ``"diff"``, ``"iha"`` or ``"iha_global"``.
+        num_pseudo_heads (int, optional): P of the IHA layers. Default: ``None`` (P = H).
+        sliding_window (int): window in tokens of local MHA layers. Default: 512.
+        iha_window (int, optional): window in tokens of local IHA layers. Default: ``None``
+            (N / (2 P^2), then stored).
+        layer_schedule (str or list, optional): explicit schedule (letters or kind names).
+            Default: ``None``.
+        iha_collapse (str): ``"global"`` (default) or ``"per_head"``.
+        iha_mask (str): ``"flat"`` (default) or ``"token"``.
+        iha_positions (str): ``"virtual"`` (default) or ``"token"``.
+        initializer_range (float): init std. Default: 0.02.
+        attention_backend (str): ``iha.functional`` backend. Default: ``"auto"``.
+        use_cache (bool): ``forward`` returns a cache by default (in eval mode). Default:
+            ``True``.
+        cache_policy (str): ``"raw"`` (default) or ``"pseudo"``, for IHA layers during
+            generation (same tokens, different memory).
+        pad_token_id (int, optional): padding token id. Default: ``None``.
+        bos_token_id (int, optional): beginning-of-sequence id. Default: ``None``.
+        eos_token_id (int or list[int], optional): end-of-sequence id(s). Default: ``None``.
+        **kwargs: passed to ``transformers.PretrainedConfig`` (``mlp_type`` and other
+            ``ModelConfig`` fields are kept as attributes).
+
+    Example::
+
+        >>> import iha.hf
+        >>> cfg = iha.hf.IHAConfig(attention_variant="iha", hidden_size=32, num_pseudo_heads=2)
+        >>> cfg.model_type, cfg.to_model_config().attention_variant
+        ('iha', 'iha')
     """
 
     model_type = "iha"

@@ -415,6 +415,19 @@ def convert(
     Raises:
         ValueError: unsupported model, bad argument, or a selected layer that is already
             converted (nothing is changed then).
+
+    Example::
+
+        >>> import torch, iha.hf
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> cfg = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64,
+        ...                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+        >>> llama = LlamaForCausalLM(cfg).eval()
+        >>> ids = torch.tensor([[1, 2, 3, 4]])
+        >>> before = llama(ids).logits
+        >>> model = iha.hf.convert(llama, num_pseudo_heads=2)  # mode="exact": same function
+        >>> torch.allclose(model(ids).logits, before, atol=1e-4)
+        True
     """
     config = _check_model(model)
     backbone = _backbone(model)
@@ -518,6 +531,28 @@ def load_converted(path: str | Path, **from_pretrained_kwargs: Any) -> nn.Module
     parameters from the checkpoint's safetensors files; saving the result writes the new form.
     Raises ValueError when the checkpoint has no conversion record or lacks mixing parameters of
     a converted layer.
+
+    Args:
+        path (str or Path): the checkpoint directory.
+        **from_pretrained_kwargs: passed to ``AutoModelForCausalLM.from_pretrained``
+            (``torch_dtype``, ``attn_implementation``, ...).
+
+    Returns:
+        nn.Module: the converted model.
+
+    Example::
+
+        >>> import tempfile, torch, iha.hf
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> cfg = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64,
+        ...                   num_hidden_layers=1, num_attention_heads=4)
+        >>> model = iha.hf.convert(LlamaForCausalLM(cfg).eval(), num_pseudo_heads=2)
+        >>> folder = tempfile.mkdtemp()
+        >>> model.save_pretrained(folder)
+        >>> again = iha.hf.load_converted(folder).eval()
+        >>> ids = torch.tensor([[1, 2, 3]])
+        >>> torch.equal(again(ids).logits, model(ids).logits)
+        True
     """
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -583,6 +618,22 @@ def freeze_except_mixing(model: nn.Module) -> list[str]:
     ``alpha_v``, ``collapse`` and the parameters of normalisation modules, False elsewhere) and
     returns the names of the trainable ones. Raises ValueError when the model has no IHA mixing
     parameter (convert it first).
+
+    Args:
+        model (nn.Module): a converted model (:func:`convert`) or any model with IHA layers.
+
+    Returns:
+        list[str]: the names of the parameters left trainable.
+
+    Example::
+
+        >>> import iha.hf
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> cfg = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64,
+        ...                   num_hidden_layers=1, num_attention_heads=4)
+        >>> model = iha.hf.convert(LlamaForCausalLM(cfg), num_pseudo_heads=2)
+        >>> sorted(n.rsplit(".", 1)[-1] for n in iha.hf.freeze_except_mixing(model))[:4]
+        ['alpha_k', 'alpha_q', 'alpha_v', 'collapse']
     """
     norms = _norm_parameters(model)
     trainable = []

@@ -36,6 +36,18 @@ class IHACacheLayer(CacheLayerMixin):
 
     The model appends to it itself (``update`` is not used); generation utilities may query
     its length and reorder or select batch rows.
+
+    Args:
+        model_cache (ModelCache): the caches of all layers of the ``DecoderLM``.
+        index (int): the layer this view shows.
+
+    Example::
+
+        >>> import iha.hf
+        >>> model = iha.hf.IHAForCausalLM(iha.hf.IHAConfig(hidden_size=32, vocab_size=32))
+        >>> layer = model.make_cache(batch_size=1).layers[0]
+        >>> isinstance(layer, iha.hf.IHACacheLayer), layer.get_seq_length()
+        (True, 0)
     """
 
     is_compileable = False
@@ -87,7 +99,20 @@ class IHACacheLayer(CacheLayerMixin):
 
 
 class IHACache(Cache):
-    """``past_key_values`` of :class:`IHAForCausalLM`: wraps an ``iha.models.ModelCache``."""
+    """``past_key_values`` of :class:`IHAForCausalLM`: wraps an ``iha.models.ModelCache``.
+
+    Args:
+        model_cache (ModelCache): from ``DecoderLM.make_cache``; its layer caches become the
+            cache layers (:class:`IHACacheLayer`).
+
+    Example::
+
+        >>> import torch, iha.hf
+        >>> model = iha.hf.IHAForCausalLM(iha.hf.IHAConfig(hidden_size=32, vocab_size=32)).eval()
+        >>> out = model(torch.tensor([[1, 2, 3]]), use_cache=True)
+        >>> type(out.past_key_values).__name__, out.past_key_values.get_seq_length()
+        ('IHACache', 3)
+    """
 
     def __init__(self, model_cache: ModelCache) -> None:
         super().__init__(layers=[IHACacheLayer(model_cache, i) for i in range(len(model_cache))])
@@ -102,6 +127,16 @@ class IHACache(Cache):
 
 
 class IHAPreTrainedModel(PreTrainedModel):
+    """The ``transformers`` base class of the IHA models: config class :class:`IHAConfig`,
+    weight init of :class:`iha.models.DecoderLM`, gradient checkpointing support.
+
+    Example::
+
+        >>> import iha.hf
+        >>> issubclass(iha.hf.IHAForCausalLM, iha.hf.IHAPreTrainedModel)
+        True
+    """
+
     config_class = IHAConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"
@@ -128,6 +163,22 @@ class IHAForCausalLM(IHAPreTrainedModel, GenerationMixin):
     ``output_attentions=True`` raises a ``ValueError``.
 
     :meth:`gradient_checkpointing_enable` recomputes layer activations in the backward pass.
+
+    Args:
+        config (IHAConfig): the model; ``self.model`` is the ``DecoderLM`` of
+            ``config.to_model_config()``.
+
+    Example::
+
+        >>> import torch, iha.hf
+        >>> cfg = iha.hf.IHAConfig(attention_variant="iha", hidden_size=32, vocab_size=32)
+        >>> model = iha.hf.IHAForCausalLM(cfg).eval()
+        >>> ids = torch.tensor([[0, 5, 6, 7], [1, 2, 3, 4]])
+        >>> mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])  # 1 = real token (HF convention)
+        >>> model(ids, attention_mask=mask).logits.shape
+        torch.Size([2, 4, 32])
+        >>> model.generate(ids, attention_mask=mask, max_new_tokens=2, do_sample=False).shape
+        torch.Size([2, 6])
     """
 
     _tied_weights_keys = {"model.lm_head.weight": "model.embed_tokens.weight"}
@@ -194,6 +245,36 @@ class IHAForCausalLM(IHAPreTrainedModel, GenerationMixin):
         output_attentions: bool | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
+        """Logits (and loss, cache, hidden states) in the ``transformers`` output type.
+
+        Args:
+            input_ids (LongTensor, optional): (B, N) token ids.
+            attention_mask (Tensor, optional): Hugging Face's (B, N) or (B, past + N) padding
+                mask: 1 / ``True`` = real token, 0 / ``False`` = padding; bool or 0/1
+                integers (float masks raise ``ValueError``). Default: ``None``.
+            position_ids (LongTensor, optional): accepted for ``generate()`` and ignored:
+                positions are the token indices (relative distances are all RoPE sees).
+            cache (IHACache, optional): the cache (the ``transformers`` 5 name).
+            inputs_embeds (Tensor, optional): (B, N, D) instead of ``input_ids``.
+            labels (LongTensor, optional): (B, N) targets; the loss is the mean shifted
+                cross-entropy over labels != -100.
+            use_cache (bool, optional): return a cache. Default: ``config.use_cache`` in
+                eval mode, ``False`` in training.
+            logits_to_keep (int or Tensor): compute logits for the last ``logits_to_keep``
+                positions only (0, the default, = all), or for these indices.
+            past_key_values (IHACache, optional): the cache (the ``transformers`` 4 name).
+            return_dict (bool, optional): ``False`` returns a tuple. Default: ``None`` (the
+                config's).
+            output_hidden_states (bool, optional): return the embeddings and every layer's
+                output (``num_hidden_layers + 1`` tensors).
+            output_attentions (bool, optional): must be falsy (attention weights are never
+                materialised; ``True`` raises ``ValueError``).
+            **kwargs: other ``generate()`` keywords, ignored.
+
+        Returns:
+            CausalLMOutputWithPast: ``loss``, ``logits`` (B, N, V), the cache,
+            ``hidden_states``.
+        """
         if output_attentions or (
             output_attentions is None and getattr(self.config, "output_attentions", False)
         ):

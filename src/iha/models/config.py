@@ -69,7 +69,53 @@ MLP_TYPES = ("swiglu", "gelu")  # gated down(silu(gate x) * up x), or plain down
 class ModelConfig:
     """A Llama-style decoder LM (RMSNorm, SwiGLU, RoPE) with a per-layer attention choice.
 
-    See the module docstring for ``attention_variant`` and ``layer_schedule``.
+    See the module docstring for ``attention_variant`` and ``layer_schedule``. Field names
+    follow Hugging Face; every field is checked when the config is made (``ValueError`` naming
+    it).
+
+    Args:
+        vocab_size (int): token ids 0 .. vocab_size - 1. Default: 259.
+        hidden_size (int): model width D. Default: 64.
+        num_hidden_layers (int): decoder blocks. Default: 2.
+        num_attention_heads (int): query heads H (D divisible by H, D / H even). Default: 4.
+        num_key_value_heads (int, optional): key/value heads G dividing H. Default: ``None``
+            (G = H, no GQA).
+        intermediate_size (int, optional): MLP width. Default: ``None`` (8/3 D rounded up to
+            a multiple of 8).
+        max_position_embeddings (int): the training context N (the IHA window derives from
+            it). Default: 256.
+        rope_theta (float): RoPE base. Default: 10000.0.
+        rope_scaling (dict, optional): ``transformers``-style RoPE scaling rule (linear,
+            dynamic, yarn, llama3; lengths in tokens). Default: ``None``.
+        rms_norm_eps (float): RMSNorm epsilon. Default: 1e-5.
+        tie_word_embeddings (bool): share the input embedding and the LM head. Default:
+            ``False``.
+        attention_variant (str): one of ``iha.models.VARIANTS``: ``"global"`` (default),
+            ``"global_local"``, ``"talking_heads"``, ``"diff"``, ``"iha"`` (the paper's
+            IIIIG schedule), ``"iha_global"``.
+        num_pseudo_heads (int, optional): P of the IHA layers. Default: ``None`` (P = H).
+        sliding_window (int): window in tokens of the ``"local"`` MHA layers. Default: 512.
+        iha_window (int, optional): window in tokens of the ``"iha_local"`` layers. Default:
+            ``None``: N / (2 P^2), computed once and stored.
+        layer_schedule (str or list, optional): an explicit schedule, letters (``"LLLLG"``,
+            see ``KIND_LETTERS``) or kind names; repeated to ``num_hidden_layers``. Default:
+            ``None`` (the variant's).
+        iha_collapse (str): ``"global"`` (default) or ``"per_head"``.
+        iha_mask (str): ``"flat"`` (default) or ``"token"`` (a decoder is causal).
+        iha_positions (str): ``"virtual"`` (default) or ``"token"``.
+        initializer_range (float): std of the normal init of linears and embeddings.
+            Default: 0.02.
+        attention_backend (str): ``iha.functional`` backend of the IHA and MHA-family layers.
+            Default: ``"auto"``.
+        mlp_type (str): ``"swiglu"`` (default, Llama) or ``"gelu"`` (plain two-matrix MLP).
+
+    Example::
+
+        >>> from iha.models import ModelConfig
+        >>> cfg = ModelConfig(hidden_size=32, num_hidden_layers=5, attention_variant="iha",
+        ...                   num_pseudo_heads=2, max_position_embeddings=64)
+        >>> cfg.layer_kinds()[-2:], cfg.iha_window  # 64 / (2 * 2^2)
+        (['iha_local', 'global'], 8)
     """
 
     vocab_size: int = 259

@@ -74,8 +74,20 @@ def layer_flops_of_kind(cfg: ModelConfig, kind: str, seq_len: int) -> dict[str, 
 def model_flops(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, int]:
     """Forward FLOPs of the whole model over one sequence of ``seq_len`` tokens (default N).
 
-    Keys: ``attention`` (QK/AV), ``attention_layers`` (attention layers in full), ``mlp``,
-    ``lm_head``, ``total``, ``paper_attention``.
+    Args:
+        cfg (ModelConfig): the model.
+        seq_len (int, optional): tokens N. Default: ``None`` (``cfg.max_position_embeddings``).
+
+    Returns:
+        dict[str, int]: ``attention`` (QK/AV), ``attention_layers`` (attention layers in full),
+        ``mlp``, ``lm_head``, ``total``, ``paper_attention`` (the paper's formula).
+
+    Example::
+
+        >>> from iha.models import get_preset, model_flops
+        >>> f = model_flops(get_preset("tiny"), seq_len=64)
+        >>> f["total"] == f["attention_layers"] + f["mlp"] + f["lm_head"]
+        True
     """
     N = cfg.max_position_embeddings if seq_len is None else seq_len
     check_int("seq_len", N)

@@ -19,7 +19,22 @@ __all__ = ["count_parameters", "describe", "markdown_table", "model_flops"]
 
 def count_parameters(cfg: ModelConfig) -> dict[str, int]:
     """``params``, ``non_embedding`` and ``mixing`` parameters, counted on the built model (on
-    the meta device, nothing allocated, when it is large)."""
+    the meta device, nothing allocated, when it is large).
+
+    Args:
+        cfg (ModelConfig): the model.
+
+    Returns:
+        dict[str, int]: ``params`` (tied embeddings counted once), ``non_embedding`` and
+        ``mixing`` (IHA alphas and collapse, talking-heads maps, diff lambdas).
+
+    Example::
+
+        >>> from iha.models import count_parameters, get_preset
+        >>> counts = count_parameters(get_preset("tiny", attention_variant="iha"))
+        >>> sorted(counts), counts["mixing"] > 0
+        (['mixing', 'non_embedding', 'params'], True)
+    """
     D, F = cfg.hidden_size, cfg.ffn_size
     rough = 2 * cfg.vocab_size * D + cfg.num_hidden_layers * (4 * D * D + 3 * D * F)
     device = "meta" if rough > 10_000_000 else "cpu"
@@ -41,6 +56,23 @@ def describe(
     plus a first row for ``cfg`` itself when it has an explicit ``layer_schedule``. A variant the
     config cannot express (``diff`` needs even head counts) is left out. Ratios are against the
     ``global`` variant. ``as_markdown=True`` returns a markdown table instead.
+
+    Args:
+        cfg (ModelConfig): the model whose sizes every row shares.
+        seq_len (int, optional): tokens the FLOPs are counted over. Default: ``None``
+            (``cfg.max_position_embeddings``).
+        as_markdown (bool): return a markdown table instead of rows. Default: ``False``.
+
+    Returns:
+        list[dict] or str: one dict per variant (``variant``, ``schedule``, ``windows``,
+        ``params``, ``mixing_params``, FLOPs per token and ratios to ``global``), or the table.
+
+    Example::
+
+        >>> from iha.models import describe, get_preset
+        >>> rows = describe(get_preset("tiny"))
+        >>> [r["variant"] for r in rows][:3], rows[0]["attn_vs_global"]
+        (['global', 'global_local', 'talking_heads'], 1.0)
     """
     N = cfg.max_position_embeddings if seq_len is None else seq_len
     configs: list[tuple[str, ModelConfig]] = []
@@ -76,7 +108,22 @@ def describe(
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """Rows of dicts with the same keys as a markdown table (floats to 4 significant digits)."""
+    """Rows of dicts with the same keys as a markdown table (floats to 4 significant digits).
+
+    Args:
+        rows (list[dict]): the rows; the first row's keys are the columns.
+
+    Returns:
+        str: the table ('' for no rows).
+
+    Example::
+
+        >>> from iha.models import markdown_table
+        >>> print(markdown_table([{"variant": "iha", "ratio": 0.61234}]))
+        | variant | ratio |
+        |---|---|
+        | iha | 0.6123 |
+    """
     if not rows:
         return ""
     keys = list(rows[0])

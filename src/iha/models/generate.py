@@ -48,7 +48,26 @@ def sample_next(
     top_k: int = 0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Next token ids (B,) from logits (B, V): argmax when ``temperature == 0``."""
+    """Next token ids (B,) from logits (B, V): argmax when ``temperature == 0``.
+
+    Args:
+        logits (Tensor): (B, V) next-token logits.
+        temperature (float): 0 (default) = greedy; otherwise sample from
+            softmax(logits / temperature).
+        top_p (float): nucleus mass in (0, 1]; 1 (default) = all tokens.
+        top_k (int): keep the k most likely tokens; 0 (default) = all.
+        generator (torch.Generator, optional): the random source of sampling.
+
+    Returns:
+        Tensor: (B,) int64 token ids.
+
+    Example::
+
+        >>> import torch
+        >>> from iha.models import sample_next
+        >>> sample_next(torch.tensor([[0.1, 2.0, -1.0]])).tolist()
+        [1]
+    """
     logits = logits.float()
     if temperature == 0.0:
         return logits.argmax(dim=-1)
@@ -87,7 +106,11 @@ def generate(
     Args:
         model: a ``DecoderLM`` (or the HF ``IHAForCausalLM`` wrapping one).
         input_ids: (B, N) prompts, left-padded when their lengths differ.
-        attention_mask: (B, N), 1 = real token, 0 = padding; None = no padding.
+        attention_mask: (B, N), 1 / True = real token, 0 / False = padding (bool or 0/1
+            integers); None = no padding.
+        max_new_tokens: the most tokens to generate per row (default 16).
+        top_p: nucleus mass in (0, 1] (default 1: off).
+        top_k: keep the k most likely tokens; 0 (default) = off.
         temperature: 0 = greedy (argmax); otherwise sample from softmax(logits / temperature)
             restricted to the ``top_k`` most likely tokens (0 = all) and the nucleus of mass
             ``top_p`` (1 = all).
@@ -102,6 +125,16 @@ def generate(
     Returns:
         (B, new) int64 new tokens only, new <= max_new_tokens (fewer when every row stopped);
         with ``return_logits``, the pair (tokens, logits).
+
+    Example::
+
+        >>> import torch
+        >>> from iha.models import DecoderLM, generate, get_preset
+        >>> model = DecoderLM(get_preset("tiny", vocab_size=32)).eval()
+        >>> ids = torch.tensor([[0, 0, 5, 6], [1, 2, 3, 4]])
+        >>> mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])  # row 0 is left-padded
+        >>> generate(model, ids, mask, max_new_tokens=3).shape
+        torch.Size([2, 3])
     """
     lm = _unwrap(model)
     _check_args(max_new_tokens, temperature, top_p, top_k, cache_policy)

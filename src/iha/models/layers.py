@@ -32,7 +32,24 @@ from iha.validate import check_choice, check_int
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm over the last dimension (in at least float32), learned scale."""
+    """Root-mean-square norm over the last dimension (in at least float32), learned scale:
+    ``weight * x / sqrt(mean(x^2) + eps)``.
+
+    Args:
+        dim (int): size of the last dimension (and of ``weight``, initialised to ones).
+        eps (float): added to the mean square. Default: 1e-5.
+
+    Shape:
+        - Input: (..., dim). Output: the same shape and dtype.
+
+    Example::
+
+        >>> import torch
+        >>> from iha.models import RMSNorm
+        >>> y = RMSNorm(4, eps=0.0)(torch.tensor([[2.0, -2.0, 2.0, -2.0]]))
+        >>> y.tolist()
+        [[1.0, -1.0, 1.0, -1.0]]
+    """
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -40,6 +57,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x``.
+
+        Args:
+            x (Tensor): (..., dim).
+
+        Returns:
+            Tensor: like ``x``.
+        """
         xw = x.to(torch.promote_types(x.dtype, torch.float32))
         xw = xw * torch.rsqrt(xw.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * xw.to(x.dtype)
@@ -199,7 +224,28 @@ class MultiHeadAttention(_Attention):
     """Causal GQA multi-head attention with RoPE; ``window`` (tokens) makes it local.
 
     Projections ``q_proj`` (D -> H d), ``k_proj``/``v_proj`` (D -> G d), ``o_proj`` (H d -> D).
-    ``backend`` picks the ``iha.functional`` attention backend ("auto", "sdpa", ...).
+
+    Args:
+        d_model (int): model width D.
+        n_heads (int): query heads H (D must be divisible by H; d = D / H, even for RoPE).
+        n_kv_heads (int, optional): key/value heads G, dividing H. Default: ``None`` (G = H).
+        window (int, optional): sliding window in tokens (a query sees itself and the
+            ``window - 1`` tokens before it). Default: ``None`` (global).
+        rope_theta (float): RoPE base, token positions. Default: 10000.0.
+        backend (str): the ``iha.functional`` attention backend (``"auto"``, ``"sdpa"``,
+            ``"blocked"``, ``"band"``, ``"flex"``, ``"reference"``). Default: ``"auto"``.
+        rope_scaling (dict, optional): ``transformers``-style RoPE scaling rule
+            (``iha.rope``). Default: ``None``.
+
+    Shape:
+        - Input: (B, N, D). Output: (B, N, D).
+
+    Example::
+
+        >>> import torch
+        >>> from iha.models import MultiHeadAttention
+        >>> MultiHeadAttention(32, 4, n_kv_heads=2, window=3)(torch.randn(2, 5, 32)).shape
+        torch.Size([2, 5, 32])
     """
 
     def __init__(
@@ -225,6 +271,28 @@ class MultiHeadAttention(_Attention):
         attention_mask: torch.Tensor | None = None,  # (B, N) or (B, offset+N) bool, True = real
         cache: KVCache | None = None,
     ) -> torch.Tensor:
+        """Causal attention of the N new tokens over the cache and themselves.
+
+        Args:
+            x (Tensor): (B, N, D) input.
+            attention_mask (Tensor, optional): Hugging Face's padding mask, 1 / ``True`` = real
+                token, 0 / ``False`` = padding (bool or 0/1 integers), (B, N) or
+                (B, offset + N). Default: ``None``.
+            cache (KVCache, optional): from :meth:`make_cache`; the call processes the N tokens
+                after those it holds and appends them. Default: ``None``.
+
+        Returns:
+            Tensor: (B, N, D).
+
+        Example::
+
+            >>> import torch
+            >>> from iha.models import MultiHeadAttention
+            >>> layer = MultiHeadAttention(32, 4)
+            >>> mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+            >>> layer(torch.randn(2, 5, 32), attention_mask=mask).shape
+            torch.Size([2, 5, 32])
+        """
         B, N, _ = x.shape
         H, G, d = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v, kpm, offset = self._project(x, attention_mask, cache, H, G, G, d)
@@ -253,6 +321,24 @@ class TalkingHeadsAttention(_Attention):
     Both H x H maps start as the identity (the layer starts as MHA) and are tagged
     ``_iha_mixing`` so that ``iha.param_groups`` keeps them free of weight decay. The attention
     matrix is explicit: (B, H, N, N) memory.
+
+    Args:
+        d_model (int): model width D.
+        n_heads (int): query heads H (D must be divisible by H; d = D / H, even for RoPE).
+        n_kv_heads (int, optional): key/value heads G, dividing H. Default: ``None`` (G = H).
+        rope_theta (float): RoPE base, token positions. Default: 10000.0.
+        rope_scaling (dict, optional): ``transformers``-style RoPE scaling rule. Default:
+            ``None``.
+
+    Shape:
+        - Input: (B, N, D). Output: (B, N, D).
+
+    Example::
+
+        >>> import torch
+        >>> from iha.models import TalkingHeadsAttention
+        >>> TalkingHeadsAttention(32, 4)(torch.randn(2, 5, 32)).shape
+        torch.Size([2, 5, 32])
     """
 
     def __init__(
@@ -283,6 +369,28 @@ class TalkingHeadsAttention(_Attention):
         attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
+        """Causal attention of the N new tokens over the cache and themselves.
+
+        Args:
+            x (Tensor): (B, N, D) input.
+            attention_mask (Tensor, optional): Hugging Face's padding mask, 1 / ``True`` = real
+                token, 0 / ``False`` = padding (bool or 0/1 integers), (B, N) or
+                (B, offset + N). Default: ``None``.
+            cache (KVCache, optional): from :meth:`make_cache`; the call processes the N tokens
+                after those it holds and appends them. Default: ``None``.
+
+        Returns:
+            Tensor: (B, N, D).
+
+        Example::
+
+            >>> import torch
+            >>> from iha.models import TalkingHeadsAttention
+            >>> layer = TalkingHeadsAttention(32, 4)
+            >>> mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+            >>> layer(torch.randn(2, 5, 32), attention_mask=mask).shape
+            torch.Size([2, 5, 32])
+        """
         B, N, _ = x.shape
         H, G, d = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v, kpm, offset = self._project(x, attention_mask, cache, H, G, G, d)
@@ -314,6 +422,28 @@ class DiffAttention(_Attention):
     ``head_i = (1 - lambda_init) * RMSNorm(out_i)`` (one 2d-wide norm shared by the heads),
     concatenated and projected by ``o_proj``. The lambda vectors (size d) start at
     N(0, 0.1^2) and are tagged ``_iha_mixing``.
+
+    Args:
+        d_model (int): model width D.
+        n_heads (int): query heads H, even (H/2 differential heads).
+        n_kv_heads (int, optional): key/value heads G, even, dividing H. Default: ``None``.
+        rope_theta (float): RoPE base, token positions. Default: 10000.0.
+        layer_index (int): 1-based depth l of the layer, for
+            ``lambda_init = 0.8 - 0.6 exp(-0.3 (l - 1))``. Default: 1.
+        eps (float): epsilon of the shared head norm. Default: 1e-5.
+        backend (str): the ``iha.functional`` attention backend. Default: ``"auto"``.
+        rope_scaling (dict, optional): ``transformers``-style RoPE scaling rule. Default:
+            ``None``.
+
+    Shape:
+        - Input: (B, N, D). Output: (B, N, D).
+
+    Example::
+
+        >>> import torch
+        >>> from iha.models import DiffAttention
+        >>> DiffAttention(32, 4, layer_index=2)(torch.randn(2, 5, 32)).shape
+        torch.Size([2, 5, 32])
     """
 
     def __init__(
@@ -375,6 +505,28 @@ class DiffAttention(_Attention):
         attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
+        """Causal attention of the N new tokens over the cache and themselves.
+
+        Args:
+            x (Tensor): (B, N, D) input.
+            attention_mask (Tensor, optional): Hugging Face's padding mask, 1 / ``True`` = real
+                token, 0 / ``False`` = padding (bool or 0/1 integers), (B, N) or
+                (B, offset + N). Default: ``None``.
+            cache (KVCache, optional): from :meth:`make_cache`; the call processes the N tokens
+                after those it holds and appends them. Default: ``None``.
+
+        Returns:
+            Tensor: (B, N, D).
+
+        Example::
+
+            >>> import torch
+            >>> from iha.models import DiffAttention
+            >>> layer = DiffAttention(32, 4)
+            >>> mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+            >>> layer(torch.randn(2, 5, 32), attention_mask=mask).shape
+            torch.Size([2, 5, 32])
+        """
         B, N, _ = x.shape
         Hd, Gd, d = self.n_heads // 2, self.n_kv_heads // 2, self.head_dim
         # query head 2i + c is component c of differential head i; values (B, Gd, L, 2d)

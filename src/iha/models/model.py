@@ -77,7 +77,23 @@ def build_attention(cfg: ModelConfig, kind: str, layer_index: int) -> nn.Module:
 
 
 class DecoderLayer(nn.Module):
-    """One pre-norm block: attention then the MLP (SwiGLU or GELU), each with a residual."""
+    """One pre-norm block: attention then the MLP (SwiGLU or GELU), each with a residual:
+    ``h = h + attn(norm(h)); h = h + mlp(norm(h))``.
+
+    Args:
+        cfg (ModelConfig): sizes, RoPE, norms, MLP type and the IHA options.
+        kind (str): the layer kind, one of ``iha.models.LAYER_KINDS`` (``"global"``,
+            ``"local"``, ``"talking_heads"``, ``"diff"``, ``"iha_local"``, ``"iha_global"``).
+        layer_index (int): 0-based depth (the diff layer's lambda_init depends on it).
+
+    Example::
+
+        >>> import torch
+        >>> from iha.models import DecoderLayer, get_preset
+        >>> block = DecoderLayer(get_preset("tiny", attention_variant="iha"), "iha_local", 0)
+        >>> block(torch.randn(2, 5, block.self_attn.d_model)).shape[:2]
+        torch.Size([2, 5])
+    """
 
     def __init__(self, cfg: ModelConfig, kind: str, layer_index: int) -> None:
         super().__init__()
@@ -94,6 +110,16 @@ class DecoderLayer(nn.Module):
         attention_mask: torch.Tensor | None = None,  # (B, N) bool, True = real
         cache: KVCache | None = None,
     ) -> torch.Tensor:
+        """The block on hidden states ``h``.
+
+        Args:
+            h (Tensor): (B, N, D) hidden states.
+            attention_mask (Tensor, optional): (B, N) padding mask, 1 / True = real token.
+            cache (KVCache, optional): this layer's cache (see ``DecoderLM.make_cache``).
+
+        Returns:
+            Tensor: (B, N, D).
+        """
         a = self.self_attn(self.input_layernorm(h), attention_mask=attention_mask, cache=cache)
         h = h + a
         return h + self.mlp(self.post_attention_layernorm(h))
@@ -104,7 +130,24 @@ class ModelCache:
 
     IHA layers follow ``policy`` ("raw": unmixed keys/values, 1/P of the memory of "pseudo";
     "pseudo": mixed, rotated pseudo keys/values); MHA-family layers store rotated keys.
-    Sliding-window layers keep only their last ``window`` tokens.
+    Sliding-window layers keep only their last ``window`` tokens. Made by
+    :meth:`DecoderLM.make_cache`.
+
+    Args:
+        layers (list[KVCache]): one cache per layer, in order.
+        batch_size (int): rows B of the batch it serves.
+        policy (str): ``"raw"`` or ``"pseudo"`` (what the IHA layers store).
+
+    Example::
+
+        >>> import torch
+        >>> from iha.models import DecoderLM, get_preset
+        >>> model = DecoderLM(get_preset("tiny", vocab_size=32)).eval()
+        >>> cache = model.make_cache(batch_size=1, policy="raw")
+        >>> _ = model(torch.tensor([[1, 2, 3]]), cache=cache)
+        >>> _ = model(torch.tensor([[4]]), cache=cache)
+        >>> cache.offset, len(cache) == model.config.num_hidden_layers
+        (4, True)
     """
 
     def __init__(self, layers: list[KVCache], batch_size: int, policy: str) -> None:
@@ -137,16 +180,25 @@ class ModelCache:
 class DecoderLM(nn.Module):
     """Decoder-only LM. ``forward(input_ids (B, N), attention_mask=None, cache=None) -> (B, N, V)``.
 
-    Args of forward:
-        input_ids: (B, N) int64 token ids (or pass ``inputs_embeds`` (B, N, D) instead).
-        attention_mask: (B, N) or (B, offset + N), 1/True = real token, 0 = padding (left
-            padding for batched generation). Padded tokens are never attended to.
-        cache: a :class:`ModelCache` from :meth:`make_cache`; the call then processes the next
-            N tokens after those already in the cache and appends them.
+    Llama layout (``embed_tokens``, ``layers[i].self_attn`` / ``mlp``, ``norm``, ``lm_head``);
+    the attention of each layer follows ``config`` (``attention_variant`` or
+    ``layer_schedule``).
+
+    Args:
+        config (ModelConfig): the model (see :class:`ModelConfig`).
 
     ``gradient_checkpointing = True`` (or :meth:`gradient_checkpointing_enable`) recomputes each
     layer's activations in the backward pass instead of storing them (training without a cache
     only): the same gradients for about one more forward pass of compute.
+
+    Example::
+
+        >>> import torch
+        >>> from iha.models import DecoderLM, get_preset
+        >>> model = DecoderLM(get_preset("tiny", attention_variant="iha", vocab_size=32))
+        >>> ids = torch.randint(0, 32, (2, 8))
+        >>> model(ids).shape
+        torch.Size([2, 8, 32])
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -197,6 +249,22 @@ class DecoderLM(nn.Module):
         cache: ModelCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Next-token logits of every position.
+
+        Args:
+            input_ids (Tensor, optional): (B, N) int64 token ids below ``vocab_size``.
+            attention_mask (Tensor, optional): Hugging Face's padding mask, 1 / ``True`` =
+                real token, 0 / ``False`` = padding (left padding for batched generation);
+                bool or 0/1 integers (floats and other values raise ``ValueError``); (B, N) or
+                (B, offset + N). Padded tokens are never attended to. Default: ``None``.
+            cache (ModelCache, optional): from :meth:`make_cache`; the call then processes the
+                next N tokens after those already in the cache and appends them.
+            inputs_embeds (Tensor, optional): (B, N, D) embeddings instead of ``input_ids``
+                (pass exactly one of the two).
+
+        Returns:
+            Tensor: (B, N, vocab_size) logits.
+        """
         h = self.hidden_states(input_ids, attention_mask, cache, inputs_embeds)
         return self.lm_head(h)
 

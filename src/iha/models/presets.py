@@ -100,7 +100,17 @@ _ASSUMPTIONS: dict[str, tuple[str, ...]] = {
 
 
 def list_presets() -> list[str]:
-    """Names accepted by :func:`get_preset` (deprecated aliases included)."""
+    """Names accepted by :func:`get_preset` (deprecated aliases included).
+
+    Returns:
+        list[str]: the preset names.
+
+    Example::
+
+        >>> from iha.models import list_presets
+        >>> "tiny" in list_presets()
+        True
+    """
     return list(_PRESETS) + list(PRESET_ALIASES)
 
 
@@ -110,14 +120,42 @@ def resolve_preset_name(name: str) -> str:
 
 
 def preset_assumptions(name: str) -> tuple[str, ...]:
-    """What a preset assumes beyond its source (empty for the small CPU presets)."""
+    """What a preset assumes beyond its source (empty for the small CPU presets).
+
+    Args:
+        name (str): a name of :func:`list_presets`.
+
+    Returns:
+        tuple[str, ...]: one sentence per assumption.
+
+    Example::
+
+        >>> from iha.models import preset_assumptions
+        >>> preset_assumptions("tiny")
+        ()
+    """
     if resolve_preset_name(name) not in _PRESETS:
         raise ValueError(f"preset={name!r} is not known; expected one of {list_presets()}")
     return _ASSUMPTIONS.get(resolve_preset_name(name), ())
 
 
 def get_preset(name: str, **overrides: Any) -> ModelConfig:
-    """The named config, with ``overrides`` applied (e.g. ``attention_variant="iha"``)."""
+    """The named config, with ``overrides`` applied (e.g. ``attention_variant="iha"``).
+
+    Args:
+        name (str): a name of :func:`list_presets`.
+        **overrides: ``ModelConfig`` fields to change.
+
+    Returns:
+        ModelConfig: the config (validated).
+
+    Example::
+
+        >>> from iha.models import get_preset
+        >>> cfg = get_preset("tiny", attention_variant="iha", num_hidden_layers=5)
+        >>> cfg.attention_variant, "".join(k[0] for k in cfg.layer_kinds())
+        ('iha', 'iiiig')
+    """
     key = resolve_preset_name(name)
     if key not in _PRESETS:
         raise ValueError(f"preset={name!r} is not known; expected one of {list_presets()}")
