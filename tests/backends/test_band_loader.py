@@ -163,17 +163,36 @@ def test_killed_builders_leave_no_lock_and_the_next_process_runs_attention(tmp_p
     assert not (build_dir / "lock").exists()  # torch's own lock is never taken here
 
 
+def test_what_a_killed_process_left_in_the_cache_does_not_hold_up_the_next(tmp_path, real_library):
+    """A fresh ``lock`` file (``torch.utils.cpp_extension``'s, which a process killed while
+    loading the kernel leaves behind) and a killed builder's folder next to a built library:
+    the next process runs attention at once, without waiting."""
+    ext = tmp_path / "ext"
+    build_dir = _build_dir(ext)
+    build_dir.mkdir(parents=True)
+    lib = build_dir / real_library.name
+    lib.write_bytes(real_library.read_bytes())
+    digest = real_library.with_name(real_library.name + ".sha256")
+    (build_dir / digest.name).write_bytes(digest.read_bytes())
+    (build_dir / "lock").touch()
+    (build_dir / ".build-killed").mkdir()
+    start = time.monotonic()
+    out, err = _finish(_start(ext, "-"), timeout=60)
+    assert time.monotonic() - start < 60
+    assert "kernel True" in out and band.BUILD_MESSAGE not in err, (out, err)
+
+
 def test_a_build_prints_one_line_and_a_damaged_library_is_rebuilt(tmp_path, real_library):
     ext = tmp_path / "ext"
     build_dir = _build_dir(ext)
     build_dir.mkdir(parents=True)
     (build_dir / real_library.name).write_bytes(real_library.read_bytes()[:1000])  # cut short
+    digest = real_library.with_name(real_library.name + ".sha256")  # the whole library's
+    (build_dir / digest.name).write_bytes(digest.read_bytes())
     out, err = _finish(_start(ext, real_library, piece_delay=0.0), timeout=60)
     assert "kernel True" in out, (out, err)
     assert err.count(band.BUILD_MESSAGE) == 1, err
     assert (build_dir / real_library.name).read_bytes() == real_library.read_bytes()
-    out, err = _finish(_start(ext, real_library, piece_delay=0.0), timeout=60)  # built: quiet
-    assert "kernel True" in out and band.BUILD_MESSAGE not in err, (out, err)
 
 
 def _hold_lock(ext: Path) -> int:
