@@ -261,3 +261,43 @@ def test_killed_real_compiles_leave_nothing_that_blocks_the_next_build(tmp_path)
         child.wait()
     out, err = _finish(_start(ext, "-"), timeout=600)
     assert "kernel True" in out and "waiting" not in err, (out, err)
+
+
+def test_in_process_the_wait_is_bounded_and_a_signal_reaches_the_handler_then_ends_it(
+    tmp_path, monkeypatch, capsys
+):
+    """The same checks without child processes: a second open file description of the lock
+    conflicts with the first one even within one process."""
+    import threading
+
+    fd = _hold_lock(tmp_path / "ext")
+    build_dir = _build_dir(tmp_path / "ext")
+    try:
+        monkeypatch.setenv("IHA_KERNEL_BUILD_WAIT", "1.5")
+        start = time.monotonic()
+        with pytest.raises(band.KernelBuildError, match="gave up after 2 s"):
+            with band._build_lock(build_dir):
+                pass
+        assert 1.5 <= time.monotonic() - start < 10
+        assert f"waiting for process {os.getpid()}" in capsys.readouterr().err
+        monkeypatch.setenv("IHA_KERNEL_BUILD_WAIT", "60")
+        got = []
+
+        def flag(signum, frame):
+            got.append(signum)
+
+        previous = signal.signal(signal.SIGTERM, flag)
+        try:
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            start = time.monotonic()
+            with pytest.raises(band.KernelBuildError, match="interrupted by signal"):
+                with band._build_lock(build_dir):
+                    pass
+            assert time.monotonic() - start < 10 and got == [signal.SIGTERM]
+            assert signal.getsignal(signal.SIGTERM) is flag  # the handler is back
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    finally:
+        os.close(fd)
+    with band._build_lock(build_dir):  # released: taken at once
+        assert (build_dir / "build.lock").read_text() == str(os.getpid())

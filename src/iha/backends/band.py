@@ -26,7 +26,6 @@ float64 CPU tensors without dropout; everything else also goes to ``"blocked"``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import platform
@@ -43,6 +42,11 @@ import torch
 
 from iha.backends.blocked import attend_blocked
 from iha.masks import MaskSpec, expand_key_padding
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: the kernel is not built there ("blocked" runs)
+    fcntl = None
 
 SOURCE = Path(__file__).with_name("csrc") / "band_attention.cpp"
 MODES = {"flat": 0, "token": 1, "none": 2}
@@ -142,7 +146,8 @@ class _SignalWatch:
 
     def __exit__(self, *exc) -> None:
         for s, h in self._old.items():
-            signal.signal(s, h)
+            if signal.getsignal(s) == self._handle:  # else the chained handler replaced it
+                signal.signal(s, h)
         self._old.clear()
 
 
@@ -155,6 +160,8 @@ def _build_lock(build_dir: Path):
     ``$IHA_KERNEL_BUILD_WAIT`` seconds (default ``BUILD_WAIT_SECONDS``) or when it receives
     SIGINT/SIGTERM (after the handler installed for that signal ran).
     """
+    if fcntl is None:
+        raise KernelBuildError("no fcntl on this platform to serialise builds")
     path = build_dir / "build.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
