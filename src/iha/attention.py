@@ -149,6 +149,7 @@ class InterleavedHeadAttention(nn.Module):
         init_noise: float = 0.02,
         rope_scaling: dict | None = None,
     ) -> None:
+        """See the class docstring for the arguments."""
         super().__init__()
         check_int("d_model", d_model)
         check_int("n_heads", n_heads)

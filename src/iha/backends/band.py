@@ -132,7 +132,8 @@ class _SignalWatch:
     def __enter__(self) -> _SignalWatch:
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
-                self._old[s] = signal.signal(s, self._handle)
+                if signal.getsignal(s) is not None:  # None: set outside Python, left alone
+                    self._old[s] = signal.signal(s, self._handle)
         return self
 
     def _handle(self, signum: int, frame) -> None:

@@ -55,6 +55,7 @@ class IHACacheLayer(CacheLayerMixin):
     supports_early_init = False
 
     def __init__(self, model_cache: ModelCache, index: int) -> None:
+        """See the class docstring for the arguments."""
         super().__init__()
         self.model_cache, self.index = model_cache, index
         self.is_sliding = self.kv.max_tokens is not None
@@ -115,6 +116,7 @@ class IHACache(Cache):
     """
 
     def __init__(self, model_cache: ModelCache) -> None:
+        """See the class docstring for the arguments."""
         super().__init__(layers=[IHACacheLayer(model_cache, i) for i in range(len(model_cache))])
         self.model_cache = model_cache
 
@@ -184,6 +186,7 @@ class IHAForCausalLM(IHAPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"model.lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: IHAConfig) -> None:
+        """See the class docstring for the arguments."""
         super().__init__(config)
         self.model = DecoderLM(config.to_model_config())
         self.post_init()

@@ -52,6 +52,7 @@ class RMSNorm(nn.Module):
     """
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        """See the class docstring for the arguments."""
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
@@ -74,6 +75,7 @@ class SwiGLU(nn.Module):
     """down(silu(gate(x)) * up(x))."""
 
     def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        """See the class docstring for the arguments."""
         super().__init__()
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
@@ -87,6 +89,7 @@ class GELUMLP(nn.Module):
     """down(gelu(up(x))): the plain two-matrix MLP (GPT-2, the original Transformer's FFN)."""
 
     def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        """See the class docstring for the arguments."""
         super().__init__()
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
@@ -159,6 +162,7 @@ class _Attention(nn.Module):
         backend: str = "auto",
         rope_scaling: dict | None = None,
     ) -> None:
+        """See the class docstring for the arguments."""
         super().__init__()
         check_int("d_model", d_model)
         check_int("n_heads", n_heads)
@@ -258,6 +262,7 @@ class MultiHeadAttention(_Attention):
         backend: str = "auto",
         rope_scaling: dict | None = None,
     ) -> None:
+        """See the class docstring for the arguments."""
         super().__init__(
             d_model, n_heads, n_kv_heads, rope_theta, window, backend, rope_scaling
         )
@@ -349,6 +354,7 @@ class TalkingHeadsAttention(_Attention):
         rope_theta: float = 10000.0,
         rope_scaling: dict | None = None,
     ) -> None:
+        """See the class docstring for the arguments."""
         super().__init__(
             d_model, n_heads, n_kv_heads, rope_theta, None, rope_scaling=rope_scaling
         )
@@ -457,6 +463,7 @@ class DiffAttention(_Attention):
         backend: str = "auto",
         rope_scaling: dict | None = None,
     ) -> None:
+        """See the class docstring for the arguments."""
         super().__init__(
             d_model, n_heads, n_kv_heads, rope_theta, None, backend, rope_scaling
         )

@@ -96,6 +96,7 @@ class DecoderLayer(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, kind: str, layer_index: int) -> None:
+        """See the class docstring for the arguments."""
         super().__init__()
         self.kind = kind
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
@@ -151,6 +152,7 @@ class ModelCache:
     """
 
     def __init__(self, layers: list[KVCache], batch_size: int, policy: str) -> None:
+        """See the class docstring for the arguments."""
         self.layers = layers
         self.batch_size = batch_size
         self.policy = policy
@@ -202,6 +204,7 @@ class DecoderLM(nn.Module):
     """
 
     def __init__(self, config: ModelConfig) -> None:
+        """See the class docstring for the arguments."""
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise ValueError(
