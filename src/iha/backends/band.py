@@ -73,11 +73,16 @@ def _cpu_signature() -> str:
     return platform.processor() or platform.machine()
 
 
+BUILD_LAYOUT = "private build folder, renamed into place with a sha256 record"
+
+
 def _build_name() -> str:
     # The torch installation is part of the key: every environment builds into its own folder
     # (its include paths differ, and environments sharing one folder would rebuild in turn).
+    # So is the folder layout (BUILD_LAYOUT): a loader that built in place with
+    # torch.utils.cpp_extension's own lock never shares a folder with this one.
     key = "\n".join([SOURCE.read_text(), torch.__version__, str(Path(torch.__file__).parent),
-                     _cpu_signature(), platform.python_version()])
+                     _cpu_signature(), platform.python_version(), BUILD_LAYOUT])
     return "iha_band_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
