@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import shlex
 import subprocess
 import sys
 
@@ -81,3 +83,117 @@ def test_the_reproductions_print_their_outcome_one_bullet_per_experiment(capsys)
     assert capsys.readouterr().out == (
         "\nOutcome:\n- IHA beats MHA on x\n- IHA does NOT beat MHA on y\n"
     )
+
+
+# -- one grammar: help on every option, examples that parse, the same names for the same things
+
+POSITIONAL_NAMES = {"MODEL", "RUN", "CONFIG", "SRC", "DST", "BENCHMARK", "SUITE"}
+
+
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """``iha`` itself and each subcommand's parser with its options added."""
+    parsers = {"iha": cli.build_parser()}
+    for name in cli.SUBCOMMANDS:
+        if name in cli.PASSTHROUGH:  # its options are another tool's
+            continue
+        parser = cli.build_parser(only=name)
+        (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parsers[name] = sub.choices[name]
+    return parsers
+
+
+def test_every_option_of_every_command_has_help_that_states_its_default():
+    missing, no_default = [], []
+    for name, parser in command_parsers().items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            label = f"iha {name} {'/'.join(action.option_strings) or action.dest}"
+            if not (action.help or "").strip():
+                missing.append(label)
+                continue
+            takes_value = action.option_strings and action.nargs != 0
+            repeatable = isinstance(action, argparse._AppendAction)  # default: none given
+            if takes_value and not action.required and not repeatable:
+                shown = formatter._expand_help(action)
+                if "default" not in shown.lower():
+                    no_default.append(f"{label}: {shown!r}")
+    assert not missing, f"options without help: {missing}"
+    assert not no_default, f"options whose help does not state the default: {no_default}"
+
+
+def test_positional_arguments_follow_one_naming_scheme():
+    for name, parser in command_parsers().items():
+        for action in parser._actions:
+            if action.option_strings or isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.metavar in POSITIONAL_NAMES, (name, action.dest, action.metavar)
+
+
+def example_lines(epilog: str) -> list[list[str]]:
+    """The ``iha ...`` commands of an epilog's examples, as argument lists after ``iha``."""
+    found, lines = [], epilog.split("examples:\n", 1)[-1].split("\n\n", 1)[0]
+    for line in lines.splitlines():
+        words = shlex.split(line, comments=True)
+        if "iha" in words and (words[0] == "iha" or words[words.index("iha") - 1] == "-m"):
+            found.append(words[words.index("iha") + 1 :])
+    return found
+
+
+def test_every_command_has_examples_that_parse_and_its_exit_codes():
+    for name, parser in command_parsers().items():
+        epilog = parser.epilog or ""
+        assert "examples:" in epilog and "exit codes:" in epilog, name
+        examples = example_lines(epilog)
+        if name != "iha":
+            assert examples and all(words[0] == name for words in examples), (name, examples)
+        for words in examples:
+            if words[0] in cli.PASSTHROUGH:
+                continue
+            try:
+                args = cli.build_parser(only=words[0]).parse_args(words)
+            except SystemExit:
+                pytest.fail(f"the example 'iha {shlex.join(words)}' of 'iha {name} --help' "
+                            "does not parse")  # fmt: skip
+            assert args.command == words[0]
+
+
+def test_help_output_shows_examples_defaults_and_the_scheme(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["generate", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "MODEL" in out and "examples:" in out and "exit codes:" in out
+    assert "tokens sampled per prompt (default: 64)" in " ".join(out.split())
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "CONFIG" in out and "iha COMMAND --help" in out
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"iha {version('iha')}\n"
+
+
+def test_help_formatter_appends_a_default_only_where_one_is_worth_showing():
+    from iha.cli._common import HelpFormatter
+
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    parser.add_argument("--n", type=int, default=3, help="count")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 10], help="k values")
+    parser.add_argument("--pct", default="5%", help="share")
+    parser.add_argument("--said", default=7, help="seven (default 7)")
+    parser.add_argument("--none", help="nothing given")
+    parser.add_argument("--zero", type=int, default=0, help="zero")
+    parser.add_argument("--flag", action="store_true", help="a switch")
+    text = " ".join(parser.format_help().split())
+    for expected in ("count (default: 3)", "k values (default: 1 10)", "share (default: 5%)",
+                     "seven (default 7) ", "nothing given ", "zero (default: 0)", "a switch"):
+        assert expected in text + " ", expected  # fmt: skip
+    assert text.count("default") == 5  # not after --none or --flag, once after --said
