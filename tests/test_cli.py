@@ -7,8 +7,10 @@ import importlib
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from iha import cli
 
@@ -197,3 +199,41 @@ def test_help_formatter_appends_a_default_only_where_one_is_worth_showing():
                      "seven (default 7) ", "nothing given ", "zero (default: 0)", "a switch"):
         assert expected in text + " ", expected  # fmt: skip
     assert text.count("default") == 5  # not after --none or --flag, once after --said
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "train"))
+    from iha_train_stub import tiny_config, write_corpus
+
+    from iha.train import train
+
+    root = tmp_path_factory.mktemp("generate")
+    train(tiny_config(root / "run", write_corpus(root / "corpus.txt"), train={"max_steps": 2}))
+    return root / "run"
+
+
+def test_each_prompt_is_sampled_with_its_own_seed_under_its_own_header(tiny_run, capsys):
+    from iha.models import generate
+    from iha.tokenizers import ByteTokenizer
+    from iha.train.trainer import load_trained_model
+
+    prompts = ["the cat", "the cat", "a dog"]  # the same prompt twice: two different draws
+    argv = ["generate", str(tiny_run), "--max-new-tokens", "12", "--temperature", "1"]
+    assert cli.main([*argv, "--seed", "5", *(x for p in prompts for x in ("--prompt", p))]) == 0
+    out = capsys.readouterr().out
+
+    model, _, _ = load_trained_model(tiny_run)  # the reference: the library's sampler, seed 5 + i
+    tok = ByteTokenizer()
+    texts = []
+    for i, prompt in enumerate(prompts):
+        new = generate(model, torch.tensor([tok.encode(prompt)]), max_new_tokens=12,
+                       temperature=1.0, stop_token_ids=[tok.eos_token_id], seed=5 + i)  # fmt: skip
+        text = prompt + tok.decode(new[0].tolist())
+        texts.append(f"### prompt {i + 1}/3 (seed {5 + i})\n{text}\n")
+    assert out == "\n".join(texts)
+    assert texts[0].split("\n", 1)[1] != texts[1].split("\n", 1)[1]  # same prompt, other seed
+
+    # one prompt: no header, and the output of prompt i alone with --seed 5 + i is the same
+    assert cli.main([*argv, "--seed", "7", "--prompt", "a dog"]) == 0
+    assert capsys.readouterr().out == texts[2].split("\n", 1)[1]
