@@ -237,3 +237,46 @@ def test_each_prompt_is_sampled_with_its_own_seed_under_its_own_header(tiny_run,
     # one prompt: no header, and the output of prompt i alone with --seed 5 + i is the same
     assert cli.main([*argv, "--seed", "7", "--prompt", "a dog"]) == 0
     assert capsys.readouterr().out == texts[2].split("\n", 1)[1]
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_describe_accepts_every_name_it_advertises(capsys):
+    # --list (current model presets) and the presets of configs/ that the help names
+    assert cli.main(["describe", "--list"]) == 0
+    listed = capsys.readouterr().out.split()
+    from iha.models.presets import PRESET_ALIASES
+
+    assert listed and not set(listed) & set(PRESET_ALIASES)  # no deprecated name offered
+    for name in [*listed, *sorted(p.stem for p in CONFIGS.glob("*.toml"))]:
+        assert cli.main(["describe", name, "--json"]) == 0, name
+        assert capsys.readouterr().err == "", name  # no deprecation note, no error
+
+
+def test_describe_of_a_config_name_reads_that_config(capsys):
+    # configs/paper-2.4b.toml (the 2.4B recipe), not the deprecated model preset of that name
+    assert cli.main(["describe", "paper-2.4b"]) == 0
+    by_name = capsys.readouterr()
+    assert cli.main(["describe", str(CONFIGS / "paper-2.4b.toml")]) == 0
+    assert by_name.out == capsys.readouterr().out and "deprecated" not in by_name.err
+    assert "our reading of the paper's 2.4B model" in by_name.out  # its preset's assumptions
+
+
+def test_describe_without_that_config_reads_the_deprecated_alias_as_both_readings(
+    monkeypatch, capsys
+):
+    import iha.train.config
+
+    def no_config(name):
+        raise iha.train.config.ConfigError(f"no config {name!r}")
+
+    monkeypatch.setattr(iha.train.config, "find_config", no_config)  # as outside the repository
+    assert cli.main(["describe", "paper-2.4b-swiglu", "paper-2.4b-mlp"]) == 0
+    both = capsys.readouterr().out
+    assert cli.main(["describe", "paper-2.4b"]) == 0
+    alias = capsys.readouterr()
+    assert alias.out == both and "deprecated" in alias.err
+    assert cli.main(["describe", "no-such-model"]) == 2
+    err = capsys.readouterr().err
+    assert "'no-such-model'" in err and "tiny" in err  # names what is accepted
