@@ -190,3 +190,15 @@ def test_brace_expansion_follows_the_shell():
     assert expand_braces("x{,y}") == ["x", "xy"]
     for literal in ("a{b}c", "a{", "a}b", "plain/*.txt"):  # no comma, no pair: as written
         assert expand_braces(literal) == [literal]
+
+
+def test_the_cpu_text_preset_reads_the_txt_and_md_files_of_data(tmp_path, monkeypatch):
+    from iha.train.config import find_config, load_config
+
+    cfg = load_config(find_config("cpu-text")).data
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for name in ("notes.md", "book.txt", "table.csv"):
+        (tmp_path / "data" / name).write_text(f"{name}\n")
+    source = LocalFiles(cfg.path, cfg.source, TOK, cfg)
+    assert [f.name for f in source.files] == ["book.txt", "notes.md"]
