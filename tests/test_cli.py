@@ -280,3 +280,17 @@ def test_describe_without_that_config_reads_the_deprecated_alias_as_both_reading
     assert cli.main(["describe", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert "'no-such-model'" in err and "tiny" in err  # names what is accepted
+
+
+def test_every_iha_command_of_the_readme_parses():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("\n", 1)[1] for b in readme.split("```bash")[1:]]
+    commands = [w for block in blocks for w in example_lines(block.split("```")[0])]
+    assert len(commands) >= 15
+    for words in commands:
+        if words[0] in cli.PASSTHROUGH:
+            continue
+        try:
+            cli.build_parser(only=words[0]).parse_args(words)
+        except SystemExit:
+            pytest.fail(f"README: 'iha {shlex.join(words)}' does not parse")
