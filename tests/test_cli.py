@@ -254,13 +254,26 @@ def test_describe_accepts_every_name_it_advertises(capsys):
         assert capsys.readouterr().err == "", name  # no deprecation note, no error
 
 
-def test_describe_of_a_config_name_reads_that_config(capsys):
+def test_describe_of_a_config_name_reads_that_config(tmp_path, monkeypatch, capsys):
     # configs/paper-2.4b.toml (the 2.4B recipe), not the deprecated model preset of that name
     assert cli.main(["describe", "paper-2.4b"]) == 0
     by_name = capsys.readouterr()
     assert cli.main(["describe", str(CONFIGS / "paper-2.4b.toml")]) == 0
     assert by_name.out == capsys.readouterr().out and "deprecated" not in by_name.err
     assert "our reading of the paper's 2.4B model" in by_name.out  # its preset's assumptions
+    # a config of that name whose model differs from the alias's (./configs comes first)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "paper-2.4b.toml").write_text(
+        '[model]\npreset = "paper-2.4b-swiglu"\nnum_pseudo_heads = 4\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["describe", "paper-2.4b", "--json"]) == 0
+    mine = capsys.readouterr().out
+    assert cli.main(["describe", "paper-2.4b-swiglu", "--set", "model.num_pseudo_heads=4",
+                     "--json"]) == 0  # fmt: skip
+    assert mine == capsys.readouterr().out
+    assert cli.main(["describe", "paper-2.4b-swiglu", "--json"]) == 0
+    assert mine != capsys.readouterr().out
 
 
 def test_describe_without_that_config_reads_the_deprecated_alias_as_both_readings(
