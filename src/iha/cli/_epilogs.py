@@ -57,14 +57,14 @@ loss (last good checkpoint kept), 128+N stopped by signal N after saving a check
 With --resume, changed optimizer/schedule keys apply from the saved step (see docs/training.md).
 """,
     "generate": """\
-Each --prompt is sampled with its own seed, SEED + i for the i-th prompt (from 0), so a prompt's
-continuation is the same alone or among others when it keeps its place. With several prompts,
-each output starts with a '### prompt i/n (seed S)' line.
+Each --prompt is sampled with its own seed, SEED + i for the i-th prompt (from 0): a prompt given
+twice gets two samples, and prompt i alone with --seed SEED+i gives its sample again. With several
+prompts, each output starts with a '### prompt i/n (seed S)' line.
 
 examples:
   iha generate runs/cpu-text --prompt "The layer"
   iha generate runs/cpu-text --prompt "Attention" --prompt "A head" --seed 1 --top-k 20
-  iha generate runs/cpu-text/checkpoints/step_250 --prompt "The" --temperature 0
+  iha generate runs/cpu-text/checkpoints/step_00000250 --prompt "The" --temperature 0
 
 exit codes: 0 done, 2 bad arguments, no loadable checkpoint, or a prompt outside the vocabulary.
 """,
@@ -151,7 +151,7 @@ exit codes: 0 done, 2 bad arguments or --device cuda without CUDA.
     "export": """\
 examples:
   iha export runs/cpu-text hf/cpu-text
-  iha export runs/sft/checkpoints/step_1000 hf/sft --tokenizer path/to/tokenizer
+  iha export runs/sft/checkpoints/step_00001000 hf/sft --tokenizer path/to/tokenizer
 
 exit codes: 0 written, 2 no loadable checkpoint or bad arguments.
 """,
