@@ -65,6 +65,7 @@ T_CKPT = "tests/train/test_train_checkpoint.py"
 T_REL = "tests/train/test_train_reliability.py"
 T_LOOP = "tests/train/test_train_loop.py"
 T_DATA = "tests/train/test_train_data.py"
+T_CLI = "tests/test_cli.py"
 
 CATALOGUE: tuple[Mutant, ...] = (
     # ------------------------------------------------------------------ core
@@ -362,6 +363,22 @@ CATALOGUE: tuple[Mutant, ...] = (
     Mutant("trainer-packing-carry", "trainer", "train/data.py",
            "self.carry = (ids[-1], mask[-1])", "self.carry = None",
            (T_DATA, T_LOOP), "packed windows do not share their boundary token"),
+    Mutant("trainer-glob-no-braces", "trainer", "train/data.py",
+           "for pattern in expand_braces(path))", "for pattern in [path])",
+           (T_DATA,), "a glob's {a,b} group matches nothing (cpu-text's data/*.{txt,md})"),
+    Mutant("cli-generate-one-seed", "cli", "cli/generate.py",
+           "seed = args.seed + index", "seed = args.seed",
+           (f"{T_CLI}::test_each_prompt_is_sampled_with_its_own_seed_under_its_own_header",),
+           "every --prompt sampled with the same seed"),
+    Mutant("cli-help-no-default", "cli", "cli/_common.py",
+           "return f\"{text} (default: {shown.replace('%', '%%')})\"", "return action.help",
+           (f"{T_CLI}::test_every_option_of_every_command_has_help_that_states_its_default",),
+           "option help without its default"),
+    Mutant("cli-describe-alias-before-config", "cli", "cli/describe.py",
+           "if source in list_presets() and source not in PRESET_ALIASES:",
+           "if source in list_presets():",
+           (f"{T_CLI}::test_describe_of_a_config_name_reads_that_config",),
+           "iha describe paper-2.4b reads the deprecated alias, not configs/paper-2.4b.toml"),
     Mutant("trainer-convert-2d-mask", "trainer", "hf/convert.py",
            "                    f\"{n_k} keys of batch {B}\"\n                )\n"
            "            return None if bool(keys.all()) else keys",

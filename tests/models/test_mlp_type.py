@@ -95,8 +95,8 @@ def test_the_other_swiglu_readings_have_the_parameter_counts_of_their_formulas(
     assert round((got - embeddings) / 1e9, 3) == billions_without_embeddings
 
 
-def test_describe_of_the_old_name_prints_both_readings_with_assumptions(capsys):
-    assert main(["describe", "paper-2.4b"]) == 0
+def test_describe_of_both_readings_prints_each_with_its_assumptions(capsys):
+    assert main(["describe", "paper-2.4b-swiglu", "paper-2.4b-mlp"]) == 0
     out = capsys.readouterr().out
     assert "paper-2.4b-swiglu" in out and "our literal reading" in out
     assert "2,390,233,600" in out and "2,373,194,240" in out

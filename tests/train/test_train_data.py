@@ -9,7 +9,15 @@ import torch
 
 from iha.tokenizers import ByteTokenizer
 from iha.train.config import DataConfig
-from iha.train.data import LocalFiles, PackedStream, TaskStream, build_data, build_task, shard_rows
+from iha.train.data import (
+    LocalFiles,
+    PackedStream,
+    TaskStream,
+    build_data,
+    build_task,
+    expand_braces,
+    shard_rows,
+)
 
 TOK = ByteTokenizer()
 
@@ -154,3 +162,43 @@ def test_plugin_source_serves_its_documents_and_masks():
     b = data.train.next_batch()
     assert b.inputs.flatten().tolist() == ref[:16]
     assert b.loss_mask.flatten().tolist() == mask[1:17]
+
+
+def test_a_glob_with_a_brace_group_reads_every_alternative_once(tmp_path):
+    # the cpu-text preset's default, data/*.{txt,md}: shell brace expansion, compared against
+    # the files written here (plain glob.glob would match none of them)
+    (tmp_path / "a.txt").write_text("text file\n")
+    (tmp_path / "b.md").write_text("# markdown\n\nsecond paragraph\n")
+    (tmp_path / "c.json").write_text("{}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.md").write_text("deeper\n")
+    source = LocalFiles(f"{tmp_path}/*.{{txt,md}}", "text", ByteTokenizer(), DataConfig())
+    assert source.files == [tmp_path / "a.txt", tmp_path / "b.md"]
+    assert len(source) == 3  # documents: one paragraph, then two
+    both = f"{tmp_path}/{{*.txt,*.txt,sub/*.md}}"  # overlapping alternatives: each file once
+    assert LocalFiles(both, "text", ByteTokenizer(), DataConfig()).files == [
+        tmp_path / "a.txt",
+        tmp_path / "sub" / "d.md",
+    ]
+    with pytest.raises(ValueError, match=r"matches no files"):
+        LocalFiles(f"{tmp_path}/*.{{rst,tex}}", "text", ByteTokenizer(), DataConfig())
+
+
+def test_brace_expansion_follows_the_shell():
+    assert expand_braces("data/*.{txt,md}") == ["data/*.txt", "data/*.md"]
+    assert expand_braces("{a,b}/{1,2}") == ["a/1", "a/2", "b/1", "b/2"]  # left group first
+    assert expand_braces("x{,y}") == ["x", "xy"]
+    for literal in ("a{b}c", "a{", "a}b", "plain/*.txt"):  # no comma, no pair: as written
+        assert expand_braces(literal) == [literal]
+
+
+def test_the_cpu_text_preset_reads_the_txt_and_md_files_of_data(tmp_path, monkeypatch):
+    from iha.train.config import find_config, load_config
+
+    cfg = load_config(find_config("cpu-text")).data
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for name in ("notes.md", "book.txt", "table.csv"):
+        (tmp_path / "data" / name).write_text(f"{name}\n")
+    source = LocalFiles(cfg.path, cfg.source, TOK, cfg)
+    assert [f.name for f in source.files] == ["book.txt", "notes.md"]

@@ -12,6 +12,9 @@ import argparse
 import importlib
 import sys
 
+from iha.cli._common import HelpFormatter
+from iha.cli._epilogs import EPILOGS
+
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("iha.cli.demo", "train MHA vs IHA on a small synthetic task and print a comparison"),
@@ -34,15 +37,50 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 PASSTHROUGH = ("lm-eval",)
 
 
+def version() -> str:
+    """The installed distribution's version (``iha.__version__`` when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("iha")
+    except PackageNotFoundError:
+        from iha import __version__
+
+        return __version__
+
+
+class _Version(argparse.Action):
+    """``--version``: the version is looked up only when asked for (``iha --help`` stays fast)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        print(f"iha {version()}")  # on stdout, as argparse's own version action does
+        parser.exit()
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser. Only the module of subcommand ``only`` is imported (its options are
     added); the others are listed by name and help line, so ``iha --help`` stays fast."""
     parser = argparse.ArgumentParser(
-        prog="iha", description="Interleaved Head Attention: train, evaluate, analyse."
+        prog="iha",
+        description="Interleaved Head Attention: train, evaluate, analyse.",
+        epilog=EPILOGS["iha"],
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EPILOGS.get(name),
+            formatter_class=HelpFormatter,
+        )
         p.set_defaults(_module=module)
         if name != only:
             continue

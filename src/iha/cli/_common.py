@@ -1,5 +1,6 @@
-"""What several subcommands share, written once: the ``--set KEY=VALUE`` option, reading a config
-(file, preset or run directory), the process counts and the outcome block of the reproductions."""
+"""What several subcommands share, written once: the help layout (defaults shown, examples kept as
+written), the ``--set KEY=VALUE`` option, reading a config (file, preset or run directory), the
+process counts and the outcome block of the reproductions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,25 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The help layout of ``iha`` and every subcommand.
+
+    Descriptions and epilogs keep their line breaks (the examples stay one command a line); an
+    option's help ends with ``(default: VALUE)`` unless its text already says what the default is,
+    or there is nothing to show (no default, a flag that is off, an empty list).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        nothing = default is None or default is False or default == [] or default == ()
+        positional = not action.option_strings and action.nargs not in ("?", "*")
+        if "default" in text.lower() or nothing or default == argparse.SUPPRESS or positional:
+            return action.help
+        shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
 
 
 def override(text: str) -> str:

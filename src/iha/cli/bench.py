@@ -702,8 +702,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="keep freed memory in the process (glibc mallopt, "
                         "iha.backends.cpu_memory): no page faults on IHA's large tensors")
-    p.add_argument("--json", type=str, default=None, help="write the results as JSON here")
-    p.add_argument("--markdown", type=str, default=None, help="write the markdown report here")
+    p.add_argument("--json", type=str, default=None,
+                   help="write the results as JSON here (default: not written)")
+    p.add_argument("--markdown", type=str, default=None,
+                   help="write the markdown report here (default: not written)")
 
 
 def _output_problem(path: str | None) -> str | None:

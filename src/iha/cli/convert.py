@@ -38,16 +38,27 @@ def _layers(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", metavar="SRC_DIR", help="HF checkpoint directory to convert")
-    parser.add_argument("dst", metavar="DST_DIR", help="where to write the converted checkpoint")
+    parser.add_argument("src", metavar="SRC", help="HF checkpoint directory to convert")
+    parser.add_argument("dst", metavar="DST", help="where to write the converted checkpoint")
     parser.add_argument(
         "--num-pseudo-heads", type=int, default=None, help="P (default: the number of heads)"
     )
     parser.add_argument(
         "--layers", type=_layers, default=None, help="comma-separated layers (default: all)"
     )
-    parser.add_argument("--mode", choices=("exact", "paper"), default="exact")
-    parser.add_argument("--collapse", choices=("global", "per_head"), default="global")
+    parser.add_argument(
+        "--mode",
+        choices=("exact", "paper"),
+        default="exact",
+        help="exact: token mask and positions, the same function as SRC; paper: flat mask, "
+        "virtual positions n*P + p (not exact; fine-tune after)",
+    )
+    parser.add_argument(
+        "--collapse",
+        choices=("global", "per_head"),
+        default="global",
+        help="collapse weights: global (H, H*P), the paper's parameter count, or per_head (H, P)",
+    )
     parser.add_argument(
         "--init-noise", type=float, default=0.0, help="symmetry-breaking noise (0: exact init)"
     )
@@ -56,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check-tokens", type=int, default=32, help="random tokens of the logit check (0: skip)"
     )
-    parser.add_argument("--force", action="store_true", help="write into a non-empty DST_DIR")
+    parser.add_argument("--force", action="store_true", help="write into a non-empty DST")
 
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")

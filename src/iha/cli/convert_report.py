@@ -21,10 +21,16 @@ import torch
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="HF checkpoint directory (default: train a tiny Llama)")
     parser.add_argument("--text", help="sample text file (default: the built-in essay)")
-    parser.add_argument("--num-pseudo-heads", type=int, default=2)
-    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument(
+        "--num-pseudo-heads", type=int, default=2, help="P of both conversions"
+    )
+    parser.add_argument(
+        "--seq-len", type=int, default=64, help="tokens per scored (and trained) sequence"
+    )
     parser.add_argument("--rows", type=int, default=8, help="sequences of the sample scored")
-    parser.add_argument("--train-steps", type=int, default=300)
+    parser.add_argument(
+        "--train-steps", type=int, default=300, help="training steps of the built-in tiny Llama"
+    )
     parser.add_argument(
         "--finetune-steps",
         type=int,

@@ -40,8 +40,12 @@ BENCHMARKS = ("ruler", "gsm8k", "math500", "humaneval", "mbpp", "paper-pretraine
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("benchmark", choices=BENCHMARKS)
-    parser.add_argument("model", help="iha run dir / checkpoint, or a Hugging Face model dir/name")
+    parser.add_argument(
+        "benchmark", metavar="BENCHMARK", choices=BENCHMARKS, help=", ".join(BENCHMARKS)
+    )
+    parser.add_argument(
+        "model", metavar="MODEL", help="iha run dir / checkpoint, or a Hugging Face model dir/name"
+    )
     parser.add_argument("--tokenizer", help="'byte' or a tokenizer dir/name (default: the model's)")
     parser.add_argument(
         "--data",
@@ -60,8 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--n-samples", type=int, help="samples per problem (default 16; 1 when --temperature 0)"
     )
     parser.add_argument("--temperature", type=float, default=0.6, help="0 = greedy (default 0.6)")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument(
+        "--top-p", type=float, default=1.0, help="nucleus sampling: keep the tokens of this mass"
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=0, help="sample among the k likeliest tokens (0: all)"
+    )
     parser.add_argument(
         "--max-new-tokens",
         type=int,
@@ -75,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="chat template (fine-tuned models) or few-shot (base models: 5-shot gsm8k/math500, "
         "3-shot mbpp); default chat for gsm8k/math500, fewshot for humaneval/mbpp",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument(
         "--lengths",
         type=int,
@@ -93,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--squad", help="SQuAD v2 file for ruler qa_1 (default: the hub)")
     parser.add_argument("--hotpotqa", help="HotpotQA file for ruler qa_2 (default: the hub)")
     parser.add_argument(
-        "--k", type=int, nargs="+", default=[1, 10], help="pass@k of humaneval/mbpp (1 10)"
+        "--k", type=int, nargs="+", default=[1, 10], help="pass@k of humaneval/mbpp"
     )
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds per program (humaneval/mbpp)"

@@ -11,8 +11,10 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="iha run dir, its checkpoints dir or a checkpoint dir")
-    parser.add_argument("out_dir", help="output directory")
+    parser.add_argument(
+        "checkpoint", metavar="MODEL", help="iha run dir, its checkpoints dir or a checkpoint dir"
+    )
+    parser.add_argument("out_dir", metavar="DST", help="output directory")
     parser.add_argument("--tokenizer", help="'byte' or a HF tokenizer (default: the run's)")
     parser.add_argument(
         "--no-remote-code",

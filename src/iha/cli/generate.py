@@ -1,4 +1,4 @@
-"""``iha generate RUN_DIR --prompt TEXT``: sample continuations from a trained checkpoint."""
+"""``iha generate MODEL --prompt TEXT``: sample continuations from a trained checkpoint."""
 
 from __future__ import annotations
 
@@ -8,15 +8,25 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="run directory, checkpoints directory or checkpoint")
+    parser.add_argument(
+        "checkpoint",
+        metavar="MODEL",
+        help="iha train run directory, its checkpoints directory or one checkpoint",
+    )
     parser.add_argument("--prompt", action="append", required=True, help="prompt text (repeatable)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens sampled per prompt")
     parser.add_argument(
         "--temperature", type=float, default=0.8, help="0 for greedy decoding (default 0.8)"
     )
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--top-p", type=float, default=1.0, help="nucleus sampling: keep the tokens of this mass"
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=0, help="sample among the k likeliest tokens (0: all)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="sampling seed; the i-th prompt (from 0) uses SEED + i"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--tokenizer", help="tokenizer name or directory (default: the run's data.tokenizer)"
@@ -57,7 +67,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"# {found}", file=sys.stderr)
     vocab = model.config.vocab_size
-    for prompt in args.prompt:
+    for index, prompt in enumerate(args.prompt):
+        seed = args.seed + index  # each prompt its own draw, the same alone as among others
+        if len(args.prompt) > 1:  # a blank line and a header between the outputs
+            header = f"### prompt {index + 1}/{len(args.prompt)} (seed {seed})"
+            print(f"\n{header}" if index else header)
         ids = tokenizer.encode(prompt)
         if not ids:
             ids = [tokenizer.bos_token_id]
@@ -77,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             top_p=args.top_p,
             top_k=args.top_k,
             stop_token_ids=[tokenizer.eos_token_id],
-            seed=args.seed,
+            seed=seed,
         )  # (1, new)
         print(prompt + tokenizer.decode(new[0].tolist()))
     return 0

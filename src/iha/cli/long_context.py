@@ -236,24 +236,27 @@ def _markdown(result: dict[str, Any], tasks: list[str]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="results/long-context", help="table, configs, log")
+    parser.add_argument("--out", default="results/long-context", help="results, configs, log")
     parser.add_argument("--work", default="runs/long-context", help="runs, data, eval outputs")
     parser.add_argument("--short", type=int, default=512, help="pretraining length (tokens)")
     parser.add_argument("--long", type=int, default=2048, help="extended length (tokens)")
-    parser.add_argument("--rope-type", default="yarn", choices=("linear", "yarn", "dynamic"))
+    parser.add_argument("--rope-type", default="yarn", choices=("linear", "yarn", "dynamic"),
+                        help="RoPE scaling of the scaled extension arm (factor long / short)")
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS),
                         help="RULER tasks to train on and evaluate (synthetic ones: qa_1/qa_2 "
                         "need SQuAD / HotpotQA data)")
-    parser.add_argument("--pretrain-steps", type=int, default=24)
-    parser.add_argument("--pretrain-docs", type=int, default=80)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--extend-steps", type=int, default=3)
-    parser.add_argument("--extend-docs", type=int, default=12)
-    parser.add_argument("--extend-batch", type=int, default=1)
-    parser.add_argument("--extend-lr", type=float, default=1e-3)
+    parser.add_argument("--pretrain-steps", type=int, default=24, help="pretraining steps")
+    parser.add_argument("--pretrain-docs", type=int, default=80,
+                        help="pretraining documents written (--short tokens each)")
+    parser.add_argument("--batch", type=int, default=2, help="pretraining batch (sequences)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="pretraining learning rate")
+    parser.add_argument("--extend-steps", type=int, default=3, help="extension steps")
+    parser.add_argument("--extend-docs", type=int, default=12,
+                        help="extension documents written (--long tokens each)")
+    parser.add_argument("--extend-batch", type=int, default=1, help="extension batch (sequences)")
+    parser.add_argument("--extend-lr", type=float, default=1e-3, help="extension learning rate")
     parser.add_argument("--limit", type=int, default=2, help="RULER samples per task")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""``iha plot RUN_DIR [RUN_DIR ...]``: loss vs tokens and vs FLOPs, several runs overlaid."""
+"""``iha plot RUN [RUN ...]``: loss vs tokens and vs FLOPs, several runs overlaid."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="runs to compare")
     parser.add_argument(
-        "--out", help="output directory (default: RUN_DIR/plots for one run, ./plots for several)"
+        "run_dirs", nargs="+", metavar="RUN", help="iha train run directories to compare"
+    )
+    parser.add_argument(
+        "--out", help="output directory (default: RUN/plots for one run, ./plots for several)"
     )
     parser.add_argument("--labels", help="comma-separated legend labels (default: dir names)")
     parser.add_argument(

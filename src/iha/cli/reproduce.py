@@ -33,7 +33,7 @@ MODE_HELP = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("suite", choices=SUITES, help="which reproduction to run")
+    p.add_argument("suite", metavar="SUITE", choices=SUITES, help="synthetic or lm")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--mode", choices=MODES, default=None, help=MODE_HELP)
     size.add_argument("--quick", action="store_true", help="same as --mode quick")

@@ -8,37 +8,22 @@ import sys
 
 from iha.cli._common import add_set_option, read_raw_config
 
-EPILOG = """\
-CONFIG is a TOML/YAML file, a preset name from configs/ (e.g. cpu-demo, paper-2.4b), or a run
-directory (its saved config.json; the run continues there with --resume).
-
-examples:
-  iha train cpu-demo
-  iha train configs/cpu-demo.toml --set train.max_steps=50 --set model.attention_variant=global
-  iha train runs/cpu-demo --resume
-  torchrun --nproc_per_node 2 -m iha train cpu-demo --set distributed.strategy=fsdp
-
-exit codes: 0 done, 2 bad config or data, run directory in use by another process, a resume
-that would change the model/data/batches, or no intact checkpoint (nothing written), 3 non-finite
-loss (last good checkpoint kept), 128+N stopped by signal N after saving a checkpoint.
-With --resume, changed optimizer/schedule keys apply from the saved step (see docs/training.md).
-"""
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = EPILOG
-    parser.add_argument("config", help="config file, preset name or run directory")
+    parser.add_argument(
+        "config", metavar="CONFIG", help="config file, preset name of configs/ or run directory"
+    )
     add_set_option(parser, "override a config key, e.g. --set optim.lr=3e-4 (repeatable)")
     parser.add_argument(
         "--resume", action="store_true", help="continue from the run dir's latest checkpoint"
     )
-    parser.add_argument("--run-dir", help="where to write the run (overrides run_dir)")
+    parser.add_argument("--run-dir", help="where to write the run (default: the config's run_dir)")
     parser.add_argument(
         "--stop-at",
         type=int,
         metavar="STEP",
-        help="save and exit after STEP steps (the schedule still targets train.max_steps)",
+        help="save and exit after STEP steps (the schedule still targets train.max_steps; "
+        "default: run to train.max_steps)",
     )
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"

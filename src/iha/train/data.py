@@ -121,15 +121,34 @@ class Subset(IndexedDocuments):
         return self.base.read(self.indices[index])
 
 
+def expand_braces(pattern: str) -> list[str]:
+    """``pattern`` with its ``{a,b,...}`` groups expanded as a shell does, left group first:
+    ``"data/*.{txt,md}"`` -> ``["data/*.txt", "data/*.md"]``. A brace pair without a comma, or
+    a lone brace, is kept as written; groups do not nest."""
+    start = pattern.find("{")
+    while start != -1:
+        end = pattern.find("}", start)
+        if end == -1:
+            break
+        inner = pattern[start + 1 : end]
+        if "," in inner and "{" not in inner:
+            head, tail = pattern[:start], pattern[end + 1 :]
+            return [head + alt + rest for alt in inner.split(",") for rest in expand_braces(tail)]
+        start = pattern.find("{", start + 1)
+    return [pattern]
+
+
 def list_files(path: str, suffixes: tuple[str, ...]) -> list[Path]:
-    """Files under ``path`` (a file, a directory searched recursively, or a glob), sorted."""
+    """Files under ``path`` (a file, a directory searched recursively, or a glob, whose
+    ``{a,b}`` groups expand as in a shell: ``data/*.{txt,md}``), sorted, each listed once."""
     p = Path(path)
     if p.is_file():
         return [p]
     if p.is_dir():
         files = [f for f in p.rglob("*") if f.is_file() and f.suffix in suffixes]
     else:
-        files = [Path(f) for f in glob.glob(path, recursive=True) if Path(f).is_file()]
+        found = (glob.glob(pattern, recursive=True) for pattern in expand_braces(path))
+        files = list({Path(f) for matches in found for f in matches if Path(f).is_file()})
     if not files:
         raise ValueError(f"data path {path!r} matches no files (looked for {', '.join(suffixes)})")
     return sorted(files)
