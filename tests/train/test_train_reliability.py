@@ -157,6 +157,31 @@ def test_when_no_checkpoint_is_intact_the_cli_exits_2_naming_the_files(tmp_path,
     assert tree(run) == before
 
 
+def test_every_reader_refuses_a_checkpoint_that_fails_its_manifest(tmp_path, capsys):
+    """generate, export / eval (load_trained_model), the lm-eval bridge and train.init_from all
+    check the manifest: one flipped byte in the weights is an error naming the file."""
+    from iha.eval.lm_eval_bridge import resolve_pretrained
+    from iha.train.trainer import load_trained_model
+
+    corpus, run, root = _three_checkpoints(tmp_path)
+    _flip_a_byte(root / "step_00000006" / "model.safetensors")
+    damaged = "step_00000006/model.safetensors' does not match its SHA-256"
+    for path in (run, root, root / "step_00000006"):
+        with pytest.raises(ckpt.CheckpointError, match=damaged):
+            load_trained_model(path)
+    with pytest.raises(ckpt.CheckpointError, match="newest intact checkpoint is .*step_00000004"):
+        load_trained_model(run)
+    with pytest.raises(ckpt.CheckpointError, match=damaged):
+        resolve_pretrained(str(run))
+    load_trained_model(root / "step_00000004")  # an intact one still loads
+    assert main(["generate", str(run), "--prompt", "ab", "--max-new-tokens", "2"]) == 2
+    assert damaged in capsys.readouterr().err
+    for init in (run, root / "step_00000006"):
+        with pytest.raises(ConfigError, match="train.init_from.*" + damaged):
+            train(tiny_config(tmp_path / "fine", corpus, train={"init_from": str(init)}))
+        assert not (tmp_path / "fine" / "checkpoints").exists()
+
+
 def test_checkpoint_files_and_latest_are_written_in_a_crash_safe_order(tmp_path, monkeypatch):
     """The manifest is written after the files it vouches for, the directory is renamed into
     place after everything in it is written, and ``latest`` moves only after that."""

@@ -294,16 +294,61 @@ def find_intact_checkpoint(root: str | Path) -> tuple[Path | None, list[str]]:
     return None, []
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory from a checkpoint dir, a checkpoints dir or a run dir."""
+def resolve_checkpoint(path: str | Path, verify: bool = True) -> Path:
+    """A checkpoint directory from a checkpoint dir, a checkpoints dir or a run dir (there: the
+    one ``latest`` names, else the newest).
+
+    With ``verify`` (the default; every reader of checkpoints uses it) the checkpoint is checked
+    against its manifest (:func:`verify_checkpoint`) before it is returned.
+
+    Raises:
+        FileNotFoundError: when ``path`` holds no checkpoint.
+        CheckpointError: when the checkpoint found fails its manifest; it names the file and,
+            for a run or checkpoints dir, the newest intact checkpoint to pass instead.
+    """
     path = Path(path)
-    if (path / META_FILE).is_file():
-        return path
-    for root in (path, path / "checkpoints"):
+    found = path if (path / META_FILE).is_file() else None
+    for root in () if found is not None else (path, path / "checkpoints"):
         found = latest_checkpoint(root)
         if found is not None:
-            return found
-    raise FileNotFoundError(f"no checkpoint found in {str(path)!r}")
+            break
+    if found is None:
+        raise FileNotFoundError(f"no checkpoint found in {str(path)!r}")
+    if verify:
+        try:
+            _verify_once(found)
+        except CheckpointError as e:
+            hint = ""
+            if found != path:
+                try:
+                    intact, _ = find_intact_checkpoint(found.parent)
+                    hint = f"; the newest intact checkpoint is {str(intact)!r}"
+                except CheckpointError:
+                    hint = "; no checkpoint there is intact"
+            raise CheckpointError(f"checkpoint {str(found)!r} is damaged: {e}{hint}") from e
+    return found
+
+
+_verified: dict[str, tuple] = {}  # checkpoint dir -> the file states it verified with
+
+
+def _verify_once(ckpt: Path) -> None:
+    """:func:`verify_checkpoint`, skipped when the files are unchanged since the last pass in
+    this process (size, mtime and inode of each: a loader resolves the same checkpoint twice)."""
+    try:
+        stamp = tuple(
+            (p.name, st.st_size, st.st_mtime_ns, st.st_ino)
+            for p in sorted(ckpt.iterdir())
+            for st in [p.stat()]
+        )
+    except OSError:
+        stamp = None
+    key = str(ckpt.resolve())
+    if stamp is not None and _verified.get(key) == stamp:
+        return
+    verify_checkpoint(ckpt)
+    if stamp is not None:
+        _verified[key] = stamp
 
 
 def read_meta(ckpt: str | Path) -> dict[str, Any]:

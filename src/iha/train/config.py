@@ -490,6 +490,8 @@ def _model_from_init(cfg: RunConfig) -> dict[str, Any]:
         base = dict(ckpt.read_meta(found)["config"]["model"])
         if "factory" not in base:  # a run saved without a stored IHA window gets it now, once,
             base = ModelConfig.from_dict(base).to_dict()  # from its own context
+    except ckpt.CheckpointError as e:
+        raise ConfigError(f"config key 'train.init_from': {e}") from e
     except (FileNotFoundError, KeyError, ValueError, OSError) as e:
         raise ConfigError(
             f"config key 'train.init_from': no checkpoint with a model config at "
