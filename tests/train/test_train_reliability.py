@@ -405,6 +405,30 @@ def test_a_bad_jsonl_line_anywhere_is_an_error_before_anything_is_written(tmp_pa
     assert not run.exists()
 
 
+@pytest.mark.parametrize(
+    "bad,named",
+    [
+        ('{"text": "lone \\ud800 surrogate"}', "holds a lone surrogate '\\ud800' in field 'text' "
+         "(character 5), which is not text and cannot be tokenized"),
+        ('{"text": "x", "deep": ' + "[" * 200_000 + "]" * 200_000 + "}",
+         "nests arrays or objects too deeply to be parsed"),
+    ],
+    ids=["lone surrogate", "200000 deep"],
+)
+def test_a_record_that_parses_but_cannot_be_used_is_refused_at_start_up(tmp_path, capsys, bad,
+                                                                        named):
+    lines = [json.dumps({"text": f"document {i} " * 5}) for i in range(300)]
+    lines[250] = bad
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    rc = main(["train", "cpu-demo", "--run-dir", str(run), "--set", "data.source=jsonl",
+               "--set", f"data.path={json.dumps(str(data))}"])  # fmt: skip
+    assert rc == 2
+    assert f"{data} line 251 {named}" in capsys.readouterr().err
+    assert not run.exists()
+
+
 def test_non_utf8_bytes_are_counted_and_reported_with_the_file(tmp_path, capsys):
     corpus = write_corpus(tmp_path / "corpus.txt")
     raw = corpus.read_bytes().split(b"\n")
