@@ -222,6 +222,24 @@ def test_a_torn_final_metrics_line_is_dropped_on_resume_and_by_plot(tmp_path, ca
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_torn_middle_metrics_line_is_dropped_on_resume_and_the_file_kept(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    run = tmp_path / "run"
+    train(tiny_config(run, corpus, checkpoint=CKPT), stop_at=4)
+    path = run / "metrics.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = lines[1][: len(lines[1]) // 2]  # torn in the middle of the file
+    lines[2] = b"\xff\xfe not utf-8"
+    damaged = b"\n".join(lines)
+    path.write_bytes(damaged)
+    assert main(["train", str(run), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "dropped 2 unreadable line(s) (2, 3)" in err and "metrics.jsonl.damaged-1" in err
+    assert (run / "metrics.jsonl.damaged-1").read_bytes() == damaged
+    steps = [r["step"] for r in read_metrics(run) if r["split"] == "train"]
+    assert steps == sorted(steps) and steps[-1] == 6 and 5 in steps
+
+
 def test_a_bad_line_inside_metrics_names_the_file_and_line(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
     with pytest.raises(ValueError, match=r"metrics.jsonl' line 2 is not valid JSON"):
