@@ -3,6 +3,7 @@ config changes on resume, bad data found before training, clipping, schedule and
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -180,6 +181,39 @@ def test_every_reader_refuses_a_checkpoint_that_fails_its_manifest(tmp_path, cap
         with pytest.raises(ConfigError, match="train.init_from.*" + damaged):
             train(tiny_config(tmp_path / "fine", corpus, train={"init_from": str(init)}))
         assert not (tmp_path / "fine" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("error", ["ENOSPC", "safetensors"])
+def test_a_full_disk_during_a_checkpoint_stops_cleanly_and_leaves_no_temp_files(
+    tmp_path, capsys, monkeypatch, error
+):
+    corpus, run, root = _three_checkpoints(tmp_path)  # steps 2, 4, 6
+    stale = root / ".tmp-step_00000002-999999999"  # left by a process that died mid-write
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"x" * 100)
+    real_save = ckpt.save_model_weights
+
+    def full_disk(path, state):
+        real_save(path, state)  # a partly written directory, then the disk is full
+        if error == "ENOSPC":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        from safetensors import SafetensorError
+
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: "
+                              "StorageFull, message: \"No space left on device\" })")
+
+    monkeypatch.setattr(ckpt, "save_model_weights", full_disk)
+    before = tree(root)
+    cfg = tiny_config(run, corpus, checkpoint=CKPT, train={"max_steps": 8})
+    result = train(cfg, resume=True)
+    assert (result.reason, result.exit_code, result.step) == ("nosave", 4, 8)
+    err = capsys.readouterr().err
+    assert "could not write checkpoint step_00000008" in err and "the disk is full" in err
+    assert "newest saved checkpoint is " + str(root / "step_00000006") in err
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")]  # no temp files
+    del before[str(stale.relative_to(root) / "model.safetensors")]
+    assert tree(root) == before  # the saved checkpoints are untouched
+    assert ckpt.find_intact_checkpoint(root) == (root / "step_00000006", [])
 
 
 def test_checkpoint_files_and_latest_are_written_in_a_crash_safe_order(tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ optimizer, scheduler, data position, counters, RNG states) through these files.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -76,6 +77,18 @@ def _write_atomic_text(path: Path, text: str) -> None:
 
 class CheckpointError(ValueError):
     """A checkpoint (or every checkpoint of a directory) is damaged or missing."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a quota, an I/O error); its temporary
+    directory has been removed and the previous checkpoints are as they were."""
+
+
+def _disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)  # safetensors reports the OS error in its own exception type
+    return "No space left on device" in text or "os error 28" in text or "quota" in text.lower()
 
 
 def file_digest(path: Path) -> str:
@@ -186,22 +199,35 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(step)
     final = root / name
+    _remove_stale(root)  # what dead processes left frees room for this one
     tmp = root / f".tmp-{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_model_weights(tmp / MODEL_FILE, model_state)
-    _fsync_file(tmp / MODEL_FILE)
-    with open(tmp / STATE_FILE, "wb") as fh:
-        torch.save(train_state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    with open(tmp / META_FILE, "w", encoding="utf-8") as fh:
-        json.dump({**meta, "step": step}, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    _write_manifest(tmp, [MODEL_FILE, STATE_FILE, META_FILE])  # last: it vouches for the rest
-    _fsync_dir(tmp)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        save_model_weights(tmp / MODEL_FILE, model_state)
+        _fsync_file(tmp / MODEL_FILE)
+        with open(tmp / STATE_FILE, "wb") as fh:
+            torch.save(train_state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with open(tmp / META_FILE, "w", encoding="utf-8") as fh:
+            json.dump({**meta, "step": step}, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _write_manifest(tmp, [MODEL_FILE, STATE_FILE, META_FILE])  # last: vouches for the rest
+        _fsync_dir(tmp)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, Exception):
+            raise  # KeyboardInterrupt, SystemExit: cleaned up, passed on
+        what = "the disk is full" if _disk_full(e) else f"{type(e).__name__}: {e}"
+        previous = latest_checkpoint(root)
+        raise CheckpointWriteError(
+            f"could not write checkpoint {name} in {str(root)!r} ({what}); its temporary files "
+            f"were removed; the newest saved checkpoint is "
+            f"{str(previous) if previous else 'none'}"
+        ) from e
     if final.exists():  # a checkpoint of the same step (e.g. saved again after a resume)
         old = root / f".old-{name}-{os.getpid()}"
         os.replace(final, old)
@@ -234,6 +260,11 @@ def prune(root: Path, keep: int, protect: str) -> None:
     for p in ckpts[: max(0, len(ckpts) - keep)]:
         if p.name != protect:
             shutil.rmtree(p, ignore_errors=True)
+    _remove_stale(root)
+
+
+def _remove_stale(root: Path) -> None:
+    """Remove the temporary files and directories other processes left in ``root``."""
     mine = str(os.getpid())
     for p in root.iterdir():
         stale = p.name.startswith((".tmp-", ".old-", f".{LATEST}.tmp-"))
