@@ -194,6 +194,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 pass
         raise bad
     if origin is Literal:
+        if value is None and "none" in typing.get_args(hint):
+            return "none"  # --set key=none parses as "no value"; here it is the choice 'none'
         if value in typing.get_args(hint) and isinstance(value, str):
             return value
         raise ConfigError(
