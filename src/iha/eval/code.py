@@ -36,7 +36,8 @@ included (as in the reference harness), a timeout or a killed process fails it.
 What is not guaranteed: the program runs in the harness's own interpreter, so code written to
 attack the harness can read the harness's token pipe and forge a pass (it cannot reach the host
 to do harm). Isolation needs the ``unshare`` command (util-linux) and a kernel that lets the
-evaluating user create user namespaces (and ``mount_setattr``, Linux >= 5.12); without them
+evaluating user create user namespaces (and ``mount_setattr``, Linux >= 5.12), and an
+interpreter outside the hidden folders; without them
 :func:`execute` raises :class:`SandboxUnavailable` saying what is missing. ``isolate=False``
 (``iha eval --no-isolation``) opts out: the program then runs with only the resource limits,
 the guard and a temporary working directory, which protect against accidents but not against
@@ -105,6 +106,10 @@ def isolate_process():
     else:
         raise OSError(0, f"no seccomp filter for machine {arch}")
     libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG: SIGKILL when unshare dies
+    homes = {os.path.realpath(p) + "/" for p in (sys.prefix, sys.base_prefix, sys.executable)}
+    for hidden in ("/tmp/", "/run/", "/var/tmp/", "/dev/shm/"):
+        if any(h.startswith(hidden) for h in homes):
+            raise OSError(0, f"the Python interpreter lives under {hidden}, which is hidden")
     # everything read-only: MOUNT_ATTR_RDONLY | NOSUID | NODEV on / and every mount under it
     attr = struct.pack("QQQQ", 0x1 | 0x2 | 0x4, 0, 0, 0)
     check(libc.syscall(nr_mount_setattr, -100, b"/", 0x8000, attr, len(attr)), "mount_setattr /")
