@@ -66,6 +66,7 @@ T_REL = "tests/train/test_train_reliability.py"
 T_LOOP = "tests/train/test_train_loop.py"
 T_DATA = "tests/train/test_train_data.py"
 T_CLI = "tests/test_cli.py"
+T_SANDBOX = "tests/eval/test_code_sandbox.py"
 
 CATALOGUE: tuple[Mutant, ...] = (
     # ------------------------------------------------------------------ core
@@ -267,6 +268,25 @@ CATALOGUE: tuple[Mutant, ...] = (
            'keep = [r for r in records if r.get("step", 0) <= step]',
            'keep = [r for r in records if r.get("step", 0) < step]',
            (T_LOOP,), "a resumed run loses the record of its checkpoint step"),
+    # ------------------------------------------------------------------ sandbox
+    Mutant("sandbox-verdict-exit-status", "sandbox", "eval/code.py",
+           "passed = report == _READY + token and proc.returncode == 0 and not timed_out",
+           "passed = proc.returncode == 0 and not timed_out",
+           (T_SANDBOX + "::test_exiting_with_status_zero_before_a_failing_assert_fails",),
+           "the verdict trusts the exit status: _exit(0) before a failing assert passes"),
+    Mutant("sandbox-writable-host", "sandbox", "eval/code.py",
+           'attr = struct.pack("QQQQ", 0x1 | 0x2 | 0x4, 0, 0, 0)',
+           'attr = struct.pack("QQQQ", 0x2 | 0x4, 0, 0, 0)',
+           (T_SANDBOX + "::test_files_outside_the_sandbox_cannot_be_overwritten_or_deleted",),
+           "the host file system stays writable inside the sandbox"),
+    Mutant("sandbox-fork-allowed", "sandbox", "eval/code.py",
+           "(jset, 0, 1, 0x10000)", "(jset, 0, 0, 0x10000)",
+           (T_SANDBOX + "::test_fork_through_posix_is_refused_at_once",),
+           "the seccomp filter lets clone make processes, not only threads"),
+    Mutant("sandbox-host-network", "sandbox", "eval/code.py",
+           '"--map-root-user", "--net", "--mount",', '"--map-root-user", "--mount",',
+           (T_SANDBOX + "::test_the_host_network_is_unreachable",),
+           "no network namespace: the program reaches the host's 127.0.0.1"),
     Mutant("metrics-bootstrap-low", "metrics", "eval/metrics.py",
            "max(0, math.floor(alpha * n_resamples))", "max(0, math.ceil(alpha * n_resamples))",
            (T_GUARD_EV,), "lower bootstrap bound one order statistic too high"),
@@ -293,6 +313,21 @@ CATALOGUE: tuple[Mutant, ...] = (
     Mutant("ckpt-no-manifest", "checkpoint", "train/checkpoint.py",
            "    _write_manifest(tmp, [MODEL_FILE, STATE_FILE, META_FILE])", "",
            (T_CKPT, T_REL), "checkpoints written without a manifest"),
+    Mutant("ckpt-readers-unverified", "checkpoint", "train/checkpoint.py",
+           "def resolve_checkpoint(path: str | Path, verify: bool = True) -> Path:",
+           "def resolve_checkpoint(path: str | Path, verify: bool = False) -> Path:",
+           (T_REL + "::test_every_reader_refuses_a_checkpoint_that_fails_its_manifest",),
+           "generate / export / eval / init_from load a checkpoint that fails its manifest"),
+    Mutant("ckpt-failed-write-left", "checkpoint", "train/checkpoint.py",
+           "shutil.rmtree(tmp, ignore_errors=True)\n        if not isinstance(e, Exception):",
+           "if not isinstance(e, Exception):",
+           (T_REL + "::test_a_full_disk_during_a_checkpoint_stops_cleanly_and_leaves_no_temp_files",
+            ),
+           "a checkpoint that failed to write leaves its temporary directory behind"),
+    Mutant("trainer-surrogate-accepted", "trainer", "train/data.py",
+           'record[f].encode("utf-8")', 'record[f].encode("utf-8", "surrogatepass")',
+           (T_REL + "::test_a_record_that_parses_but_cannot_be_used_is_refused_at_start_up",),
+           "a lone surrogate passes the start-up check (and crashes training later)"),
     Mutant("ckpt-sha-ignored", "checkpoint", "train/checkpoint.py",
            "if file_digest(path) != sha:", "if False:",
            (T_REL,), "same-size damage not detected"),

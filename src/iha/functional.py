@@ -364,6 +364,8 @@ def attend(
         torch.Size([1, 2, 8, 4])
     """
     name = choose_backend(backend, spec, kernel, attention_mask, qt.device)
+    if qt.shape[2] == 0:  # no query rows: some backends' kernels divide by the row count
+        return qt.new_zeros((*qt.shape[:3], vt.shape[3]))
     return BACKENDS[name](
         qt,
         kt,
@@ -565,6 +567,10 @@ def interleaved_head_attention(
     if rope_tables is not None and rope_scaling is not None:
         raise ValueError("rope_scaling applies to rope_theta's tables; rope_tables bring their own")
     Nq, d = q.shape[2], q.shape[3]
+    if Nq == 0:  # an empty step: an empty output, the cache left as it was
+        if cache is not None:
+            _check_cache_call(k, Nq, position_offset)
+        return q.new_zeros(q.shape)
 
     def rope(x: torch.Tensor, alpha: torch.Tensor, start: int) -> torch.Tensor:
         return mix_rope(x, alpha, start, rope_theta, positions, rope_tables, rope_scaling)

@@ -2,11 +2,18 @@
 tests are fast and safe on a shared machine."""
 
 import os
+import socket
+import subprocess
+import sys
+import tempfile
 import textwrap
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
+from iha.eval import code
 from iha.eval.code import execute, run_program, run_programs
 
 SMALL_MEMORY = 256 * 1024**2
@@ -55,14 +62,14 @@ def test_fork_bomb_fails_and_leaves_no_process():
     assert _sleepers() <= before
 
 
-def _sleepers() -> int:
-    """How many 'sleep 30' processes run on the machine."""
+def _sleepers(seconds: str = "30") -> int:
+    """How many 'sleep <seconds>' processes run on the machine."""
     count = 0
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    count += f.read() == b"sleep\x0030\x00"
+                    count += f.read() == b"sleep\x00" + seconds.encode() + b"\x00"
             except OSError:
                 pass
     return count
@@ -99,23 +106,23 @@ def test_deleting_files_outside_the_temp_dir_fails_and_deletes_nothing(tmp_path)
         assert oct(victim.stat().st_mode & 0o777) != "0o0"
 
 
-def test_fresh_working_directory_no_stdin_and_cleanup(tmp_path):
-    report = tmp_path / "cwd.txt"
+def test_fresh_working_directory_no_stdin_and_cleanup():
+    name = f"scratch-{uuid.uuid4().hex}.txt"
     source = textwrap.dedent(
         f"""
-        import os
+        import os, sys
         assert os.listdir(".") == []
-        open("scratch.txt", "w").write("x")
-        with open({str(report)!r}, "w") as f:
-            f.write(os.readlink("/proc/self/cwd"))
+        open({name!r}, "w").write("x")
+        assert os.listdir(".") == [{name!r}]
+        print(os.readlink("/proc/self/cwd"), file=sys.stderr)
         """
     )
-    assert run_program(source, timeout=5)
-    first = report.read_text()
-    assert run_program(source, timeout=5)  # the scratch file of the first run is not there
-    second = report.read_text()
-    assert first != second
-    assert not os.path.exists(first) and not os.path.exists(second)  # removed afterwards
+    first = execute(source, timeout=5)
+    assert first.passed, first.stderr
+    second = execute(source, timeout=5)  # the scratch file of the first run is not there
+    assert second.passed, second.stderr
+    cwd = first.stderr.strip()
+    assert not os.path.exists(os.path.join(cwd, name))  # nothing left on the host
     assert not run_program("input()\n", timeout=5)  # EOF: stdin is /dev/null
     assert run_program("import sys\nassert sys.stdin.read() == ''\n", timeout=5)
 
@@ -128,3 +135,159 @@ def test_run_programs_keeps_order_and_bad_arguments():
         run_program("x = 1", timeout=0)
     with pytest.raises(ValueError, match="workers"):
         run_programs(sources, workers=0)
+
+
+# Escapes that the in-process guard alone does not stop when the evaluator runs as root:
+# each program below passed, or harmed the host, with a sandbox made of a process, resource
+# limits and the guard. The evaluator-side ones run the sandbox in a child process, so that a
+# broken sandbox kills that child, not pytest.
+
+
+def _evaluate_in_child(source: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``execute(source)`` in a fresh evaluator process; it prints the status."""
+    script = (
+        "import sys\nfrom iha.eval.code import execute\n"
+        "print(execute(sys.stdin.read(), timeout=5).status, flush=True)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        input=source,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize("where", ["tmp", "beside_the_tests"])
+def test_files_outside_the_sandbox_cannot_be_overwritten_or_deleted(tmp_path, where):
+    # /tmp is hidden under the sandbox's own tmpfs; a folder beside this file is not hidden,
+    # only read-only
+    base = tmp_path if where == "tmp" else Path(__file__).parent
+    with tempfile.TemporaryDirectory(prefix="sandbox-victim-", dir=base) as folder:
+        folder = Path(folder)
+        victim = folder / "precious.txt"
+        victim.write_text("do not touch")
+        attempts = [
+            f"open({str(victim)!r}, 'w').write('overwritten')\n",
+            f"import posix\nposix.unlink({str(victim)!r})\n",
+            f"import posix\nposix.rename({str(victim)!r}, {str(victim) + '.x'!r})\n",
+            f"import posix\nposix.chmod({str(victim)!r}, 0)\n",
+            f"open({str(folder / 'new.txt')!r}, 'w').write('x')\n",
+        ]
+        for source in attempts:
+            assert not run_program(source, timeout=5), source
+            assert victim.read_text() == "do not touch", source
+            assert victim.stat().st_mode & 0o777 != 0, source
+        assert sorted(p.name for p in folder.iterdir()) == ["precious.txt"]
+
+
+def test_the_host_network_is_unreachable():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(0.5)
+        port = server.getsockname()[1]
+        source = (
+            "import socket\n"
+            f"s = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+            "s.sendall(b'hello')\n"
+        )
+        assert not run_program(source, timeout=5)
+        with pytest.raises(TimeoutError):
+            server.accept()  # nobody connected
+
+
+def test_the_evaluators_environment_is_invisible():
+    secret = uuid.uuid4().hex
+    source = textwrap.dedent(
+        f"""
+        import os
+        found = False
+        for pid in [str(os.getppid())] + os.listdir("/proc"):
+            try:
+                found |= {secret!r}.encode() in open(f"/proc/{{pid}}/environ", "rb").read()
+            except OSError:
+                pass
+        assert found
+        """
+    )
+    done = _evaluate_in_child(source, {"IHA_TEST_SECRET": secret})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["failed"]
+
+
+def test_the_evaluator_cannot_be_killed():
+    done = _evaluate_in_child("import os, posix\nposix.kill(os.getppid(), 9)\n")
+    assert done.returncode == 0, (done.returncode, done.stderr)  # the evaluator lived on
+    assert done.stdout.split() in (["failed"], ["passed"])
+
+
+def test_a_setsid_child_does_not_outlive_the_call():
+    marker = str(31 + uuid.uuid4().int % 1000)
+    source = textwrap.dedent(
+        f"""
+        import posix
+        if posix.fork() == 0:
+            posix.setsid()
+            posix.execv("/bin/sleep", ["sleep", {marker!r}])
+        """
+    )
+    run_program(source, timeout=5)
+    time.sleep(0.2)
+    assert _sleepers(marker) == 0
+
+
+def test_fork_through_posix_is_refused_at_once():
+    # bounded (8 processes at most) so that a broken sandbox cannot hurt the machine
+    source = "import posix, time\nfor _ in range(3):\n    posix.fork()\ntime.sleep(30)\n"
+    start = time.monotonic()
+    res = execute(source, timeout=3)
+    assert res.status == "failed" and time.monotonic() - start < 3, res
+
+
+def test_exiting_with_status_zero_before_a_failing_assert_fails():
+    for source in (
+        "import posix\nposix._exit(0)\nassert False\n",
+        "import os, posix\nposix.kill(os.getpid(), 9)\nassert False\n",
+        "import signal, posix\nposix.kill(posix.getpid(), signal.SIGTERM)\nassert False\n",
+        "import sys\nsys.stdout.flush()\nimport posix\nposix._exit(0)\n",
+    ):
+        res = execute(source, timeout=5)
+        assert res.status == "failed", (source, res)
+
+
+def test_threads_still_work_in_the_sandbox():
+    source = textwrap.dedent(
+        """
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+        out = []
+        t = threading.Thread(target=out.append, args=(1,))
+        t.start(); t.join()
+        with ThreadPoolExecutor(4) as pool:
+            assert sum(pool.map(abs, range(-10, 0))) == 55
+        assert out == [1]
+        """
+    )
+    res = execute(source, timeout=10)
+    assert res.passed, res.stderr
+
+
+def test_missing_isolation_is_a_clear_error_and_opting_out_says_so(monkeypatch):
+    monkeypatch.setattr(code.shutil, "which", lambda *a, **k: None)
+    with pytest.raises(code.SandboxUnavailable, match="unshare.*isolate=False"):
+        run_program("x = 1", timeout=5)
+    monkeypatch.setattr(code, "_warned_unisolated", False)
+    with pytest.warns(RuntimeWarning, match="without isolation"):
+        assert run_program("x = 1", timeout=5, isolate=False)
+    # the verdict still needs the harness's token
+    assert not run_program("import posix\nposix._exit(0)\nassert False\n", 5, isolate=False)
+    with pytest.raises(ValueError, match="isolate"):
+        execute("x = 1", isolate="no")
+
+
+def test_failed_isolation_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(code, "_UNSHARE", (*code._UNSHARE, "--no-such-option"))
+    with pytest.raises(code.SandboxUnavailable, match="could not isolate.*unshare"):
+        run_program("x = 1", timeout=5)

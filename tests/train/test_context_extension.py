@@ -57,6 +57,7 @@ def test_a_run_saved_without_a_stored_window_derives_it_from_its_own_length(tmp_
     meta = json.loads(meta_path.read_text())
     meta["config"]["model"]["iha_window"] = None  # as written before the window was stored
     meta_path.write_text(json.dumps(meta))
+    ckpt._write_manifest(found, [ckpt.MODEL_FILE, ckpt.STATE_FILE, ckpt.META_FILE])  # that run's
     extended = config_from_dict({
         "run_dir": str(tmp_path / "long"),
         "train": {"init_from": str(tmp_path / "base")},

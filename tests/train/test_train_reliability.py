@@ -3,6 +3,7 @@ config changes on resume, bad data found before training, clipping, schedule and
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -157,6 +158,64 @@ def test_when_no_checkpoint_is_intact_the_cli_exits_2_naming_the_files(tmp_path,
     assert tree(run) == before
 
 
+def test_every_reader_refuses_a_checkpoint_that_fails_its_manifest(tmp_path, capsys):
+    """generate, export / eval (load_trained_model), the lm-eval bridge and train.init_from all
+    check the manifest: one flipped byte in the weights is an error naming the file."""
+    from iha.eval.lm_eval_bridge import resolve_pretrained
+    from iha.train.trainer import load_trained_model
+
+    corpus, run, root = _three_checkpoints(tmp_path)
+    _flip_a_byte(root / "step_00000006" / "model.safetensors")
+    damaged = "step_00000006/model.safetensors' does not match its SHA-256"
+    for path in (run, root, root / "step_00000006"):
+        with pytest.raises(ckpt.CheckpointError, match=damaged):
+            load_trained_model(path)
+    with pytest.raises(ckpt.CheckpointError, match="newest intact checkpoint is .*step_00000004"):
+        load_trained_model(run)
+    with pytest.raises(ckpt.CheckpointError, match=damaged):
+        resolve_pretrained(str(run))
+    load_trained_model(root / "step_00000004")  # an intact one still loads
+    assert main(["generate", str(run), "--prompt", "ab", "--max-new-tokens", "2"]) == 2
+    assert damaged in capsys.readouterr().err
+    for init in (run, root / "step_00000006"):
+        with pytest.raises(ConfigError, match="train.init_from.*" + damaged):
+            train(tiny_config(tmp_path / "fine", corpus, train={"init_from": str(init)}))
+        assert not (tmp_path / "fine" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("error", ["ENOSPC", "safetensors"])
+def test_a_full_disk_during_a_checkpoint_stops_cleanly_and_leaves_no_temp_files(
+    tmp_path, capsys, monkeypatch, error
+):
+    corpus, run, root = _three_checkpoints(tmp_path)  # steps 2, 4, 6
+    stale = root / ".tmp-step_00000002-999999999"  # left by a process that died mid-write
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"x" * 100)
+    real_save = ckpt.save_model_weights
+
+    def full_disk(path, state):
+        real_save(path, state)  # a partly written directory, then the disk is full
+        if error == "ENOSPC":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        from safetensors import SafetensorError
+
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: "
+                              "StorageFull, message: \"No space left on device\" })")
+
+    monkeypatch.setattr(ckpt, "save_model_weights", full_disk)
+    before = tree(root)
+    cfg = tiny_config(run, corpus, checkpoint=CKPT, train={"max_steps": 8})
+    result = train(cfg, resume=True)
+    assert (result.reason, result.exit_code, result.step) == ("nosave", 4, 8)
+    err = capsys.readouterr().err
+    assert "could not write checkpoint step_00000008" in err and "the disk is full" in err
+    assert "newest saved checkpoint is " + str(root / "step_00000006") in err
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")]  # no temp files
+    del before[str(stale.relative_to(root) / "model.safetensors")]
+    assert tree(root) == before  # the saved checkpoints are untouched
+    assert ckpt.find_intact_checkpoint(root) == (root / "step_00000006", [])
+
+
 def test_checkpoint_files_and_latest_are_written_in_a_crash_safe_order(tmp_path, monkeypatch):
     """The manifest is written after the files it vouches for, the directory is renamed into
     place after everything in it is written, and ``latest`` moves only after that."""
@@ -195,6 +254,24 @@ def test_a_torn_final_metrics_line_is_dropped_on_resume_and_by_plot(tmp_path, ca
     assert result.step == 6 and "torn final line" in capsys.readouterr().err
     steps = [r["step"] for r in read_metrics(run) if r["split"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_torn_middle_metrics_line_is_dropped_on_resume_and_the_file_kept(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    run = tmp_path / "run"
+    train(tiny_config(run, corpus, checkpoint=CKPT), stop_at=4)
+    path = run / "metrics.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = lines[1][: len(lines[1]) // 2]  # torn in the middle of the file
+    lines[2] = b"\xff\xfe not utf-8"
+    damaged = b"\n".join(lines)
+    path.write_bytes(damaged)
+    assert main(["train", str(run), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "dropped 2 unreadable line(s) (2, 3)" in err and "metrics.jsonl.damaged-1" in err
+    assert (run / "metrics.jsonl.damaged-1").read_bytes() == damaged
+    steps = [r["step"] for r in read_metrics(run) if r["split"] == "train"]
+    assert steps == sorted(steps) and steps[-1] == 6 and 5 in steps
 
 
 def test_a_bad_line_inside_metrics_names_the_file_and_line(tmp_path):
@@ -377,6 +454,30 @@ def test_a_bad_jsonl_line_anywhere_is_an_error_before_anything_is_written(tmp_pa
                "--set", f"data.path={json.dumps(str(data))}"])  # fmt: skip
     assert rc == 2
     assert f"{data} line 261 is not valid JSON" in capsys.readouterr().err
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "bad,named",
+    [
+        ('{"text": "lone \\ud800 surrogate"}', "holds a lone surrogate '\\ud800' in field 'text' "
+         "(character 5), which is not text and cannot be tokenized"),
+        ('{"text": "x", "deep": ' + "[" * 200_000 + "]" * 200_000 + "}",
+         "nests arrays or objects too deeply to be parsed"),
+    ],
+    ids=["lone surrogate", "200000 deep"],
+)
+def test_a_record_that_parses_but_cannot_be_used_is_refused_at_start_up(tmp_path, capsys, bad,
+                                                                        named):
+    lines = [json.dumps({"text": f"document {i} " * 5}) for i in range(300)]
+    lines[250] = bad
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    rc = main(["train", "cpu-demo", "--run-dir", str(run), "--set", "data.source=jsonl",
+               "--set", f"data.path={json.dumps(str(data))}"])  # fmt: skip
+    assert rc == 2
+    assert f"{data} line 251 {named}" in capsys.readouterr().err
     assert not run.exists()
 
 

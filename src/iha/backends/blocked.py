@@ -103,7 +103,7 @@ def _math_scores(q, k, mask, causal, scale):
 
 def _piece_forward(q, k, v, mask, causal, scale):
     """(out (..., R, d), lse (..., R)) of one piece; rows with no key give out 0."""
-    if _use_flash(q, v):
+    if _use_flash(q, v) and q.shape[-2] > 0:  # its CPU kernel divides by the row count
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, 0.0, causal, attn_mask=mask, scale=scale
         )
@@ -115,7 +115,7 @@ def _piece_forward(q, k, v, mask, causal, scale):
 
 def _piece_backward(grad, q, k, v, out, lse, mask, causal, scale):
     """Gradients of one piece given the MERGED output and LSE (+inf on rows with no key)."""
-    if _use_flash(q, v):
+    if _use_flash(q, v) and q.shape[-2] > 0:  # its CPU kernel divides by the row count
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             grad, q, k, v, out, lse, 0.0, causal, attn_mask=mask, scale=scale
         )

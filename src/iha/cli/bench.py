@@ -38,6 +38,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -719,6 +720,19 @@ def _output_problem(path: str | None) -> str | None:
         return f"is in a folder that does not exist ({str(target.parent)!r})"
     if not os.access(target.parent, os.W_OK):
         return f"is in a folder that is not writable ({str(target.parent)!r})"
+    # a write that only fails when it happens (a full disk, /dev/full): try one now
+    try:
+        if target.exists() and not target.is_file():  # a device or a pipe: write to it
+            with open(target, "wb") as fh:
+                fh.write(b"\n")
+                fh.flush()
+        else:  # a probe next to it, removed again; an existing file is left as it is
+            with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".iha-probe-") as fh:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except OSError as e:
+        return f"cannot be written ({e.strerror or e})"
     return None
 
 

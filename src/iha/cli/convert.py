@@ -102,6 +102,29 @@ def _source_problem(src: Path) -> str | None:
     return None
 
 
+def _weights_problem(src: Path) -> str | None:
+    """Why SRC_DIR's model type or safetensors files cannot be converted, or None (reads the
+    config and each file's header only; run after :func:`_source_problem`)."""
+    from iha.hf.convert import SUPPORTED_MODEL_TYPES, original_model_type
+
+    config = src / "config.json"
+    model_type = json.loads(config.read_text(encoding="utf-8"))["model_type"]
+    if original_model_type(model_type) not in SUPPORTED_MODEL_TYPES:
+        return (
+            f"{str(config)!r} has model_type {model_type!r}; iha convert reads "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    from safetensors import safe_open
+
+    for path in sorted(src.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # safetensors raises its own error type
+            return f"{str(path)!r} is not a readable safetensors file, truncated or damaged ({e})"
+    return None
+
+
 def _destination_problem(src: Path, dst: Path) -> str | None:
     """Why writing DST_DIR could destroy SRC_DIR, or None."""
     src_real, dst_real = src.resolve(), dst.resolve()
@@ -119,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from iha.hf.convert import CONFIG_KEY, convert
 
     src, dst = Path(args.src), Path(args.dst)
-    problem = _source_problem(src) or _destination_problem(src, dst)
+    problem = _source_problem(src) or _weights_problem(src) or _destination_problem(src, dst)
     if problem:
         print(f"iha convert: {problem}", file=sys.stderr)
         return 2

@@ -109,6 +109,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="sandbox processes at a time (humaneval/mbpp)"
     )
+    parser.add_argument(
+        "--no-isolation",
+        dest="isolate",
+        action="store_false",
+        help="run humaneval/mbpp programs without namespaces (unsafe: only for trusted code "
+        "on machines without unshare or user namespaces)",
+    )
     for name in ("gsm8k", "math500", "mbpp", "humaneval"):
         parser.add_argument(f"--{name}", help=f"{name} file for the presets (default: the hub)")
     parser.add_argument("--label", help="the model's row label in a preset table (default: MODEL)")
@@ -287,6 +294,7 @@ def _run_code(args: argparse.Namespace, generator: Any, tokenizer: Any) -> Any:
         timeout=args.timeout,
         workers=args.workers,
         progress=_progress,
+        isolate=args.isolate,
     )
 
 
@@ -316,6 +324,7 @@ def _run_preset(args: argparse.Namespace, generator: Any, tokenizer: Any, extra:
         code_prompt_style=args.prompt_style,
         code_timeout=args.timeout,
         code_workers=args.workers,
+        code_isolate=args.isolate,
         progress=progress,
     )
     out = Path(args.out)

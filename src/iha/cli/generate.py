@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _argument_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the sampling arguments (checked before the model loads), or None."""
+    for prompt in args.prompt:
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as e:  # bytes that are not UTF-8 arrive as lone surrogates
+            raw = prompt.encode("utf-8", errors="surrogateescape")
+            return f"--prompt {raw!r} is not UTF-8 text (byte {e.start}); pass UTF-8 text"
     if args.max_new_tokens < 0:
         return f"--max-new-tokens={args.max_new_tokens} must be >= 0"
     if not args.temperature >= 0 or math.isinf(args.temperature):

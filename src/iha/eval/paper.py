@@ -135,6 +135,7 @@ def run_preset(
     code_prompt_style: str | None = None,
     code_timeout: float = 10.0,
     code_workers: int = 1,
+    code_isolate: bool = True,
     progress: Callable[[str], Callable[[int, int], None] | None] | None = None,
 ) -> PaperResult:
     """Run every evaluation of ``preset`` and collect the table row.
@@ -180,6 +181,7 @@ def run_preset(
                 prompt_style=r.prompt_style,
                 timeout=code_timeout,
                 workers=code_workers,
+                isolate=code_isolate,
                 progress=report,
             )
         else:

@@ -430,6 +430,7 @@ def run_code_eval(
     workers: int = 1,
     confidence: float = 0.95,
     progress: Callable[[int, int], None] | None = None,
+    isolate: bool = True,
 ) -> SampledResult:
     """Generate ``n_samples`` programs per problem, run each in the sandbox
     (:mod:`iha.eval.code`) and report pass@k for every k in ``ks`` with k <= n_samples.
@@ -468,7 +469,7 @@ def run_code_eval(
     else:
         completions = texts
     programs = [module.program(problems[i // n_samples], c) for i, c in enumerate(completions)]
-    results = code.run_programs(programs, timeout=timeout, workers=workers)
+    results = code.run_programs(programs, timeout=timeout, workers=workers, isolate=isolate)
 
     records, correct = [], []
     for i, problem in enumerate(problems):

@@ -26,6 +26,7 @@ optimizer, scheduler, data position, counters, RNG states) through these files.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -76,6 +77,18 @@ def _write_atomic_text(path: Path, text: str) -> None:
 
 class CheckpointError(ValueError):
     """A checkpoint (or every checkpoint of a directory) is damaged or missing."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a quota, an I/O error); its temporary
+    directory has been removed and the previous checkpoints are as they were."""
+
+
+def _disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)  # safetensors reports the OS error in its own exception type
+    return "No space left on device" in text or "os error 28" in text or "quota" in text.lower()
 
 
 def file_digest(path: Path) -> str:
@@ -186,22 +199,35 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(step)
     final = root / name
+    _remove_stale(root)  # what dead processes left frees room for this one
     tmp = root / f".tmp-{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_model_weights(tmp / MODEL_FILE, model_state)
-    _fsync_file(tmp / MODEL_FILE)
-    with open(tmp / STATE_FILE, "wb") as fh:
-        torch.save(train_state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    with open(tmp / META_FILE, "w", encoding="utf-8") as fh:
-        json.dump({**meta, "step": step}, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    _write_manifest(tmp, [MODEL_FILE, STATE_FILE, META_FILE])  # last: it vouches for the rest
-    _fsync_dir(tmp)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        save_model_weights(tmp / MODEL_FILE, model_state)
+        _fsync_file(tmp / MODEL_FILE)
+        with open(tmp / STATE_FILE, "wb") as fh:
+            torch.save(train_state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with open(tmp / META_FILE, "w", encoding="utf-8") as fh:
+            json.dump({**meta, "step": step}, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _write_manifest(tmp, [MODEL_FILE, STATE_FILE, META_FILE])  # last: vouches for the rest
+        _fsync_dir(tmp)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, Exception):
+            raise  # KeyboardInterrupt, SystemExit: cleaned up, passed on
+        what = "the disk is full" if _disk_full(e) else f"{type(e).__name__}: {e}"
+        previous = latest_checkpoint(root)
+        raise CheckpointWriteError(
+            f"could not write checkpoint {name} in {str(root)!r} ({what}); its temporary files "
+            f"were removed; the newest saved checkpoint is "
+            f"{str(previous) if previous else 'none'}"
+        ) from e
     if final.exists():  # a checkpoint of the same step (e.g. saved again after a resume)
         old = root / f".old-{name}-{os.getpid()}"
         os.replace(final, old)
@@ -234,6 +260,11 @@ def prune(root: Path, keep: int, protect: str) -> None:
     for p in ckpts[: max(0, len(ckpts) - keep)]:
         if p.name != protect:
             shutil.rmtree(p, ignore_errors=True)
+    _remove_stale(root)
+
+
+def _remove_stale(root: Path) -> None:
+    """Remove the temporary files and directories other processes left in ``root``."""
     mine = str(os.getpid())
     for p in root.iterdir():
         stale = p.name.startswith((".tmp-", ".old-", f".{LATEST}.tmp-"))
@@ -294,16 +325,61 @@ def find_intact_checkpoint(root: str | Path) -> tuple[Path | None, list[str]]:
     return None, []
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory from a checkpoint dir, a checkpoints dir or a run dir."""
+def resolve_checkpoint(path: str | Path, verify: bool = True) -> Path:
+    """A checkpoint directory from a checkpoint dir, a checkpoints dir or a run dir (there: the
+    one ``latest`` names, else the newest).
+
+    With ``verify`` (the default; every reader of checkpoints uses it) the checkpoint is checked
+    against its manifest (:func:`verify_checkpoint`) before it is returned.
+
+    Raises:
+        FileNotFoundError: when ``path`` holds no checkpoint.
+        CheckpointError: when the checkpoint found fails its manifest; it names the file and,
+            for a run or checkpoints dir, the newest intact checkpoint to pass instead.
+    """
     path = Path(path)
-    if (path / META_FILE).is_file():
-        return path
-    for root in (path, path / "checkpoints"):
+    found = path if (path / META_FILE).is_file() else None
+    for root in () if found is not None else (path, path / "checkpoints"):
         found = latest_checkpoint(root)
         if found is not None:
-            return found
-    raise FileNotFoundError(f"no checkpoint found in {str(path)!r}")
+            break
+    if found is None:
+        raise FileNotFoundError(f"no checkpoint found in {str(path)!r}")
+    if verify:
+        try:
+            _verify_once(found)
+        except CheckpointError as e:
+            hint = ""
+            if found != path:
+                try:
+                    intact, _ = find_intact_checkpoint(found.parent)
+                    hint = f"; the newest intact checkpoint is {str(intact)!r}"
+                except CheckpointError:
+                    hint = "; no checkpoint there is intact"
+            raise CheckpointError(f"checkpoint {str(found)!r} is damaged: {e}{hint}") from e
+    return found
+
+
+_verified: dict[str, tuple] = {}  # checkpoint dir -> the file states it verified with
+
+
+def _verify_once(ckpt: Path) -> None:
+    """:func:`verify_checkpoint`, skipped when the files are unchanged since the last pass in
+    this process (size, mtime and inode of each: a loader resolves the same checkpoint twice)."""
+    try:
+        stamp = tuple(
+            (p.name, st.st_size, st.st_mtime_ns, st.st_ino)
+            for p in sorted(ckpt.iterdir())
+            for st in [p.stat()]
+        )
+    except OSError:
+        stamp = None
+    key = str(ckpt.resolve())
+    if stamp is not None and _verified.get(key) == stamp:
+        return
+    verify_checkpoint(ckpt)
+    if stamp is not None:
+        _verified[key] = stamp
 
 
 def read_meta(ckpt: str | Path) -> dict[str, Any]:

@@ -194,6 +194,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 pass
         raise bad
     if origin is Literal:
+        if value is None and "none" in typing.get_args(hint):
+            return "none"  # --set key=none parses as "no value"; here it is the choice 'none'
         if value in typing.get_args(hint) and isinstance(value, str):
             return value
         raise ConfigError(
@@ -490,6 +492,8 @@ def _model_from_init(cfg: RunConfig) -> dict[str, Any]:
         base = dict(ckpt.read_meta(found)["config"]["model"])
         if "factory" not in base:  # a run saved without a stored IHA window gets it now, once,
             base = ModelConfig.from_dict(base).to_dict()  # from its own context
+    except ckpt.CheckpointError as e:
+        raise ConfigError(f"config key 'train.init_from': {e}") from e
     except (FileNotFoundError, KeyError, ValueError, OSError) as e:
         raise ConfigError(
             f"config key 'train.init_from': no checkpoint with a model config at "

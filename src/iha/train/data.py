@@ -33,6 +33,7 @@ import hashlib
 import importlib
 import itertools
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,6 +215,11 @@ class LocalFiles(IndexedDocuments):
             record = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"{where} is not valid JSON: {e}") from e
+        except RecursionError:
+            raise ValueError(
+                f"{where} nests arrays or objects too deeply to be parsed (deeper than "
+                f"Python's recursion limit of {sys.getrecursionlimit()})"
+            ) from None
         cfg = self.cfg
         fields = [cfg.prompt_field, cfg.response_field] if cfg.prompt_field else [cfg.text_field]
         if not isinstance(record, dict):
@@ -221,6 +227,14 @@ class LocalFiles(IndexedDocuments):
         for f in fields:
             if not isinstance(record.get(f), str):
                 raise ValueError(f"{where} has no string field {f!r} (keys: {sorted(record)})")
+            try:
+                record[f].encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate: "\ud800" escapes parse
+                char = record[f][e.start]
+                raise ValueError(
+                    f"{where} holds a lone surrogate {char!r} in field {f!r} (character "
+                    f"{e.start}), which is not text and cannot be tokenized"
+                ) from None
 
     def __len__(self) -> int:
         return len(self.ranges)

@@ -47,12 +47,21 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         return torch.device("cpu")
-    device = torch.device(preference)
+    try:
+        device = torch.device(preference)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(
+            f"device {preference!r} is not a device: use auto, cpu, cuda or cuda:N ({e})"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"train.device={preference!r} but no CUDA device is available")
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        elif device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {preference!r}: there are only {torch.cuda.device_count()} CUDA devices"
+            )
     return device
 
 

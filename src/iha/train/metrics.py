@@ -44,10 +44,40 @@ class MetricsWriter:
         """
         if not self.path.is_file():
             return None
-        records, note = parse_metrics(self.path)
+        try:
+            records, note = parse_metrics(self.path)
+        except ValueError:  # damaged inside: keep the file as it was, go on with what reads
+            records, note = self._salvage()
         keep = [r for r in records if r.get("step", 0) <= step]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
         return note
+
+    def _salvage(self) -> tuple[list[dict[str, Any]], str]:
+        """The readable records of a metrics file damaged before its last line, with a note;
+        the file as it was is copied next to it first (nothing the run wrote is lost)."""
+        raw = self.path.read_bytes()
+        n = 1
+        while (backup := self.path.with_name(f"{self.path.name}.damaged-{n}")).exists():
+            n += 1
+        backup.write_bytes(raw)
+        records, dropped = [], []
+        for number, line in enumerate(raw.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                dropped.append(str(number))
+        shown = ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else "")
+        note = (
+            f"{str(self.path)!r}: dropped {len(dropped)} unreadable line(s) ({shown}); the file "
+            f"as it was is kept as {str(backup)!r}"
+        )
+        return records, note
 
     def reset(self) -> None:
         """Start an empty metrics file (a fresh run in an existing directory)."""

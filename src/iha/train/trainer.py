@@ -49,6 +49,7 @@ from iha.train.optim import build_optimizer
 
 EXIT_OK = 0
 EXIT_NONFINITE = 3
+EXIT_NOSAVE = 4  # a checkpoint could not be written (a full disk)
 
 ModelFactory = Callable[[dict[str, Any]], nn.Module]
 
@@ -93,7 +94,8 @@ def masked_loss_sum(
 
 @dataclass
 class TrainResult:
-    """What a run did: ``reason`` is "done", "stopped" (``stop_at``), "signal" or "nonfinite"."""
+    """What a run did: ``reason`` is "done", "stopped" (``stop_at``), "signal", "nonfinite" or
+    "nosave" (a checkpoint could not be written: a full disk)."""
 
     run_dir: Path
     step: int
@@ -475,7 +477,17 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "saved_at": time.time(),
         }
-        path = self.checkpoints.save(self.step, extra)
+        failure: ckpt.CheckpointWriteError | None = None
+        try:
+            path = self.checkpoints.save(self.step, extra)
+        except ckpt.CheckpointWriteError as e:
+            failure, path = e, None
+        # every rank learns of a failed write (no rank waits for a save that will not come)
+        flag = torch.tensor(float(failure is not None), device=self.info.device)
+        if float(D.all_reduce_max(flag, self.info)):
+            raise failure or ckpt.CheckpointWriteError(
+                f"checkpoint of step {self.step} could not be written by rank 0"
+            )
         D.barrier(self.info)
         return path
 
@@ -580,7 +592,12 @@ class Trainer:
                 stop_signal = int(D.all_reduce_max(flag, info))
                 every = cfg.checkpoint.every
                 if self.step >= end or stop_signal or (every and self.step % every == 0):
-                    last_ckpt = self.save()
+                    try:
+                        last_ckpt = self.save()
+                    except ckpt.CheckpointWriteError as e:
+                        say(f"stopping at step {self.step}: {e}")
+                        result.reason, result.exit_code = "nosave", EXIT_NOSAVE
+                        break
                     if last_ckpt is not None:
                         say(f"saved checkpoint {last_ckpt}")
                 if stop_signal:
