@@ -108,6 +108,7 @@ class RelationsExperiment:
     models: tuple[str, ...] = ("mha", "simplicial", "iha")
     ablations: tuple[Ablation, ...] = ()
     ablation_lr: float | None = None  # the one learning rate the ablations run at
+    converge_window: int | None = None  # None: patience alone stops (see TrainSettings)
 
     @property
     def key(self) -> str:
@@ -187,6 +188,7 @@ class HeadSweep:
     solved: float
     d_model: int | None = None
     simplicial_heads: tuple[int, ...] = ()  # CPM-3 only (softmax attention)
+    converge_window: int | None = None  # None: patience alone stops (see TrainSettings)
 
     @property
     def key(self) -> str:

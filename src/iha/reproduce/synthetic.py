@@ -49,6 +49,7 @@ def _settings(exp: RelationsExperiment | HeadSweep, job: Job) -> TrainSettings:
         patience=exp.patience,
         steps_per_epoch=getattr(exp, "steps_per_epoch", None),
         mixing_lr_scale=exp.mixing_lr_scale(job) if isinstance(exp, RelationsExperiment) else 1.0,
+        converge_window=exp.converge_window,
     )
 
 
@@ -68,8 +69,10 @@ def job_dir(out_dir: Path, job: Job) -> Path:
 
 
 def _fingerprint(exp: RelationsExperiment | HeadSweep) -> str:
-    """The experiment's settings: a job folder made under other settings is not resumed."""
-    return repr(exp)
+    """The experiment's settings: a job folder made under other settings is not resumed.
+    (Without a convergence window the text is that of the runs made before the field existed.)"""
+    text = repr(exp)
+    return text.replace(", converge_window=None)", ")") if exp.converge_window is None else text
 
 
 def _stale(folder: Path, exp: RelationsExperiment | HeadSweep) -> bool:
