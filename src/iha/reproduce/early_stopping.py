@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from iha.reproduce.convergence import classify, window_for
+from iha.reproduce.convergence import classify
 from iha.validate import check_choice, check_int, check_number
 
 STOP_MODES = ("min", "max")
@@ -24,8 +24,9 @@ class EarlyStopping:
         min_delta: the smallest change that counts as an improvement, >= 0.
         window: None (patience alone) or K >= 3: stopping also needs the convergence rule
             (:func:`iha.reproduce.convergence.classify`, mode "min" only) to call the run
-            "converged" over its last ``window_for(n, K)`` values: no significant downward
-            slope. A noisy loss still falling overall is not stopped by a few bad evaluations.
+            "converged" over its last K values: no significant downward slope (so no stop
+            before K evaluations). A noisy loss still falling overall is not stopped by a few
+            bad evaluations.
     """
 
     def __init__(
@@ -71,5 +72,4 @@ class EarlyStopping:
             return False
         if self.window is None:
             return True
-        k = window_for(len(self.values), self.window)
-        return classify(self.values, window=k).status in ("converged", "diverged")
+        return classify(self.values, window=self.window).status in ("converged", "diverged")

@@ -41,7 +41,7 @@ class TrainSettings:
         mixing_lr_scale: learning rate of the IHA mixing weights (alphas, collapse) over ``lr``.
         converge_window: None (stop on patience alone) or K: stop only when, in addition, the
             convergence rule sees no significant downward slope of the validation loss over the
-            last min(K, epochs / 2) epochs (:class:`iha.reproduce.early_stopping.EarlyStopping`).
+            last K epochs (:class:`iha.reproduce.early_stopping.EarlyStopping`).
     """
 
     lr: float
