@@ -18,14 +18,34 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from iha.reproduce import lm_plans
 from iha.reproduce.convergence import classify, window_for
-from iha.reproduce.lm import chosen_lr, convergence
+from iha.reproduce.lm import chosen_lr, rule_status
 
+CONVERGED_NATS = 0.01  # the old criterion's absolute threshold
 CHANCE = 0.5  # recall tasks: validation accuracy below this is the guessing plateau (~1/3)
 SOLVED = 0.95  # recall tasks: accuracy that counts as solved
 LATER_DROP = 0.1  # nats: "the loss later dropped"
+
+
+def convergence(val_losses: dict[int | str, float]) -> dict[str, Any]:
+    """The criterion the LM reports used before the rule (kept to audit them): the last
+    evaluation improved by less than 1% (relative) or by less than ``CONVERGED_NATS`` on the one
+    before it, skipping evaluations less than half an interval before the last one. Fewer than
+    two evaluations: None. A flat loss on a plateau counts as converged too."""
+    points = sorted((int(step), loss) for step, loss in val_losses.items())
+    if len(points) < 2:
+        return {"converged": None, "last_improvement": None}
+    interval = points[1][0] - points[0][0]
+    last_step, last = points[-1]
+    earlier = [loss for step, loss in points if step <= last_step - interval / 2]
+    if not earlier:
+        return {"converged": None, "last_improvement": None}
+    change = (earlier[-1] - last) / max(abs(earlier[-1]), 1e-12)
+    flat = change < 0.01 or earlier[-1] - last < CONVERGED_NATS
+    return {"converged": bool(flat), "last_improvement": change}
 
 
 def load_synthetic(docs: Path) -> dict[str, dict]:
@@ -49,18 +69,9 @@ def _curve(record: dict) -> tuple[list[int], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def lm_verdict(record: dict, upto: int | None = None) -> str:
-    """The rule on an LM recall run (all of it, or its first ``upto`` evaluations); solved and
-    at-chance come from the final validation accuracy, so only the full run uses them."""
-    steps, losses = _curve(record)
-    full = upto is None
-    if not full:
-        steps, losses = steps[:upto], losses[:upto]
-    acc = (record.get("val") or {}).get("pos_acc")
-    recall = not record["experiment"].startswith("text")
-    solved = full and recall and acc is not None and acc >= SOLVED
-    chance = full and recall and acc is not None and acc < CHANCE
-    return classify(losses, positions=steps, solved=solved, at_chance=chance).status
+def lm_verdict(record: dict) -> str:
+    """The rule on a whole LM run (:func:`iha.reproduce.lm.rule_status`)."""
+    return rule_status(record)
 
 
 def chosen_runs(records: list[dict]) -> list[dict]:

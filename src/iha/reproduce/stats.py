@@ -60,11 +60,22 @@ def t_quantile(confidence: float, df: int) -> float:
 
 @dataclass(frozen=True)
 class Interval:
-    """``mean +- half_width`` over ``n`` values (half_width is nan when n < 2)."""
+    """``mean +- half_width`` over ``n`` values (half_width is nan when n < 2).
+
+    ``p``: two-sided p-value of the one-sample t-test of mean = 0 (for a paired difference:
+    the paired t-test); nan when n < 2.
+    """
 
     mean: float
     half_width: float
     n: int
+    p: float = math.nan
+
+    def format_p(self) -> str:
+        """``"p = 0.063"`` (paired t), or ``"no test"`` with fewer than 2 values."""
+        if math.isnan(self.p):
+            return "no test"
+        return f"p = {self.p:.3f}" if self.p >= 0.001 else f"p = {self.p:.1e}"
 
     @property
     def low(self) -> float:
@@ -103,7 +114,12 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
     if n < 2:
         return Interval(mean, math.nan, n)
     var = sum((x - mean) ** 2 for x in xs) / (n - 1)
-    return Interval(mean, t_quantile(confidence, n - 1) * math.sqrt(var / n), n)
+    se = math.sqrt(var / n)
+    if se == 0.0:
+        p = 1.0 if mean == 0.0 else 0.0
+    else:
+        p = t_two_sided_p(mean / se, n - 1)
+    return Interval(mean, t_quantile(confidence, n - 1) * se, n, p)
 
 
 def paired_difference_ci(
