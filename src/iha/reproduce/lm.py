@@ -27,7 +27,13 @@ import torch.nn.functional as F
 
 from iha.reproduce.convergence import classify
 from iha.reproduce.lm_plans import LMExperiment, LMJob, LMPlan
-from iha.reproduce.stats import Interval, mean_ci, paired_difference_ci
+from iha.reproduce.stats import (
+    Interval,
+    discordant,
+    mcnemar_exact,
+    mean_ci,
+    paired_difference_ci,
+)
 
 RESULT_FILE = "result.json"
 BASELINE = "global"
@@ -434,6 +440,53 @@ def _better(metric: str, diff: Interval) -> str:
     )
 
 
+def solved_by_seed(row: dict[str, Any]) -> dict[int, bool]:
+    """Per seed: test accuracy >= ``RECALL_SOLVED`` at every test point."""
+    per_point = [set(v) for v in row["by_seed"].values()]
+    seeds = set.intersection(*per_point) if per_point else set()
+    return {s: all(v[s] >= RECALL_SOLVED for v in row["by_seed"].values()) for s in sorted(seeds)}
+
+
+def solved_lines(summaries: list[dict[str, Any]]) -> list[str]:
+    """Solved or not per run, each variant against global by the exact McNemar test, per
+    recall experiment and pooled over the MQAR experiments (pairs = (experiment, seed))."""
+    recall = [s for s in summaries if s["experiment"].task != "text"]
+    if not recall:
+        return []
+    lines = [
+        "## Solved or not (exact McNemar against global)",
+        "",
+        f"A run is solved when its test accuracy is >= {RECALL_SOLVED:.0%} at every test point. "
+        "Discordant pairs: (variant solved, global not) : (global solved, variant not).",
+        "",
+        "| experiment | variant | solved | global solved | discordant | exact McNemar p |",
+        "|---|---|---|---|---|---|",
+    ]
+    groups = [(s["experiment"].name, [s]) for s in recall]
+    mqar = [s for s in recall if s["experiment"].task == "mqar"]
+    if len(mqar) > 1:
+        groups.append(("MQAR pooled", mqar))
+    for name, ss in groups:
+        for v in ss[0]["rows"]:
+            if v == BASELINE:
+                continue
+            a, b = {}, {}
+            for s in ss:
+                rows = s["rows"]
+                for seed, ok in solved_by_seed(rows[v]).items():
+                    a[(s["experiment"].name, seed)] = ok
+                for seed, ok in solved_by_seed(rows[BASELINE]).items():
+                    b[(s["experiment"].name, seed)] = ok
+            only_a, only_b, n = discordant(a, b)
+            if n == 0:
+                continue
+            keys = sorted(set(a) & set(b))
+            lines.append(f"| {name} | {v} | {sum(a[k] for k in keys)}/{n} | "
+                         f"{sum(b[k] for k in keys)}/{n} | {only_a}:{only_b} | "
+                         f"{mcnemar_exact(only_a, only_b):.3f} |")  # fmt: skip
+    return lines + [""]
+
+
 def verdicts(summaries: list[dict[str, Any]]) -> list[str]:
     """One sentence per experiment: which variants differ significantly from global."""
     out = []
@@ -616,6 +669,7 @@ def write_lm_report(
             if path.name == "loss_vs_flops.png":
                 lines += [f"![{exp.name}: loss vs training FLOPs]({rel})", ""]
     lines += ["## Outcome", ""] + [f"- {v}" for v in verdicts(summaries)] + [""]
+    lines += solved_lines(summaries)
     path = out / "report.md"
     _write_atomic(path, "\n".join(lines))
     _write_atomic(out / "summary.json", json.dumps(_jsonable(summaries), indent=1))
