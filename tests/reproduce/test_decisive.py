@@ -106,3 +106,23 @@ def test_compare_pools_mcnemar_over_configurations(monkeypatch):
 
 def test_holm_adjustment():
     assert dec.holm([0.01, None, 0.04, 0.03]) == pytest.approx([0.03, None, 0.06, 0.06])
+
+
+def test_publish_copies_records_not_checkpoints_and_writes_the_report(tmp_path):
+    plan = dec.decisive_plan(2, tiny=True)
+    out, docs = tmp_path / "out", tmp_path / "docs"
+    job = out / "synthetic" / "jobs" / "relations__binary__mha__H4__P1__lr0.001__s0"
+    job.mkdir(parents=True)
+    record = {"key": "relations/binary/mha/H4/P1/lr0.001/s0", "seconds": 3.0,
+              "history": [{"loss": 1.0}] * 3, "val": {"loss": 1.0, "pos_acc": 0.5},
+              "test": {"pos_acc": 0.5}}  # fmt: skip
+    (job / "record.json").write_text(dec.json.dumps(record))
+    (job / "checkpoint.pt").write_bytes(b"x")
+    (out / "synthetic" / "runs.jsonl").write_text(dec.json.dumps(record) + "\n")
+    assert dec.publish(plan, out, docs, header=["# Decisive runs"]) == 1
+    copied = docs / "synthetic" / "jobs" / job.name
+    assert (copied / "record.json").is_file() and not (copied / "checkpoint.pt").exists()
+    text = (docs / "README.md").read_text()
+    assert text.startswith("# Decisive runs") and "| relations/binary | 1 |" in text
+    # the published folder is itself readable by the report
+    assert dec.read_record(plan, docs, plan.arms("relations/binary")[0], 1e-3, 0) == record

@@ -428,37 +428,6 @@ def holm(ps: Sequence[float | None]) -> list[float | None]:
     return out
 
 
-def progress(plan: DecisivePlan, out: Path) -> dict[str, Any]:
-    """Finished runs, the runs still known to be needed (at least), and seconds per run."""
-    done, remaining, seconds = 0, 0, []
-    per_exp = {}
-    for stage in plan.stages:
-        for e in stage:
-            d = r_min = 0
-            for arm in plan.arms(e):
-                rates = tried_rates(plan, out, arm)
-                for lr in rates:
-                    for s in plan.seeds_of(e):
-                        rec = read_record(plan, out, arm, lr, s)
-                        if rec is not None:
-                            d += 1
-                            seconds.append(float(rec.get("seconds", 0.0)))
-                lr, ok = chosen_rate(plan, out, arm)
-                grid_left = sum(read_record(plan, out, arm, x, s) is None
-                                for x in rates for s in plan.grid_seeds)  # fmt: skip
-                seeds_left = sum(
-                    lr is None or read_record(plan, out, arm, lr, s) is None
-                    for s in plan.seeds_of(e)
-                    if s not in plan.grid_seeds
-                )
-                r_min += grid_left + seeds_left + (0 if ok else len(plan.grid_seeds))
-            per_exp[e] = (d, r_min, len(plan.arms(e)))
-            done += d
-            remaining += r_min
-    return {"done": done, "remaining_at_least": remaining, "per_experiment": per_exp,
-            "mean_seconds": sum(seconds) / len(seconds) if seconds else None}  # fmt: skip
-
-
 def convergence_counts(plan: DecisivePlan, out: Path) -> dict[str, dict[str, int]]:
     """Per experiment: the convergence rule's verdict on every finished run."""
     counts: dict[str, dict[str, int]] = {}
@@ -532,22 +501,108 @@ def interim_report(plan: DecisivePlan, out: Path) -> list[str]:
                     f"| {arm.name} | {tried or '-'} | "
                     f"{'-' if lr is None else f'{lr:g}'} | {'yes' if ok else 'no'} |"
                 )
-    prog = progress(plan, out)
-    lines += ["", "| experiment | runs done | runs still needed (at least) |", "|---|---|---|"]
-    for e, (d, r, _) in prog["per_experiment"].items():
-        lines.append(f"| {e} | {d} | {r} |")
     counts = convergence_counts(plan, out)
     lines += ["", "Convergence rule on the finished runs: " + "; ".join(
         f"{e}: " + (", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "none")
-        for e, c in counts.items()) + "."]  # fmt: skip
-    mean = prog["mean_seconds"]
-    eta = ("unknown (no run finished)" if mean is None else
-           f"about {prog['remaining_at_least'] * mean / 3600:.1f} h at the mean wall time of "
-           f"the finished runs ({mean:.0f} s; MQAR and text runs cost differently)")  # fmt: skip
-    lines += ["", f"Runs done: {prog['done']}; still needed: at least "
-              f"{prog['remaining_at_least']} (grid extensions not yet known are not counted); "
-              f"estimate: {eta}."]  # fmt: skip
+        for e, c in counts.items()) + ".", ""]  # fmt: skip
+    lines += eta_lines(plan, out)
     return lines
+
+
+def committed_seconds(docs: Path = Path("docs/results")) -> dict[str, float]:
+    """Mean wall seconds per run of each arm (``experiment/variant``) in the committed full-plan
+    runs (text scaled to the decisive plan's 10x steps); {} when they are not there."""
+    out: dict[str, list[float]] = {}
+    runs = docs / "synthetic" / "runs.jsonl"
+    if runs.is_file():
+        for line in runs.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                if not r.get("variant"):
+                    out.setdefault(f"{r['experiment']}/{r['kind']}", []).append(r["seconds"])
+    for path in (docs / "lm" / "runs").glob("**/result.json"):
+        r = json.loads(path.read_text())
+        name, scale = r["experiment"], 1.0
+        if name.startswith("text/"):
+            name, scale = f"{name}-steps2000", 10.0
+        out.setdefault(f"{name}/{r['variant']}", []).append(scale * float(r["seconds"]))
+    return {k: sum(v) / len(v) for k, v in out.items()}
+
+
+def _arm_left(plan: DecisivePlan, out: Path, arm: Arm) -> tuple[int, int, list[float]]:
+    """(runs done, runs still needed at least, seconds of the finished runs) of one arm."""
+    rates = tried_rates(plan, out, arm)
+    seeds = plan.seeds_of(arm.experiment)
+    recs = [r for lr in rates for s in seeds if (r := read_record(plan, out, arm, lr, s))]
+    lr, ok = chosen_rate(plan, out, arm)
+    grid_left = sum(read_record(plan, out, arm, x, s) is None
+                    for x in rates for s in plan.grid_seeds)  # fmt: skip
+    seeds_left = sum(lr is None or read_record(plan, out, arm, lr, s) is None
+                     for s in seeds if s not in plan.grid_seeds)  # fmt: skip
+    left = grid_left + seeds_left + (0 if ok else len(plan.grid_seeds))
+    return len(recs), left, [float(r.get("seconds", 0.0)) for r in recs]
+
+
+def eta_lines(plan: DecisivePlan, out: Path, docs: Path = Path("docs/results")) -> list[str]:
+    """Runs done and still needed per experiment, and hours at the cost per run of each arm:
+    its finished decisive runs where there are some, else its committed runs' time times the
+    slowdown measured on the arms that have both (the machine is shared)."""
+    past = committed_seconds(docs)
+    arms = [a for stage in plan.stages for e in stage for a in plan.arms(e)]
+    state = {a.name: _arm_left(plan, out, a) for a in arms}
+    mine = {k: sum(v[2]) / len(v[2]) for k, v in state.items() if v[2]}
+    both = [k for k in mine if past.get(k)]
+    slowdown = sum(mine[k] for k in both) / sum(past[k] for k in both) if both else 1.0
+    lines = ["| experiment | runs done | runs still needed (at least) | hours left |",
+             "|---|---|---|---|"]  # fmt: skip
+    total, done_all, left_all = 0.0, 0, 0
+    for stage in plan.stages:
+        for e in stage:
+            done = left = 0
+            hours = 0.0
+            for a in plan.arms(e):
+                d, n, _ = state[a.name]
+                per = mine.get(a.name, past.get(a.name, math.nan) * slowdown)
+                done, left = done + d, left + n
+                hours += n * per / 3600 if math.isfinite(per) else 0.0
+            total, done_all, left_all = total + hours, done_all + done, left_all + left
+            lines.append(f"| {e} | {done} | {left} | {hours:.1f} |")
+    lines += ["", f"Runs done: {done_all}; still needed: at least {left_all} (grid extensions not "
+              f"yet known are not counted); about {total:.0f} h of machine time at each arm's "
+              f"measured cost per run, or its committed cost x {slowdown:.2f} (the slowdown of "
+              f"this shared machine on the {len(both)} arms measured in both) where it has no "
+              "finished decisive run yet."]  # fmt: skip
+    return lines
+
+
+# ------------------------------------------------------------------------------------ publish
+PUBLISHED = {"synthetic": ("record.json", "settings.txt"),
+             "lm": ("result.json", "metrics.jsonl", "config.toml")}  # fmt: skip
+
+
+def publish(plan: DecisivePlan, out: Path, docs: Path, header: Sequence[str] = ()) -> int:
+    """Copy every finished run of ``out`` (its record and metrics, never checkpoints) and the
+    suites' runs.jsonl into ``docs`` (same layout), and write ``docs/README.md``: ``header``
+    and the interim report. Returns the number of finished runs copied."""
+    import shutil
+
+    n = 0
+    for suite, names in PUBLISHED.items():
+        src = suite_dir(out, suite)
+        marker = names[0]
+        for rec in sorted(src.glob(f"**/{marker}")):
+            dest = docs / suite / rec.parent.relative_to(src)
+            dest.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                if (rec.parent / name).is_file():
+                    shutil.copyfile(rec.parent / name, dest / name)
+            n += 1
+        if (src / "runs.jsonl").is_file():
+            shutil.copyfile(src / "runs.jsonl", docs / suite / "runs.jsonl")
+    docs.mkdir(parents=True, exist_ok=True)
+    lines = [*header, *interim_report(plan, out)]
+    (docs / "README.md").write_text("\n".join(lines) + "\n")
+    return n
 
 
 # -------------------------------------------------------------------------------------- power
@@ -635,6 +690,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
         run_decisive(plan, args.out, log=lambda s: print(s, flush=True))
+        return 0
+    if args.command == "publish":
+        header = args.header.read_text().splitlines() if args.header else []
+        n = publish(plan, args.out, args.docs, header)
+        print(f"published {n} finished runs and {args.docs / 'README.md'}")
         return 0
     if args.command == "power":
         print("\n".join(power_lines()))
