@@ -580,6 +580,39 @@ PUBLISHED = {"synthetic": ("record.json", "settings.txt"),
              "lm": ("result.json", "metrics.jsonl", "config.toml")}  # fmt: skip
 
 
+def default_header(out: Path) -> list[str]:
+    """The interim report's preamble: what runs, how it was started and how to resume it."""
+    commit = out / "code" / "COMMIT"
+    code = commit.read_text().strip() if commit.is_file() else "the working tree"
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return [
+        "# Decisive comparisons: interim report",
+        "",
+        f"Written {stamp} by `python -m iha.reproduce.decisive publish` from the runs finished "
+        f"so far in `{out}` (code of commit {code}). The comparisons, seeds, learning-rate "
+        "rule and convergence rule were fixed beforehand in "
+        "[../preregistration.md](../preregistration.md). An interim table is descriptive: "
+        "the conclusions are drawn at the planned seed counts only.",
+        "",
+        "The runs (one worker, one torch thread, resumable) were started from the repository "
+        f"root with a copy of `src/` at commit {code} (so that later edits of the working "
+        "tree do not change a running plan):",
+        "",
+        f"    git archive {code} src | tar -x -C results/decisive/code",
+        "    PYTHONPATH=results/decisive/code/src OMP_NUM_THREADS=1 nice -n 19 \\",
+        "      python -m iha.reproduce.decisive run --out results/decisive "
+        ">> results/decisive/run.log 2>&1",
+        "",
+        "Running the same command again resumes: finished runs are reused, an interrupted "
+        "synthetic run continues from its last epoch and an LM run from its last checkpoint. "
+        "`synthetic/` and `lm/` below hold each finished run's record (and for LM runs "
+        "`metrics.jsonl` and `config.toml`) and the suite's `runs.jsonl`, one record per run.",
+        "",
+        "## Primary comparisons so far",
+        "",
+    ]
+
+
 def publish(plan: DecisivePlan, out: Path, docs: Path, header: Sequence[str] = ()) -> int:
     """Copy every finished run of ``out`` (its record and metrics, never checkpoints) and the
     suites' runs.jsonl into ``docs`` (same layout), and write ``docs/README.md``: ``header``
@@ -674,10 +707,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])  # fmt: skip
     p.add_argument(
         "command",
-        choices=("run", "report", "power"),
+        choices=("run", "report", "power", "publish"),
         help="run: start or resume the plan; report: print the interim report; "
-        "power: the power calculation from the committed runs in docs/results",
+        "power: the power calculation from the committed runs in docs/results; "
+        "publish: copy the finished runs and the interim report to --docs",
     )
+    p.add_argument("--docs", type=Path, default=Path("docs/results/decisive"),
+                   help="publish: destination (default docs/results/decisive)")  # fmt: skip
+    p.add_argument("--header", type=Path, default=None,
+                   help="publish: a markdown file put before the report (default: how the "
+                   "runs were started and resumed)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("results/decisive"),
                    help="output folder (default results/decisive)")  # fmt: skip
     p.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds per arm (default {SEEDS})")
@@ -692,7 +731,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_decisive(plan, args.out, log=lambda s: print(s, flush=True))
         return 0
     if args.command == "publish":
-        header = args.header.read_text().splitlines() if args.header else []
+        header = (args.header.read_text().splitlines() if args.header
+                  else default_header(args.out))  # fmt: skip
         n = publish(plan, args.out, args.docs, header)
         print(f"published {n} finished runs and {args.docs / 'README.md'}")
         return 0
