@@ -55,3 +55,21 @@ def test_audit_lines_on_a_small_docs_tree(tmp_path):
     assert "1 of them end at chance accuracy" in text
     assert "| heads/cpm3/mha/H1/P1/lr0.003/s1 | 24 |" in text  # the last record of the key
     assert "CPM-3: 1 of 1 early-stopped runs still had a significantly falling" in text
+
+
+def test_committed_synthetic_runs_hold_one_record_per_run():
+    """runs.jsonl: one record per key; the superseded records of re-run jobs live apart."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "docs" / "results" / "synthetic"
+    keys = [json.loads(x)["key"] for x in (root / "runs.jsonl").read_text().splitlines() if x]
+    assert len(keys) == len(set(keys)) == 120
+    old = [json.loads(x)["key"] for x in (root / "superseded.jsonl").read_text().splitlines() if x]
+    assert set(old) <= set(keys)
+
+
+def test_majority_class_is_taken_once_per_seed():
+    from iha.reproduce.synthetic import _per_seed_baseline
+
+    runs = [{"seed": s, "baseline": 0.5 + 0.1 * s} for s in (0, 1) for _ in range(4)]
+    assert _per_seed_baseline(runs) == [0.5, 0.6]

@@ -147,3 +147,10 @@ def test_mcnemar_power_matches_monte_carlo():
     draws = rng.multinomial(n, [pa, pb, 1 - pa - pb], size=reps)
     simulated = float(np.mean([mcnemar_exact(int(x), int(y)) < 0.05 for x, y, _ in draws]))
     assert mcnemar_power(pa, pb, n) == pytest.approx(simulated, abs=0.015)
+
+
+def test_interval_p_is_the_paired_t_tests_p():
+    a, b = [0.985, 0.973, 0.982], [0.944, 0.956, 0.935]
+    assert paired_difference_ci(a, b).p == pytest.approx(paired_t_test(a, b).p)
+    assert paired_difference_ci(a, b).format_p() == f"p = {paired_t_test(a, b).p:.3f}"
+    assert mean_ci([1.0]).format_p() == "no test"
