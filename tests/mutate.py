@@ -67,6 +67,9 @@ T_LOOP = "tests/train/test_train_loop.py"
 T_DATA = "tests/train/test_train_data.py"
 T_CLI = "tests/test_cli.py"
 T_SANDBOX = "tests/eval/test_code_sandbox.py"
+T_CONV = "tests/reproduce/test_convergence.py"
+T_STATS = "tests/reproduce/test_stats.py"
+T_DEC = "tests/reproduce/test_decisive.py"
 
 CATALOGUE: tuple[Mutant, ...] = (
     # ------------------------------------------------------------------ core
@@ -420,6 +423,24 @@ CATALOGUE: tuple[Mutant, ...] = (
            "                    f\"{n_k} keys of batch {B}\"\n                )\n"
            "            return None",
            (T_GUARD_BK,), "converted layers drop a 2-D padding mask"),
+    # ------------------------------------------------------------------ reproduce
+    Mutant("reproduce-slope-two-sided", "reproduce", "reproduce/convergence.py",
+           "    p = tail if t < 0 else 1.0 - tail\n", "    p = 2.0 * tail\n",
+           (T_CONV,), "the convergence rule's slope test is two-sided (a rising loss counts as "
+           "still improving)"),
+    Mutant("reproduce-slope-residual-df", "reproduce", "reproduce/convergence.py",
+           "    df = n - 2\n", "    df = n - 1\n",
+           (T_CONV,), "the slope's t-test uses n - 1 degrees of freedom"),
+    Mutant("reproduce-stop-ignores-rule", "reproduce", "reproduce/early_stopping.py",
+           "        if self.window is None:\n            return True\n",
+           "        return True\n",
+           (T_CONV,), "early stopping ignores the convergence rule (patience alone)"),
+    Mutant("reproduce-mcnemar-one-sided", "reproduce", "reproduce/stats.py",
+           "    return min(1.0, 2.0 * tail)", "    return min(1.0, tail)",
+           (T_STATS,), "exact McNemar p-value one-sided"),
+    Mutant("reproduce-bracket-edge", "reproduce", "reproduce/decisive.py",
+           "    if i == len(lrs) - 1:\n", "    if False:\n",
+           (T_DEC,), "a best learning rate at the top of the grid counts as bracketed"),
 )
 
 AREAS = sorted({m.area for m in CATALOGUE})

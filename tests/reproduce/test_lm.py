@@ -120,8 +120,8 @@ def test_bad_options_exit_2_naming_them(tmp_path, capsys):
     assert "mode" in capsys.readouterr().out
 
 
-def test_convergence_compares_a_whole_interval_back():
-    from iha.reproduce.lm import convergence
+def test_old_criterion_compares_a_whole_interval_back():
+    from iha.reproduce.audit import convergence
 
     # an extra evaluation one step after the last interval must not count as flat
     still_falling = {40: 3.0, 80: 2.8, 120: 2.6, 160: 2.5, 195: 2.4, 196: 2.4}

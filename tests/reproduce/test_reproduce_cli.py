@@ -53,9 +53,30 @@ def test_demo_resumes_the_tiny_run_and_prints_side_by_side_tables(tiny_run, caps
     assert main(["demo", "--tiny", "--workers", "1", "--out", str(tiny_run), "--resume"]) == 0
     out = capsys.readouterr().out
     assert "0 jobs to run" in out  # everything was reused
-    assert "| task | MHA | IHA | IHA - MHA (paired) |" in out
-    assert "| heads H | MHA | IHA (P = H) |" in out
-    assert "Outcome:" in out
+    assert "| task | seeds | MHA | IHA | IHA - MHA (paired by seed) | paired t |" in out
+    assert "| heads H |" not in out  # the demo runs what it says: MHA vs IHA, relations only
+    table = [ln for ln in out.splitlines() if ln.startswith("| binary") or
+             ln.startswith("| ternary")]  # fmt: skip
+    assert len(table) == 2
+    for row in table:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == "2"  # seeds, not runs
+        assert "p = " in cells[5] and ("not significant" in cells[5] or "significant" in cells[5])
+    report = (tiny_run / "report.md").read_text()
+    assert "`iha demo --tiny --workers 1" in report
+    assert "simplicial" not in report.split("## Outcome")[1].split("\n")[2]
+
+
+def test_demo_plan_keeps_the_experiments_and_runs_mha_and_iha_only():
+    from iha.reproduce.plans import demo_plan
+
+    plan = get_plan("quick", seeds=5)
+    demo = demo_plan(plan)
+    assert demo.experiments().keys() == {e.key for e in plan.relations}
+    assert {j.kind for j in demo.jobs()} == {"mha", "iha"}
+    assert not any(j.variant for j in demo.jobs())
+    assert len(demo.jobs()) == 2 * 2 * 5
+    assert set(demo.jobs()) <= set(plan.jobs())
 
 
 def test_bad_worker_count_exits_2_and_names_the_option(tmp_path, capsys):
@@ -87,6 +108,24 @@ def test_plans_follow_the_paper_where_they_can():
         get_plan("huge")
     with pytest.raises(ValueError, match="seeds"):
         get_plan("tiny", seeds=0)
+
+
+def test_quick_is_the_default_mode_and_full_is_asked_for():
+    import argparse
+
+    from iha.cli.reproduce import add_arguments, command_line, mode_of
+    from iha.cli.reproduce_lm import lm_command_line, lm_mode
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    plain, full = p.parse_args(["synthetic"]), p.parse_args(["lm", "--full"])
+    assert (mode_of(plain), lm_mode(plain)) == ("quick", "quick")
+    assert (mode_of(full), lm_mode(full)) == ("full", "full")
+    assert "--full" in command_line(full) and lm_command_line(full).startswith(
+        "iha reproduce lm --full")
+    assert mode_of(p.parse_args(["synthetic", "--tiny"])) == "tiny"
+    with pytest.raises(SystemExit):
+        p.parse_args(["synthetic", "--full", "--quick"])
 
 
 def test_paper_mode_is_documented_in_help(capsys):

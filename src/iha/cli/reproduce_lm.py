@@ -28,10 +28,10 @@ from iha.reproduce.lm_plans import LM_MODES, get_lm_plan
 
 
 def lm_mode(args: argparse.Namespace) -> str:
-    """The plan's mode from ``--mode`` / ``--quick`` / ``--tiny`` / ``--full`` (default full)."""
+    """The plan's mode from ``--mode`` / ``--full`` / ``--tiny`` / ``--quick`` (default quick)."""
     if getattr(args, "mode", None) is not None:
         return args.mode
-    return "quick" if args.quick else "tiny" if args.tiny else "full"
+    return "full" if getattr(args, "full", False) else "tiny" if args.tiny else "quick"
 
 
 def lm_command_line(args: argparse.Namespace) -> str:

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -24,14 +25,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from iha.reproduce.convergence import classify
 from iha.reproduce.lm_plans import LMExperiment, LMJob, LMPlan
-from iha.reproduce.stats import Interval, mean_ci, paired_difference_ci
+from iha.reproduce.stats import (
+    Interval,
+    discordant,
+    mcnemar_exact,
+    mean_ci,
+    paired_difference_ci,
+)
 
 RESULT_FILE = "result.json"
 BASELINE = "global"
 CORPUS_SOURCE = "iha.reproduce.lm_tasks:pydoc_corpus"
 MQAR_TASK = "iha.reproduce.lm_tasks:MixedMQARTask"
-CONVERGED_NATS = 0.01  # validation-loss gain per interval below which a run counts as flat
+RECALL_SOLVED = 0.95  # recall tasks: validation accuracy that counts as solved
+RECALL_CHANCE = 0.5  # recall tasks: below this a flat run is on the guessing plateau (~1/3)
 
 
 # ------------------------------------------------------------------------------- tasks and data
@@ -220,25 +229,19 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def convergence(val_losses: dict[int | str, float]) -> dict[str, Any]:
-    """Whether the validation loss had flattened by the end of a run: the last evaluation
-    improved by less than 1% (relative) or by less than ``CONVERGED_NATS`` (absolute: a loss
-    near zero, a recall task solved) on the one before it, skipping evaluations less than half
-    an interval (that of the first two evaluations) before the last one, so that an extra
-    evaluation at the final step does not count as an interval. With fewer than two evaluations
-    nothing can be said (None). A flat loss on a plateau counts as converged too: it says the
-    run stopped improving, not that it learned."""
-    points = sorted((int(step), loss) for step, loss in val_losses.items())
-    if len(points) < 2:
-        return {"converged": None, "last_improvement": None}
-    interval = points[1][0] - points[0][0]
-    last_step, last = points[-1]
-    earlier = [loss for step, loss in points if step <= last_step - interval / 2]
-    if not earlier:
-        return {"converged": None, "last_improvement": None}
-    change = (earlier[-1] - last) / max(abs(earlier[-1]), 1e-12)
-    flat = change < 0.01 or earlier[-1] - last < CONVERGED_NATS
-    return {"converged": bool(flat), "last_improvement": change}
+def rule_status(record: dict[str, Any]) -> str:
+    """The convergence rule (:func:`iha.reproduce.convergence.classify`) on a finished run:
+    K = half its evaluations (3..10); a recall run is "solved" at validation accuracy >=
+    ``RECALL_SOLVED`` and on the "plateau" below ``RECALL_CHANCE`` when its loss is flat."""
+    pts = sorted((int(step), float(loss)) for step, loss in record["val_losses"].items())
+    acc = (record.get("val") or {}).get("pos_acc")
+    recall = not record["experiment"].startswith("text")
+    return classify(
+        [loss for _, loss in pts],
+        positions=[step for step, _ in pts],
+        solved=recall and acc is not None and acc >= RECALL_SOLVED,
+        at_chance=recall and acc is not None and acc < RECALL_CHANCE,
+    ).status
 
 
 def run_job(exp: LMExperiment, job: LMJob, out: Path, steps: int) -> dict[str, Any]:
@@ -277,11 +280,11 @@ def run_job(exp: LMExperiment, job: LMJob, out: Path, steps: int) -> dict[str, A
         "tokens": trainer.tokens,
         "reason": result.reason,
         "val_losses": val_losses,
-        **convergence(val_losses),
         **metrics,
         "run_dir": str(run_dir),
         "seconds": time.time() - started,
     }
+    record["convergence"] = rule_status(record)
     _write_atomic(run_dir / RESULT_FILE, json.dumps(record, indent=1))
     return record
 
@@ -395,7 +398,7 @@ def summarise_experiment(exp: LMExperiment, records: list[dict[str, Any]], seeds
             "n_seeds": len(runs),
             "steps": runs[0]["steps"] if runs else None,
             "train_flops": runs[0]["train_flops"] if runs else None,
-            "converged": sum(bool(convergence(r["val_losses"])["converged"]) for r in runs),
+            "rule": Counter(rule_status(r) for r in runs),
             "test": {p: mean_ci(list(s.values())) if s else None for p, s in by_seed.items()},
             "by_seed": by_seed,
             "run_dirs": [r["run_dir"] for r in sorted(runs, key=lambda r: r["seed"])],
@@ -437,6 +440,53 @@ def _better(metric: str, diff: Interval) -> str:
     )
 
 
+def solved_by_seed(row: dict[str, Any]) -> dict[int, bool]:
+    """Per seed: test accuracy >= ``RECALL_SOLVED`` at every test point."""
+    per_point = [set(v) for v in row["by_seed"].values()]
+    seeds = set.intersection(*per_point) if per_point else set()
+    return {s: all(v[s] >= RECALL_SOLVED for v in row["by_seed"].values()) for s in sorted(seeds)}
+
+
+def solved_lines(summaries: list[dict[str, Any]]) -> list[str]:
+    """Solved or not per run, each variant against global by the exact McNemar test, per
+    recall experiment and pooled over the MQAR experiments (pairs = (experiment, seed))."""
+    recall = [s for s in summaries if s["experiment"].task != "text"]
+    if not recall:
+        return []
+    lines = [
+        "## Solved or not (exact McNemar against global)",
+        "",
+        f"A run is solved when its test accuracy is >= {RECALL_SOLVED:.0%} at every test point. "
+        "Discordant pairs: (variant solved, global not) : (global solved, variant not).",
+        "",
+        "| experiment | variant | solved | global solved | discordant | exact McNemar p |",
+        "|---|---|---|---|---|---|",
+    ]
+    groups = [(s["experiment"].name, [s]) for s in recall]
+    mqar = [s for s in recall if s["experiment"].task == "mqar"]
+    if len(mqar) > 1:
+        groups.append(("MQAR pooled", mqar))
+    for name, ss in groups:
+        for v in ss[0]["rows"]:
+            if v == BASELINE:
+                continue
+            a, b = {}, {}
+            for s in ss:
+                rows = s["rows"]
+                for seed, ok in solved_by_seed(rows[v]).items():
+                    a[(s["experiment"].name, seed)] = ok
+                for seed, ok in solved_by_seed(rows[BASELINE]).items():
+                    b[(s["experiment"].name, seed)] = ok
+            only_a, only_b, n = discordant(a, b)
+            if n == 0:
+                continue
+            keys = sorted(set(a) & set(b))
+            lines.append(f"| {name} | {v} | {sum(a[k] for k in keys)}/{n} | "
+                         f"{sum(b[k] for k in keys)}/{n} | {only_a}:{only_b} | "
+                         f"{mcnemar_exact(only_a, only_b):.3f} |")  # fmt: skip
+    return lines + [""]
+
+
 def verdicts(summaries: list[dict[str, Any]]) -> list[str]:
     """One sentence per experiment: which variants differ significantly from global."""
     out = []
@@ -461,7 +511,8 @@ def verdicts(summaries: list[dict[str, Any]]) -> list[str]:
                 verdict = _better(metric, diff)
                 if verdict in ("better than global", "worse than global"):
                     where = "" if p == "all" else f" at {_point_name(exp, p)}"
-                    parts.append(f"{v} {verdict}{where} ({_fmt(metric, diff, signed=True)})")
+                    parts.append(f"{v} {verdict}{where} ({_fmt(metric, diff, signed=True)}, "
+                                 f"paired t {diff.format_p()})")  # fmt: skip
         text = "; ".join(parts) if parts else "no variant differs significantly from global"
         out.append(f"{exp.name}: {text}.")
     return out
@@ -479,6 +530,12 @@ def _fmt(metric: str, iv: Interval | None, signed: bool = False) -> str:
     else:
         text = iv.format(1, scale=100.0)
     return ("+" + text) if signed and iv.mean >= 0 else text
+
+
+def _fmt_diff(metric: str, iv: Interval | None) -> str:
+    if iv is None:
+        return "-"
+    return f"{_fmt(metric, iv, signed=True)} ({iv.format_p()})"
 
 
 # ------------------------------------------------------------------------------------- report
@@ -514,15 +571,15 @@ def experiment_section(s: dict[str, Any], flops_table: dict[str, dict[str, Any]]
         f"{unit}, mean ± 95% t-interval over seeds at the chosen learning rate, and the paired "
         "per-seed difference to global:",
         "",
-        f"| variant | lr (chosen) | seeds | converged runs | {head} | {diff_head} |",
+        f"| variant | lr (chosen) | seeds | convergence rule | {head} | {diff_head} |",
         "|---|---|---|---|" + "---|" * (2 * len(points)),
     ]
     for v, row in s["rows"].items():
         cells = " | ".join(_fmt(metric, row["test"][p]) for p in points)
-        diffs = " | ".join(_fmt(metric, row["vs_global"][p], signed=True) for p in points)
+        diffs = " | ".join(_fmt_diff(metric, row["vs_global"][p]) for p in points)
         lr = "-" if row["lr"] is None else f"{row['lr']:g}"
         lines.append(
-            f"| {v} | {lr} | {row['n_seeds']} | {row['converged']}/{row['n_seeds']} | "
+            f"| {v} | {lr} | {row['n_seeds']} | {_rule_cell(row['rule'])} | "
             f"{cells} | {diffs} |"
         )
     grid = "; ".join(
@@ -535,6 +592,10 @@ def experiment_section(s: dict[str, Any], flops_table: dict[str, dict[str, Any]]
     sel = "validation loss" if metric == "loss" else "validation accuracy %"
     lines += ["", f"Learning-rate grid (seed 0, {sel}): {grid}.", ""]
     return lines
+
+
+def _rule_cell(counts: Counter) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-"
 
 
 def _score(metric: str, score: float) -> str:
@@ -582,10 +643,12 @@ def write_lm_report(
         "FLOPs x 3, causal masks and windows counted exactly by `iha.flops`); a costlier variant "
         "runs fewer steps. The learning rate is chosen per variant on seed 0's validation metric "
         "and the other seeds run at that rate. Every run trains for its fixed budget (no early "
-        "stopping). 'converged': runs whose validation loss improved by less than 1% (or by less "
-        f"than {CONVERGED_NATS} nats) over its last evaluation interval; the others were still "
-        "improving when the budget ran out. A recall run stuck on the in-context-guess plateau "
-        "(accuracy near 1/pairs) counts as converged too: it stopped improving without learning.",
+        "stopping). Convergence rule (`iha.reproduce.convergence`): over the last K = half the "
+        "evaluations (3..10), a one-sided t-test of the validation-loss slope; 'improving' "
+        "when it falls significantly (p < 0.05: the budget ran out first), else 'converged'; "
+        f"a recall run is 'solved' at validation accuracy >= {RECALL_SOLVED} and on the "
+        f"'plateau' (flat at chance) below {RECALL_CHANCE}. Differences to global: paired t "
+        "over seeds, with its p-value.",
         "",
     ]
     corpus = corpus_fingerprint()
@@ -606,6 +669,7 @@ def write_lm_report(
             if path.name == "loss_vs_flops.png":
                 lines += [f"![{exp.name}: loss vs training FLOPs]({rel})", ""]
     lines += ["## Outcome", ""] + [f"- {v}" for v in verdicts(summaries)] + [""]
+    lines += solved_lines(summaries)
     path = out / "report.md"
     _write_atomic(path, "\n".join(lines))
     _write_atomic(out / "summary.json", json.dumps(_jsonable(summaries), indent=1))

@@ -108,6 +108,7 @@ class RelationsExperiment:
     models: tuple[str, ...] = ("mha", "simplicial", "iha")
     ablations: tuple[Ablation, ...] = ()
     ablation_lr: float | None = None  # the one learning rate the ablations run at
+    converge_window: int | None = None  # None: patience alone stops (see TrainSettings)
 
     @property
     def key(self) -> str:
@@ -187,6 +188,7 @@ class HeadSweep:
     solved: float
     d_model: int | None = None
     simplicial_heads: tuple[int, ...] = ()  # CPM-3 only (softmax attention)
+    converge_window: int | None = None  # None: patience alone stops (see TrainSettings)
 
     @property
     def key(self) -> str:
@@ -246,12 +248,16 @@ class SyntheticPlan:
     seeds: tuple[int, ...]
     relations: tuple[RelationsExperiment, ...]
     sweeps: tuple[HeadSweep, ...]
+    kinds: tuple[str, ...] = ()  # run only these models ("mha", "iha", ...); () = all
+    main_only: bool = False  # skip the ablations
 
     def experiments(self) -> dict[str, RelationsExperiment | HeadSweep]:
         return {e.key: e for e in (*self.relations, *self.sweeps)}
 
     def jobs(self) -> list[Job]:
-        return [j for e in self.experiments().values() for j in e.jobs(self.seeds)]
+        return [j for e in self.experiments().values() for j in e.jobs(self.seeds)
+                if (not self.kinds or j.kind in self.kinds)
+                and not (self.main_only and j.variant)]  # fmt: skip
 
 
 def _cpm3_args(n_max: int) -> tuple[tuple[str, object], ...]:
@@ -360,6 +366,12 @@ def tiny_plan() -> SyntheticPlan:
                       solved=0.05, **sweep),
         ),
     )  # fmt: skip
+
+
+def demo_plan(plan: SyntheticPlan) -> SyntheticPlan:
+    """What ``iha demo`` runs of ``plan``: relation composition only, MHA and IHA, no ablations
+    (the experiments themselves unchanged, so finished runs of ``plan`` are reused)."""
+    return replace(plan, sweeps=(), kinds=("mha", "iha"), main_only=True)
 
 
 def get_plan(mode: str, seeds: int | None = None) -> SyntheticPlan:

@@ -26,13 +26,14 @@ def _pct(iv: Interval | None) -> str:
 def _diff_tail(diff: Interval, other: str) -> str:
     if diff.n < 2:
         return "one seed: no interval, no conclusion."
+    test = f"paired t {diff.format_p()}"
     if diff.low > 0:
-        return f"IHA beats {other} here."
+        return f"IHA beats {other} here ({test})."
     if diff.high < 0:
-        return f"{other} beats IHA here: IHA does NOT beat {other}."
+        return f"{other} beats IHA here ({test}): IHA does NOT beat {other}."
     side = "higher" if diff.mean > 0 else "lower"
     return (
-        f"the interval includes 0, so no significant difference (IHA {side} on average): "
+        f"no significant difference ({test}; IHA {side} on average): "
         f"IHA does NOT significantly beat {other} here."
     )
 
@@ -106,6 +107,7 @@ def _paired_claim(s: dict) -> str:
         unit, a, b = "accuracy points", same.format(2, 100.0), full.format(2, 100.0)
     else:
         unit, a, b = "log10 nMSE ratio", same.format(2), full.format(2)
+    a, b = f"{a} (paired t {same.format_p()})", f"{b} ({full.format_p()})"
     text = (
         f" Paired by seed (positive = IHA better, in {unit}): IHA with {h} heads vs MHA with {h} "
         f"heads {a}; vs MHA with {big} heads {b}."
@@ -219,7 +221,8 @@ def _ablation_lines(s: dict) -> list[str]:
     for a in ablations:
         abl = a["ablation"]
         name = "main IHA (P=8, near-MHA init)" if abl is None else abl.description
-        vs = "-" if a["vs_main"] is None else a["vs_main"].format(2, 100.0)
+        vs = ("-" if a["vs_main"] is None else
+              f"{a['vs_main'].format(2, 100.0)} (paired t {a['vs_main'].format_p()})")  # fmt: skip
         lines.append(
             f"| {name} | {a['n_seeds']} | {a['epochs']:.1f} | {a['capped']} | "
             f"{_pct(a['test_pos_acc'])} | {vs} | {_movement_cells(a['movement'])} |"

@@ -60,11 +60,22 @@ def t_quantile(confidence: float, df: int) -> float:
 
 @dataclass(frozen=True)
 class Interval:
-    """``mean +- half_width`` over ``n`` values (half_width is nan when n < 2)."""
+    """``mean +- half_width`` over ``n`` values (half_width is nan when n < 2).
+
+    ``p``: two-sided p-value of the one-sample t-test of mean = 0 (for a paired difference:
+    the paired t-test); nan when n < 2.
+    """
 
     mean: float
     half_width: float
     n: int
+    p: float = math.nan
+
+    def format_p(self) -> str:
+        """``"p = 0.063"`` (paired t), or ``"no test"`` with fewer than 2 values."""
+        if math.isnan(self.p):
+            return "no test"
+        return f"p = {self.p:.3f}" if self.p >= 0.001 else f"p = {self.p:.1e}"
 
     @property
     def low(self) -> float:
@@ -103,7 +114,12 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
     if n < 2:
         return Interval(mean, math.nan, n)
     var = sum((x - mean) ** 2 for x in xs) / (n - 1)
-    return Interval(mean, t_quantile(confidence, n - 1) * math.sqrt(var / n), n)
+    se = math.sqrt(var / n)
+    if se == 0.0:
+        p = 1.0 if mean == 0.0 else 0.0
+    else:
+        p = t_two_sided_p(mean / se, n - 1)
+    return Interval(mean, t_quantile(confidence, n - 1) * se, n, p)
 
 
 def paired_difference_ci(
@@ -113,3 +129,109 @@ def paired_difference_ci(
     if len(a) != len(b):
         raise ValueError(f"a and b must pair up: got {len(a)} and {len(b)} values")
     return mean_ci([x - y for x, y in zip(a, b)], confidence)
+
+
+# ------------------------------------------------------------------------------------- tests
+def t_two_sided_p(t: float, df: int) -> float:
+    """Two-sided p-value P(|T| >= |t|) of Student's t with ``df`` degrees of freedom."""
+    return max(0.0, 1.0 - t_central_mass(abs(float(t)), df))
+
+
+@dataclass(frozen=True)
+class PairedT:
+    """Paired t-test of ``a - b``: mean difference, its 95% interval, t, df, two-sided p."""
+
+    diff: Interval
+    t: float
+    df: int
+    p: float
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> PairedT:
+    """Paired t-test of the mean of ``a[i] - b[i]`` against 0 (at least 2 pairs).
+
+    An exactly constant non-zero difference gives t = +-inf and p = 0; all-zero gives p = 1.
+    """
+    diff = paired_difference_ci(a, b)
+    n = diff.n
+    if n < 2:
+        raise ValueError(f"a and b: a paired t-test needs at least 2 pairs, got {n}")
+    ds = [float(x) - float(y) for x, y in zip(a, b)]
+    sd = math.sqrt(sum((d - diff.mean) ** 2 for d in ds) / (n - 1))
+    if sd == 0.0:
+        t = 0.0 if diff.mean == 0.0 else math.copysign(math.inf, diff.mean)
+    else:
+        t = diff.mean / (sd / math.sqrt(n))
+    return PairedT(diff, t, n - 1, t_two_sided_p(t, n - 1))
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant pairs.
+
+    Args:
+        only_a: pairs where only the first arm succeeded (e.g. solved), >= 0.
+        only_b: pairs where only the second arm succeeded, >= 0.
+
+    Under H0 each discordant pair is a fair coin: p = min(1, 2 * P(Bin(n, 1/2) <= min)).
+    """
+    check_int("only_a", only_a, 0)
+    check_int("only_b", only_b, 0)
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
+
+
+def discordant(a: dict, b: dict) -> tuple[int, int, int]:
+    """(only a, only b, pairs) over the keys both dicts hold; values are truthy for success."""
+    keys = sorted(set(a) & set(b))
+    only_a = sum(1 for k in keys if a[k] and not b[k])
+    only_b = sum(1 for k in keys if b[k] and not a[k])
+    return only_a, only_b, len(keys)
+
+
+def normal_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def paired_t_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test at level ``alpha`` with ``n`` pairs when the
+    differences are normal with mean ``effect`` and standard deviation ``sd``.
+
+    Computed as E_V[P(|Z + delta| > t_c sqrt(V / df))], V ~ chi^2(df), delta = effect sqrt(n)/sd,
+    the expectation by the midpoint rule on a fine grid of V (the noncentral t's definition).
+    """
+    check_int("n", n, 2)
+    if sd <= 0:
+        raise ValueError(f"sd={sd!r} must be > 0")
+    df = n - 1
+    tc = t_quantile(1.0 - alpha, df)
+    delta = abs(effect) * math.sqrt(n) / sd
+    hi = df + 40.0 * math.sqrt(2.0 * df) + 40.0
+    steps = 4000
+    h = hi / steps
+    log_norm = -(df / 2.0) * math.log(2.0) - math.lgamma(df / 2.0)
+    total = 0.0
+    for i in range(steps):
+        v = (i + 0.5) * h
+        dens = math.exp(log_norm + (df / 2.0 - 1.0) * math.log(v) - v / 2.0)
+        c = tc * math.sqrt(v / df)
+        total += dens * (normal_cdf(delta - c) + normal_cdf(-delta - c)) * h
+    return min(1.0, total)
+
+
+def mcnemar_power(p_only_a: float, p_only_b: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the exact McNemar test with ``n`` pairs when a pair is "only a" with probability
+    ``p_only_a`` and "only b" with ``p_only_b`` (exact sum over the trinomial outcomes)."""
+    check_int("n", n, 1)
+    if not (0 <= p_only_a and 0 <= p_only_b and p_only_a + p_only_b <= 1):
+        raise ValueError("p_only_a and p_only_b must be >= 0 with a sum <= 1")
+    p_same = 1.0 - p_only_a - p_only_b
+    power = 0.0
+    for x in range(n + 1):
+        for y in range(n + 1 - x):
+            if mcnemar_exact(x, y) < alpha:
+                power += (math.comb(n, x) * math.comb(n - x, y) * p_only_a**x * p_only_b**y
+                          * p_same ** (n - x - y))  # fmt: skip
+    return power

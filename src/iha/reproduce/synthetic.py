@@ -49,6 +49,7 @@ def _settings(exp: RelationsExperiment | HeadSweep, job: Job) -> TrainSettings:
         patience=exp.patience,
         steps_per_epoch=getattr(exp, "steps_per_epoch", None),
         mixing_lr_scale=exp.mixing_lr_scale(job) if isinstance(exp, RelationsExperiment) else 1.0,
+        converge_window=exp.converge_window,
     )
 
 
@@ -68,8 +69,10 @@ def job_dir(out_dir: Path, job: Job) -> Path:
 
 
 def _fingerprint(exp: RelationsExperiment | HeadSweep) -> str:
-    """The experiment's settings: a job folder made under other settings is not resumed."""
-    return repr(exp)
+    """The experiment's settings: a job folder made under other settings is not resumed.
+    (Without a convergence window the text is that of the runs made before the field existed.)"""
+    text = repr(exp)
+    return text.replace(", converge_window=None)", ")") if exp.converge_window is None else text
 
 
 def _stale(folder: Path, exp: RelationsExperiment | HeadSweep) -> bool:
@@ -386,6 +389,13 @@ def _paired(a: dict[int, float], b: dict[int, float]):
     return paired_difference_ci([a[s] for s in seeds], [b[s] for s in seeds]) if seeds else None
 
 
+def _per_seed_baseline(records: list[dict]) -> list[float]:
+    """The majority-class accuracy once per seed (every run of a seed shares its data set), so
+    that its interval is over seeds, not over runs."""
+    by_seed = {r["seed"]: r["baseline"] for r in records if r["baseline"] is not None}
+    return [by_seed[s] for s in sorted(by_seed)]
+
+
 def _capped(records: list[dict]) -> list[dict]:
     """Runs that early stopping did not end: they ran to the epoch cap with fewer than
     ``patience`` epochs since their best one."""
@@ -441,7 +451,7 @@ def summarise_relations(exp: RelationsExperiment, records: list[dict]) -> dict:
             diffs[base] = _paired(best["iha"]["test_pos_by_seed"], best[base]["test_pos_by_seed"])
     baselines = [k for k in ("mha", "simplicial") if k in best and best[k]["val_pos_acc"]]
     strongest = max(baselines, key=lambda k: best[k]["val_pos_acc"].mean, default=None)
-    baseline_acc = [r["baseline"] for r in mine if r["baseline"] is not None]
+    baseline_acc = _per_seed_baseline(mine)
     iha_main = [r for r in main if r["kind"] == "iha"]
     return {
         "experiment": exp,
@@ -527,7 +537,7 @@ def summarise_sweep(exp: HeadSweep, records: list[dict]) -> dict:
     for kind, points in curves.items():  # "simplicial" too, when swept
         ok = [p["n_heads"] for p in points if sign * (p["test"].mean - exp.solved) >= 0]
         needed[kind] = min(ok) if ok else None
-    baselines = [r["baseline"] for r in mine if r["baseline"] is not None]
+    baselines = _per_seed_baseline(mine)
     return {
         "experiment": exp,
         "curves": curves,

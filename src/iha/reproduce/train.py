@@ -39,6 +39,9 @@ class TrainSettings:
         warmup_steps: linear warmup length.
         eval_batch: batch size of evaluation.
         mixing_lr_scale: learning rate of the IHA mixing weights (alphas, collapse) over ``lr``.
+        converge_window: None (stop on patience alone) or K: stop only when, in addition, the
+            convergence rule sees no significant downward slope of the validation loss over the
+            last K epochs (:class:`iha.reproduce.early_stopping.EarlyStopping`).
     """
 
     lr: float
@@ -51,6 +54,7 @@ class TrainSettings:
     warmup_steps: int = 20
     eval_batch: int = 256
     mixing_lr_scale: float = 1.0
+    converge_window: int | None = None
 
 
 def loss_fn(output: str, logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
@@ -181,7 +185,7 @@ def train_run(
     )
     warmup = max(1, settings.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
-    stopper = EarlyStopping(settings.patience, mode="min")
+    stopper = EarlyStopping(settings.patience, mode="min", window=settings.converge_window)
     stream = task.batches("train", settings.batch_size, seed=seed) if streaming else None
     best_state = copy.deepcopy(model.state_dict())
     history: list[dict] = []
