@@ -87,3 +87,67 @@ class KVCache:
             self.keys, self.values = self.keys[index], self.values[index]
         if self.key_padding_mask is not None:
             self.key_padding_mask = self.key_padding_mask[index]
+
+
+class RowBuffer:
+    """Rows of (B, G, L, d) tensors appended along dim 2 without a new tensor at every step.
+
+    ``torch.cat`` of a cache with one new token allocates and copies the whole cache at every
+    step (and a large allocation is fresh pages: page faults that grow with the context). This
+    buffer keeps spare capacity: an append copies only the new rows; when the capacity is
+    reached the held rows move to the front (when they fill at most half of it) or to a buffer
+    twice as large, so a step costs O(new rows) amortized and the allocations are O(log L).
+    :meth:`rows` is a view of the held rows (strided over B and G, rows contiguous).
+    """
+
+    def __init__(self) -> None:
+        self.data: torch.Tensor | None = None  # (B, G, capacity, d)
+        self.start = 0
+        self.end = 0
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def rows(self) -> torch.Tensor:
+        """The held rows (B, G, len, d), a view."""
+        if self.data is None:
+            raise ValueError("RowBuffer is empty: append rows first")
+        return self.data[:, :, self.start : self.end]
+
+    def append(self, x: torch.Tensor) -> torch.Tensor:
+        """Append rows x (B, G, n, d); returns :meth:`rows`."""
+        n = x.shape[2]
+        if self.data is None:
+            self.data = x.new_empty(*x.shape[:2], max(2 * n, 16), x.shape[3])
+        elif (
+            self.data.shape[:2] != x.shape[:2]
+            or self.data.shape[3] != x.shape[3]
+            or self.data.dtype != x.dtype
+            or self.data.device != x.device
+        ):
+            raise ValueError(
+                f"rows {tuple(x.shape)} {x.dtype} do not match the buffer's "
+                f"{tuple(self.data.shape)} {self.data.dtype}"
+            )
+        if self.end + n > self.data.shape[2]:
+            held = self.end - self.start
+            if 2 * (held + n) <= self.data.shape[2]:  # room enough: move the held rows first
+                self.data[:, :, :held] = self.data[:, :, self.start : self.end].clone()
+            else:
+                grown = x.new_empty(*x.shape[:2], 2 * (held + n), x.shape[3])
+                grown[:, :, :held] = self.data[:, :, self.start : self.end]
+                self.data = grown
+            self.start, self.end = 0, held
+        self.data[:, :, self.end : self.end + n] = x
+        self.end += n
+        return self.rows()
+
+    def keep_last(self, n: int) -> None:
+        """Drop all but the last ``n`` held rows."""
+        self.start = max(self.start, self.end - n)
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep batch rows ``index`` (beam search)."""
+        if self.data is not None:
+            self.data = self.data[index]
+
