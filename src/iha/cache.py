@@ -19,18 +19,31 @@ CACHE_POLICIES = ("raw", "pseudo")
 
 
 class KVCache:
-    """Keys, values, key-padding mask and token offset of one attention layer."""
+    """Keys, values, key-padding mask and token offset of one attention layer.
+
+    Keys and values live in :class:`RowBuffer` s: a step appends its new rows without copying
+    the cache (no allocation that grows with the context), and ``keys`` / ``values`` are views.
+    """
 
     def __init__(self, policy: str = "raw", max_tokens: int | None = None) -> None:
         check_choice("policy", policy, CACHE_POLICIES)
         check_int("max_tokens", max_tokens, 1, allow_none=True)
         self.policy = policy
         self.max_tokens = max_tokens
-        self.keys: torch.Tensor | None = None  # (B, G, L*U, d); U = P for "pseudo", else 1
-        self.values: torch.Tensor | None = None
+        self._keys = RowBuffer()  # (B, G, L*U, d); U = P for "pseudo", else 1
+        self._values = RowBuffer()
         self.key_padding_mask: torch.Tensor | None = None  # (B, L) bool, True = real
         self.offset = 0  # tokens seen so far (absolute index of the next token)
         self._held = 0  # tokens currently held (<= offset when bounded)
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        """The held keys (B, G, L*U, d) (a view), or None before the first update."""
+        return None if self._keys.data is None else self._keys.rows()
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return None if self._values.data is None else self._values.rows()
 
     @property
     def n_tokens(self) -> int:
@@ -48,13 +61,10 @@ class KVCache:
         prefix plus the new tokens, and the offset of the first new token."""
         start = self.offset
         B = keys.shape[0]
-        if self.keys is None:
-            all_k, all_v = keys, values
-        else:
-            if self.keys.shape[0] != B:
-                raise ValueError(f"cache holds batch {self.keys.shape[0]}, got batch {B}")
-            all_k = torch.cat([self.keys, keys], dim=2)
-            all_v = torch.cat([self.values, values], dim=2)
+        if self._keys.data is not None and self._keys.data.shape[0] != B:
+            raise ValueError(f"cache holds batch {self._keys.data.shape[0]}, got batch {B}")
+        all_k = self._keys.append(keys)
+        all_v = self._values.append(values)
         if key_padding_mask is not None or self.key_padding_mask is not None:
             old = self.key_padding_mask
             if old is None:
@@ -68,23 +78,23 @@ class KVCache:
         held = self._held + n_new
         per_token = all_k.shape[2] // held
         keep = held if self.max_tokens is None else min(held, self.max_tokens)
-        self.keys = all_k[:, :, (held - keep) * per_token :]
-        self.values = all_v[:, :, (held - keep) * per_token :]
+        self._keys.keep_last(keep * per_token)
+        self._values.keep_last(keep * per_token)
         self.key_padding_mask = None if all_m is None else all_m[:, held - keep :]
         self._held = keep
         self.offset = start + n_new
         return all_k, all_v, all_m, start
 
     def nbytes(self) -> int:
-        """Bytes held by the cached keys and values."""
+        """Bytes held by the cached keys and values (spare capacity not counted)."""
         if self.keys is None:
             return 0
         return self.keys.numel() * self.keys.element_size() * 2
 
     def reorder(self, index: torch.Tensor) -> None:
         """Select batch rows (beam search / dropping finished sequences)."""
-        if self.keys is not None:
-            self.keys, self.values = self.keys[index], self.values[index]
+        self._keys.select(index)
+        self._values.select(index)
         if self.key_padding_mask is not None:
             self.key_padding_mask = self.key_padding_mask[index]
 
