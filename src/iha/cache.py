@@ -24,6 +24,9 @@ class KVCache:
     Made by a layer's ``make_cache``; pass it as ``cache=`` to every call of that layer. Each
     call appends its new tokens and attends over everything held.
 
+    Keys and values live in :class:`RowBuffer` s: a step appends its new rows without copying
+    the cache (no allocation that grows with the context), and ``keys`` / ``values`` are views.
+
     Args:
         policy (str): what IHA layers store. ``"raw"`` (default): the projected, unmixed,
             un-rotated keys/values (B, G, L, d), mixed and rotated again at every step (1/P of
@@ -54,11 +57,21 @@ class KVCache:
         check_int("max_tokens", max_tokens, 1, allow_none=True)
         self.policy = policy
         self.max_tokens = max_tokens
-        self.keys: torch.Tensor | None = None  # (B, G, L*U, d); U = P for "pseudo", else 1
-        self.values: torch.Tensor | None = None
+        self._keys = RowBuffer()  # (B, G, L*U, d); U = P for "pseudo", else 1
+        self._values = RowBuffer()
         self.attention_mask: torch.Tensor | None = None  # (B, L) bool, True = real
         self.offset = 0  # tokens seen so far (absolute index of the next token)
         self._held = 0  # tokens currently held (<= offset when bounded)
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        """The held keys (B, G, L*U, d) (a view), or None before the first update."""
+        return None if self._keys.data is None else self._keys.rows()
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        """The held values (B, G, L*U, d) (a view), or None before the first update."""
+        return None if self._values.data is None else self._values.rows()
 
     @property
     def n_tokens(self) -> int:
@@ -86,13 +99,10 @@ class KVCache:
         """
         start = self.offset
         B = keys.shape[0]
-        if self.keys is None:
-            all_k, all_v = keys, values
-        else:
-            if self.keys.shape[0] != B:
-                raise ValueError(f"cache holds batch {self.keys.shape[0]}, got batch {B}")
-            all_k = torch.cat([self.keys, keys], dim=2)
-            all_v = torch.cat([self.values, values], dim=2)
+        if self._keys.data is not None and self._keys.data.shape[0] != B:
+            raise ValueError(f"cache holds batch {self._keys.data.shape[0]}, got batch {B}")
+        all_k = self._keys.append(keys)
+        all_v = self._values.append(values)
         if attention_mask is not None or self.attention_mask is not None:
             old = self.attention_mask
             if old is None:
@@ -106,22 +116,86 @@ class KVCache:
         held = self._held + n_new
         per_token = all_k.shape[2] // held
         keep = held if self.max_tokens is None else min(held, self.max_tokens)
-        self.keys = all_k[:, :, (held - keep) * per_token :]
-        self.values = all_v[:, :, (held - keep) * per_token :]
+        self._keys.keep_last(keep * per_token)
+        self._values.keep_last(keep * per_token)
         self.attention_mask = None if all_m is None else all_m[:, held - keep :]
         self._held = keep
         self.offset = start + n_new
         return all_k, all_v, all_m, start
 
     def nbytes(self) -> int:
-        """Bytes held by the cached keys and values."""
+        """Bytes held by the cached keys and values (spare capacity not counted)."""
         if self.keys is None:
             return 0
         return self.keys.numel() * self.keys.element_size() * 2
 
     def reorder(self, index: torch.Tensor) -> None:
         """Select batch rows (beam search / dropping finished sequences)."""
-        if self.keys is not None:
-            self.keys, self.values = self.keys[index], self.values[index]
+        self._keys.select(index)
+        self._values.select(index)
         if self.attention_mask is not None:
             self.attention_mask = self.attention_mask[index]
+
+
+class RowBuffer:
+    """Rows of (B, G, L, d) tensors appended along dim 2 without a new tensor at every step.
+
+    ``torch.cat`` of a cache with one new token allocates and copies the whole cache at every
+    step (and a large allocation is fresh pages: page faults that grow with the context). This
+    buffer keeps spare capacity: an append copies only the new rows; when the capacity is
+    reached the held rows move to the front (when they fill at most half of it) or to a buffer
+    twice as large, so a step costs O(new rows) amortized and the allocations are O(log L).
+    :meth:`rows` is a view of the held rows (strided over B and G, rows contiguous).
+    """
+
+    def __init__(self) -> None:
+        self.data: torch.Tensor | None = None  # (B, G, capacity, d)
+        self.start = 0
+        self.end = 0
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def rows(self) -> torch.Tensor:
+        """The held rows (B, G, len, d), a view."""
+        if self.data is None:
+            raise ValueError("RowBuffer is empty: append rows first")
+        return self.data[:, :, self.start : self.end]
+
+    def append(self, x: torch.Tensor) -> torch.Tensor:
+        """Append rows x (B, G, n, d); returns :meth:`rows`."""
+        n = x.shape[2]
+        if self.data is None:
+            self.data = x.new_empty(*x.shape[:2], max(2 * n, 16), x.shape[3])
+        elif (
+            self.data.shape[:2] != x.shape[:2]
+            or self.data.shape[3] != x.shape[3]
+            or self.data.dtype != x.dtype
+            or self.data.device != x.device
+        ):
+            raise ValueError(
+                f"rows {tuple(x.shape)} {x.dtype} do not match the buffer's "
+                f"{tuple(self.data.shape)} {self.data.dtype}"
+            )
+        if self.end + n > self.data.shape[2]:
+            held = self.end - self.start
+            if 2 * (held + n) <= self.data.shape[2]:  # room enough: move the held rows first
+                self.data[:, :, :held] = self.data[:, :, self.start : self.end].clone()
+            else:
+                grown = x.new_empty(*x.shape[:2], 2 * (held + n), x.shape[3])
+                grown[:, :, :held] = self.data[:, :, self.start : self.end]
+                self.data = grown
+            self.start, self.end = 0, held
+        self.data[:, :, self.end : self.end + n] = x
+        self.end += n
+        return self.rows()
+
+    def keep_last(self, n: int) -> None:
+        """Drop all but the last ``n`` held rows."""
+        self.start = max(self.start, self.end - n)
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep batch rows ``index`` (beam search)."""
+        if self.data is not None:
+            self.data = self.data[index]
+

@@ -262,6 +262,40 @@ def merged_attention(
     return _MergedAttention.apply(q, k, v, pieces, scale)
 
 
+def grouped_dense_attention(
+    qt: torch.Tensor,  # (B, H, Lq, d)
+    kt: torch.Tensor,  # (B, G, Lk, d), any strides with contiguous rows (a cache's view)
+    vt: torch.Tensor,  # (B, G, Lk, dv)
+    allowed: torch.Tensor,  # (Lq, Lk) bool
+    keys: torch.Tensor | None,  # (B, Lk) bool key padding, True = real
+    scale: float,
+) -> torch.Tensor:
+    """Few query rows (decoding) against all keys with a small dense mask: (B, H, Lq, dv).
+
+    The H/G query heads of a key group (heads g*H/G .. (g+1)*H/G-1, as ``expand_kv``) become
+    rows of one (B, G, H/G*Lq, d) query block, so the keys are neither expanded nor copied and
+    each group is one fused attention call. Rows that see no key are zero.
+    """
+    B, H, Lq, d = qt.shape
+    G, Lk = kt.shape[1], kt.shape[2]
+    if H % G:
+        raise ValueError(f"{G} key/value heads must divide the {H} query heads")
+    mask = allowed[None, None]  # (1, 1, Lq, Lk)
+    if keys is not None:
+        mask = mask & keys[:, None, None, :]  # (B, 1, Lq, Lk)
+    alive = mask.any(dim=-1, keepdim=True)  # (B|1, 1, Lq, 1)
+    full = bool(mask.all())
+    if not full:  # a row without any key would give NaN: let it see all, zero it below
+        mask = (mask | ~alive).expand(-1, H // G, Lq, Lk).reshape(mask.shape[0], 1, -1, Lk)
+    q = qt.reshape(B, G, H // G * Lq, d)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q, kt, vt, attn_mask=None if full else mask, scale=scale
+    ).reshape(B, H, Lq, vt.shape[3])
+    if full or bool(alive.all()):
+        return out
+    return out * alive  # (B|1, 1, Lq, 1) over every head
+
+
 def attend_blocked(
     qt: torch.Tensor,  # (B, H, Nq*P, d)
     kt: torch.Tensor,  # (B, G, Nk*P, d)
@@ -287,11 +321,13 @@ def attend_blocked(
         return attend_sdpa(qt, kt, vt, spec, **common, dropout_p=dropout_p)
     B, H, Lq, _ = qt.shape
     Lk = kt.shape[2]
-    kt, vt = expand_kv(kt, H), expand_kv(vt, H)
     keys = None
     if attention_mask is not None:
         keys = expand_key_padding(attention_mask, spec.n_pseudo)  # (B, Nk*P)
-    if Lq <= DENSE_MAX_ROWS or Lq * Lk <= DENSE_MAX_SCORES:
+    if Lq <= DENSE_MAX_ROWS:  # decoding: the heads of a key group share one call, no copies
+        return grouped_dense_attention(qt, kt, vt, spec.allowed(qt.device), keys, scale)
+    kt, vt = expand_kv(kt, H), expand_kv(vt, H)
+    if Lq * Lk <= DENSE_MAX_SCORES:
         return merged_attention(qt, kt, vt, [dense_piece(spec, keys, qt.dtype, qt.device)], scale)
     if spec.window is None:
         pieces = full_pieces(B, H, Lq, Lk, spec, keys, qt.dtype, qt.device)

@@ -14,7 +14,10 @@ machine slows them alike), forward + backward in float32 unless stated, medians 
   kernel (what ``auto`` picks on CPU) and on the pure-PyTorch ``blocked`` fallback.
 - ``scaling``: the same ratios over N (512 ... 8192 with ``--full``) and P (1, 2, 4, 8 with
   ``--full``); global IHA only while N*P <= 8192 (its cost grows as (N*P)^2).
-- ``decode``: tokens/s of incremental decoding with a KV cache (both cache policies) vs MHA.
+- ``decode``: prefill and decode tokens/s of whole models (native ``iha`` / ``iha_global`` vs
+  ``global``; a converted model vs its original, ``--model DIR --converted DIR`` or a small random
+  Llama), each time ratio beside its FLOP ratio (target: at most 1.1x), page faults per decoded
+  token (``iha.cli.bench_decode``).
 - ``memory``: peak memory of one forward + backward, each case in a fresh subprocess (peak RSS
   on CPU, ``torch.cuda.max_memory_allocated`` on CUDA), window cases at growing N.
 - ``accuracy``: float32 error of each backend vs float64, over the float32 reference's error.
@@ -46,7 +49,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from iha.attention import InterleavedHeadAttention
 from iha.backends import BACKENDS, fused_core, keep_freed_memory
@@ -375,51 +377,13 @@ def suite_scaling(args, device) -> SuiteResult:
     return res
 
 
-def _decode_rate(module: nn.Module, prompt: int, steps: int, D: int, device, make_cache):
-    """Tokens/s of ``steps`` greedy-like steps (random inputs) after a ``prompt``-token prefill.
-
-    A plain loop: every step grows the cache, so the steps are not repeats of one statement
-    (what ``torch.utils.benchmark`` times).
-    """
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(1, prompt, D, generator=gen).to(device)
-    xs = [torch.randn(1, 1, D, generator=gen).to(device) for _ in range(steps)]
-    with torch.no_grad():
-        cache = make_cache()
-        module(x, cache=cache)
-        module(xs[0], cache=cache)  # warm-up step
-        _sync(device)
-        t0 = time.perf_counter()
-        for xt in xs[1:]:
-            module(xt, cache=cache)
-        _sync(device)
-    return (steps - 1) / (time.perf_counter() - t0)
-
-
 def suite_decode(args, device) -> SuiteResult:
-    H, d, P = (2, 16, 2) if args.smoke else (8, 64, 4)
-    D = H * d
-    prompts = (32,) if args.smoke else ((512, 2048, 8192) if args.full else (512, 2048))
-    steps = 4 if args.smoke else 17
-    res = SuiteResult("decode", {"B": 1, "H": H, "d": d, "P": P, "steps": steps - 1})
-    rows = []
-    torch.manual_seed(0)
-    mha = MultiHeadAttention(D, H).to(device).eval()
-    for T in prompts:
-        W = _paper_window(T, P)
-        row = {"prompt": T, "window": W}
-        row["mha tok/s"] = _decode_rate(mha, T, steps, D, device, mha.make_cache)
-        for mask, window in (("flat", None), ("token", None), ("flat", W)):
-            layer = InterleavedHeadAttention(D, H, n_pseudo=P, mask=mask, window=window)
-            layer = layer.to(device).eval()
-            for policy in ("raw", "pseudo"):
-                name = f"iha {mask}{'' if window is None else '-W'} {policy} tok/s"
-                row[name] = _decode_rate(
-                    layer, T, steps, D, device, lambda layer=layer, p=policy: layer.make_cache(p)
-                )
-        rows.append(row)
-        print(f"  decode T={T}: {json.dumps(row)}", file=sys.stderr, flush=True)
-    res.extra["rows"] = rows
+    if device.type != "cpu":
+        raise ValueError("the decode suite runs on CPU (--device cpu)")
+    from iha.cli import bench_decode
+
+    res = SuiteResult("decode", {})
+    bench_decode.run_suite(args, res)
     return res
 
 
@@ -694,7 +658,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"suites to run (default: {' '.join(DEFAULT_SUITES)})")
     p.add_argument("--full", action="store_true",
                    help="full sweeps: N up to 8192, P in 1 2 4 8, longer decode prompts")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds; numbers meaningless)")
+    p.add_argument("--smoke", "--quick", action="store_true",
+                   help="tiny sizes (seconds; numbers meaningless)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per variant (median)")
     p.add_argument("--threads", type=int, nargs="+", default=[1],
                    help="torch threads (default 1: least affected by other jobs on the host); "
@@ -703,6 +668,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="keep freed memory in the process (glibc mallopt, "
                         "iha.backends.cpu_memory): no page faults on IHA's large tensors")
+    p.add_argument("--model", default=None,
+                   help="decode suite: a Hugging Face Llama-family model directory, the original "
+                        "(default: a small random Llama)")
+    p.add_argument("--converted", default=None,
+                   help="decode suite: its converted directory (iha convert); without both, a "
+                        "small random Llama and its P=2 exact conversion (default: none)")
+    p.add_argument("--prompt", type=int, default=1024,
+                   help="decode suite: prompt tokens (default: 1024)")
+    p.add_argument("--steps", type=int, default=32,
+                   help="decode suite: timed decoded tokens (default: 32)")
     p.add_argument("--json", type=str, default=None,
                    help="write the results as JSON here (default: not written)")
     p.add_argument("--markdown", type=str, default=None,
@@ -744,6 +719,12 @@ def run(args: argparse.Namespace) -> int:
     thread_counts = args.threads if isinstance(args.threads, list) else [args.threads]
     if args.repeats < 1 or min(thread_counts) < 1:
         print("iha bench: --repeats and --threads must be >= 1", file=sys.stderr)
+        return 2
+    if getattr(args, "prompt", 1) < 1 or getattr(args, "steps", 1) < 1:
+        print("iha bench: --prompt and --steps must be >= 1", file=sys.stderr)
+        return 2
+    if bool(getattr(args, "model", None)) != bool(getattr(args, "converted", None)):
+        print("iha bench: pass both --model DIR and --converted DIR, or neither", file=sys.stderr)
         return 2
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         problem = _output_problem(path)

@@ -49,10 +49,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from iha.attention import COLLAPSE_MODES, init_exact_mha_mixing
-from iha.functional import interleaved_head_attention
+from iha.cache import RowBuffer
+from iha.functional import collapse_heads, interleaved_head_attention, mix_heads
 from iha.masks import MaskSpec
 from iha.optim import is_mixing_parameter
 from iha.rope import apply_rope, check_rope_scaling
@@ -183,10 +185,14 @@ class IHAConvertedAttention(nn.Module):
             # Rotation before mixing == rotation after mixing under token positions (module doc).
             q = apply_rope(q, cos, sin).to(v.dtype)
             k = apply_rope(k, cos, sin).to(v.dtype)
+        dropout_p = self.attention_dropout if self.training else 0.0
+        if cache is not None and self.mode == "exact":
+            y = self._exact_cached(q, k, v, cache, attention_mask, dropout_p)
+            y = y.transpose(1, 2).reshape(B, N, H * d)
+            return self.o_proj(y), None
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, G, Nk, d): prefix + new tokens
         key_padding_mask = self._key_padding_mask(attention_mask, B, N, k.shape[2])
-        dropout_p = self.attention_dropout if self.training else 0.0
         if self.mode == "exact":
             y = interleaved_head_attention(
                 q,
@@ -209,6 +215,87 @@ class IHAConvertedAttention(nn.Module):
             y = self._paper_attention(q, k, v, key_padding_mask, dropout_p)
         y = y.transpose(1, 2).reshape(B, N, H * d)
         return self.o_proj(y), None
+
+    def _exact_cached(
+        self,
+        q: torch.Tensor,  # (B, H, N, d), rotated
+        k: torch.Tensor,  # (B, G, N, d), rotated
+        v: torch.Tensor,
+        cache: Any,
+        attention_mask: Any,
+        dropout_p: float,
+    ) -> torch.Tensor:
+        """Exact mode with a cache. Returns the collapsed outputs (B, H, N, d).
+
+        The HF cache holds the raw rotated keys and values, as the original model's does. Under
+        token positions a token's mixed pseudo keys and values never change once computed, so
+        beside it this layer keeps them, token-major (B, G, L*P, d), in :class:`iha.KVCache`'s
+        :class:`~iha.cache.RowBuffer` stored on the cache object: a decoding step mixes the new
+        token only, appends it without copying the cache, and attends over the held pseudo keys
+        (what its FLOPs say). The kept copy is used only while the HF cache still holds the very
+        tensor it saw after the last step (any reordering, cropping or foreign prefix rebuilds
+        it from the raw keys). The query rows of the H/G heads of a group share the group's
+        keys: one attention call per group serves them all. A call without a cached prefix
+        (prefill) runs the ordinary core.
+        """
+        B, H, N, d = q.shape
+        G, P = self.n_kv_heads, self.n_pseudo
+        layer = self.layer_idx
+        kept = cache.__dict__.setdefault("_iha_pseudo_kv", {})
+        held_before = _held_keys(cache, layer)
+        k_all, v_all = cache.update(k, v, layer)  # raw (B, G, Nk, d): prefix + new tokens
+        n_k = k_all.shape[2]
+        state = kept.get(layer)
+        if (
+            state is not None
+            and held_before is not None
+            and state[0] is held_before
+            and len(state[1]) >= n_k - N
+        ):
+            kt = state[1].append(mix_heads(k, self.alpha_k))  # (B, G, L*P, d)
+            vt = state[2].append(mix_heads(v, self.alpha_v))
+        else:  # a new or changed cache: mix what it holds once
+            state = (None, RowBuffer(), RowBuffer())
+            kt = state[1].append(mix_heads(k_all, self.alpha_k))
+            vt = state[2].append(mix_heads(v_all, self.alpha_v))
+        kt, vt = kt[:, :, kt.shape[2] - n_k * P :], vt[:, :, vt.shape[2] - n_k * P :]
+        held_after = _held_keys(cache, layer)
+        if held_after is None:  # an unknown cache type: nothing to check a kept copy against
+            kept.pop(layer, None)
+        else:
+            state[1].keep_last(held_after.shape[2] * P)
+            state[2].keep_last(held_after.shape[2] * P)
+            kept[layer] = (held_after, state[1], state[2])
+        key_padding_mask = self._key_padding_mask(attention_mask, B, N, n_k)
+        if n_k == N:  # no cached prefix (prefill): the core, on the unmixed keys and values
+            return interleaved_head_attention(
+                q, k, v, self.alpha_q, self.alpha_k, self.alpha_v, self.collapse,
+                mask="token", window=self.sliding_window, rope_theta=None, positions="token",
+                attention_mask=key_padding_mask, scale=self.scaling, dropout_p=dropout_p,
+            )  # (B, H, N, d)
+        rows = (H // G) * N * P  # query rows of a group: (head in group, token, pseudo)
+        qg = mix_heads(q, self.alpha_q).reshape(B, G, rows, d)
+        allowed = alive = None
+        window = self.sliding_window
+        if N > 1 or key_padding_mask is not None or (window is not None and n_k > window):
+            tokens = MaskSpec(
+                "token", 1, N, n_k, q_start=n_k - N, k_start=0, window=window
+            ).allowed(q.device)[None]  # (1, N, Nk)
+            if key_padding_mask is not None:
+                tokens = tokens & key_padding_mask[:, None, :]  # (B, N, Nk)
+            allowed = (
+                tokens[:, None, None, :, None, :, None]
+                .expand(-1, 1, H // G, N, P, n_k, P)
+                .reshape(tokens.shape[0], 1, rows, n_k * P)
+            )
+            alive = allowed.any(dim=-1, keepdim=True)
+            allowed = allowed | ~alive  # a query with no key (padding) is zeroed below
+        o = F.scaled_dot_product_attention(
+            qg, kt, vt, attn_mask=allowed, scale=self.scaling, dropout_p=dropout_p
+        )  # (B, G, rows, d)
+        if alive is not None:
+            o = o * alive
+        return collapse_heads(o.reshape(B, H, N * P, o.shape[3]), self.collapse, P)
 
     def _paper_attention(
         self,
@@ -291,6 +378,15 @@ class IHAConvertedAttention(nn.Module):
                 "static caches)"
             )
         return None if bool(keys.all()) else keys
+
+
+def _held_keys(cache: Any, layer: int) -> torch.Tensor | None:
+    """The key tensor a ``transformers`` cache holds for ``layer`` (None when unknown/empty)."""
+    layers = getattr(cache, "layers", None)
+    if not isinstance(layers, (list, tuple)) or layer >= len(layers):
+        return None
+    keys = getattr(layers[layer], "keys", None)
+    return keys if isinstance(keys, torch.Tensor) and keys.dim() == 4 else None
 
 
 def _backbone(model: nn.Module) -> nn.Module:

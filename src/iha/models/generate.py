@@ -98,7 +98,7 @@ def generate(
     seed: int | None = None,
     *,
     use_cache: bool = True,
-    cache_policy: str = "raw",
+    cache_policy: str = "pseudo",
     return_logits: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Generate up to ``max_new_tokens`` tokens after each prompt.
@@ -119,7 +119,9 @@ def generate(
         seed: seeds a private ``torch.Generator`` for sampling (None: the global RNG).
         use_cache: decode with a KV cache (``model.make_cache(B, cache_policy)``); False runs
             the whole sequence at every step (the reference the cache is tested against).
-        cache_policy: "raw" or "pseudo" for IHA layers (same outputs, different memory).
+        cache_policy: "pseudo" (default: mixed, rotated pseudo keys are cached, a step mixes only
+            its new token) or "raw" (1/P of the cache memory, but the whole cache is re-mixed
+            at every step: several times slower at long contexts) for IHA layers; same outputs.
         return_logits: also return the logits (B, new, V) each token was chosen from.
 
     Returns:
