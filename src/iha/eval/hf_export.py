@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from iha.tokenizers import hf_byte_tokenizer  # noqa: F401  (imported from here by callers)
+
 AUTO_MAP = {
     "AutoConfig": "configuration_iha.IHAConfig",
     "AutoModelForCausalLM": "modeling_iha.IHAForCausalLM",
