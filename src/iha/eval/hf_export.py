@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from iha.tokenizers import hf_byte_tokenizer
+from iha.tokenizers import hf_byte_tokenizer  # noqa: F401  (imported from here by callers)
 
 AUTO_MAP = {
     "AutoConfig": "configuration_iha.IHAConfig",
@@ -57,36 +57,25 @@ def export_hf(
     Returns:
         ``out_dir`` as a Path.
     """
-    import iha.hf  # noqa: F401  registers model_type "iha"
-    from iha.hf import IHAConfig, IHAForCausalLM
-    from iha.models import ModelConfig
-    from iha.train.trainer import load_trained_model
+    from iha.hf.loading import hf_tokenizer_of, load_any, native_to_hf
 
-    model, config, found = load_trained_model(checkpoint, "cpu")
-    name = tokenizer or config.get("data", {}).get("tokenizer", "byte")
-    if name == "byte":
-        hf_tok = hf_byte_tokenizer()
-    else:
-        from transformers import AutoTokenizer
-
-        hf_tok = AutoTokenizer.from_pretrained(name)
-    model_cfg = ModelConfig.from_dict(config["model"])
-    pad = hf_tok.pad_token_id if hf_tok.pad_token_id is not None else hf_tok.eos_token_id
-    hf_cfg = IHAConfig.from_model_config(
-        model_cfg,
-        bos_token_id=hf_tok.bos_token_id,
-        eos_token_id=hf_tok.eos_token_id,
-        pad_token_id=pad,
+    loaded = load_any(checkpoint, "cpu", tokenizer)
+    found = loaded.checkpoint or checkpoint
+    name = tokenizer or (
+        str(checkpoint) if loaded.run_config is None else loaded.run_config["data"]["tokenizer"]
     )
-    if remote_code:
-        hf_cfg.auto_map = dict(AUTO_MAP)
-    hf_model = IHAForCausalLM(hf_cfg)
-    hf_model.model.load_state_dict(model.state_dict())
+    hf_tok = hf_tokenizer_of(loaded.tokenizer)
+    if loaded.kind == "hf":  # a run fine-tuned from a transformers model, or a HF directory
+        hf_model = loaded.model  # its own save_pretrained (converted models: their auto_map)
+    else:
+        hf_model = native_to_hf(loaded.model, loaded.run_config["model"], hf_tok)
+        if remote_code:
+            hf_model.config.auto_map = dict(AUTO_MAP)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hf_model.eval().save_pretrained(out)
     hf_tok.save_pretrained(out)
-    if remote_code:
+    if remote_code and loaded.kind == "iha":
         for file, text in _SHIMS.items():
             (out / file).write_text(text, encoding="utf-8")
     (out / "iha_export.json").write_text(

@@ -15,7 +15,7 @@ model = AutoModelForCausalLM.from_pretrained("out")
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from iha.hf import converted
+from iha.hf import converted, loading
 from iha.hf.configuration import IHAConfig
 from iha.hf.modeling import IHACache, IHACacheLayer, IHAForCausalLM, IHAPreTrainedModel
 
@@ -36,6 +36,7 @@ def register() -> None:
     AutoConfig.register(IHAConfig.model_type, IHAConfig, exist_ok=True)
     AutoModelForCausalLM.register(IHAConfig, IHAForCausalLM, exist_ok=True)
     converted.register()  # iha_llama, iha_qwen2, iha_mistral: checkpoints of iha.hf.convert
+    loading.register()  # iha_run: AutoModelForCausalLM.from_pretrained(RUN_DIR)
 
 
 register()
@@ -52,3 +53,5 @@ __all__ = [
 from iha.hf.convert import convert as convert  # noqa: E402
 from iha.hf.convert import freeze_except_mixing as freeze_except_mixing  # noqa: E402
 from iha.hf.convert import load_converted as load_converted  # noqa: E402
+from iha.hf.loading import LoadedModel as LoadedModel  # noqa: E402
+from iha.hf.loading import load_any as load_any  # noqa: E402

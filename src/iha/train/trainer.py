@@ -48,6 +48,7 @@ from iha.train.metrics import MetricsWriter, Progress
 from iha.train.optim import build_optimizer
 
 EXIT_OK = 0
+RUN_MODEL_TYPE = "iha_run"  # config.json's model_type, registered by iha.hf.loading
 EXIT_NONFINITE = 3
 EXIT_NOSAVE = 4  # a checkpoint could not be written (a full disk)
 
@@ -496,7 +497,10 @@ class Trainer:
         cfg_dict = self.cfg.to_dict()
         header = "# resolved configuration of this run (written by iha train)\n"
         (self.run_dir / "config.toml").write_text(header + dump_toml(cfg_dict), encoding="utf-8")
-        (self.run_dir / "config.json").write_text(json.dumps(cfg_dict, indent=1), encoding="utf-8")
+        # model_type: AutoModelForCausalLM.from_pretrained(run_dir) after `import iha.hf`
+        # (iha.hf.loading); readers of the run config drop it (iha.cli._common.read_raw_config)
+        hf_view = {"model_type": RUN_MODEL_TYPE, **cfg_dict}
+        (self.run_dir / "config.json").write_text(json.dumps(hf_view, indent=1), encoding="utf-8")
 
     def _open_outputs(self) -> tuple[MetricsWriter | None, Progress]:
         cfg, main = self.cfg, self.info.is_main
