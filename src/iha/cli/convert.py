@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--save-original",
         metavar="DIR",
         help="also write the unconverted model (float32 for a GGUF) and its tokenizer to DIR, "
-        "a plain Hugging Face directory for baselines",
+        "a plain Hugging Face directory for baselines (default: not written)",
     )
     parser.add_argument(
         "--layers", type=_layers, default=None, help="comma-separated layers (default: all)"
