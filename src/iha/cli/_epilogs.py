@@ -36,8 +36,8 @@ examples:
   iha lm-eval --model iha --model_args pretrained=runs/sft --tasks gsm8k
 
 Run 'iha COMMAND --help' for a command's options, examples and exit codes.
-exit codes: 0 done, 1 a check or stage failed, 2 bad arguments or input (reported before any long
-work starts).
+exit codes: 0 done, 1 a check or stage failed, 2 bad arguments or input (each command's help
+says which).
 """,
     "train": """\
 CONFIG is a TOML/YAML file, a preset name from configs/ (e.g. cpu-demo: synthetic recall;
