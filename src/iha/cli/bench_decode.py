@@ -43,10 +43,9 @@ NATIVE_VARIANTS = ("global", "iha", "iha_global")
 class Arch:
     """What the FLOP count needs of a model: sizes and, per layer, its attention.
 
-    ``layers`` holds one (P, mask, window, collapse) per layer: P = 1 for plain attention,
-    ``mask`` "flat" or "token", ``window`` in tokens or None, ``collapse`` "global" /
-    "per_head" (ignored for P = 1 without ``mixing``). ``mixing`` marks IHA layers whose P may
-    be 1.
+    ``layers`` holds one (P, mask, window, collapse) per layer: ``mask`` "flat" or "token",
+    ``window`` in tokens or None, ``collapse`` "global" / "per_head" for IHA layers and None
+    for plain attention (P = 1, no mixing).
     """
 
     hidden: int
