@@ -137,9 +137,7 @@ def load_any(
                 "model (or a module holding one as .model)"
             )
         return LoadedModel(hf.eval(), tok, "hf", f"hf-run:{found}", found, config)
-    from transformers import AutoModelForCausalLM
-
-    import iha.hf  # noqa: F401  registers the iha model types with the Auto classes
+    from transformers import AutoModelForCausalLM  # iha.hf (imported first) registered its types
 
     tok = load_tokenizer(tokenizer or spec)
     model = AutoModelForCausalLM.from_pretrained(spec).to(device).eval()
