@@ -568,10 +568,11 @@ def eta_lines(plan: DecisivePlan, out: Path, docs: Path = Path("docs/results")) 
             total, done_all, left_all = total + hours, done_all + done, left_all + left
             lines.append(f"| {e} | {done} | {left} | {hours:.1f} |")
     lines += ["", f"Runs done: {done_all}; still needed: at least {left_all} (grid extensions not "
-              f"yet known are not counted); about {total:.0f} h of machine time at each arm's "
-              f"measured cost per run, or its committed cost x {slowdown:.2f} (the slowdown of "
-              f"this shared machine on the {len(both)} arms measured in both) where it has no "
-              "finished decisive run yet."]  # fmt: skip
+              f"yet known are not counted); about {total:.0f} h of wall time at each arm's "
+              "mean wall time per finished decisive run, or, for an arm with none yet, its "
+              f"committed runs' mean times {slowdown:.2f} (the ratio of decisive to committed "
+              f"wall time on the {len(both)} arms that have both). A rough estimate: the "
+              "machine is shared and its load changes."]  # fmt: skip
     return lines
 
 
