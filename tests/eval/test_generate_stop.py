@@ -176,3 +176,38 @@ def test_tracker_finds_a_string_split_inside_a_multibyte_character():
 def test_find_stop_is_the_earliest_of_all_strings():
     assert find_stop("abcdef", ["ef", "cd"]) == 2
     assert find_stop("abc", ["x"]) == -1
+
+
+def test_tracker_finds_a_long_string_fed_one_byte_at_a_time():
+    tok = ByteTokenizer()
+    stop = "return value\n"
+    tracker = StopStringTracker(1, [stop], tok.decode)
+    text = "x = 1\n    return value\n    y"
+    hits = [bool(tracker.update([0], [b])) for b in text.encode()]
+    assert hits.index(True) == text.index(stop) + len(stop) - 1
+
+
+def test_runner_model_generator_stops_rows_at_stop_strings(model):
+    from iha.eval.runner import ModelGenerator, SamplingParams
+
+    prompts = [[5, 9, 13], [7, 3, 22, 8, 30], [11, 12, 17, 4]]
+    n = 24
+    base = SamplingParams(max_new_tokens=n, temperature=0.0, seed=None, stop_token_ids=(EOS,))
+    full = ModelGenerator(model, pad_token_id=PAD)(prompts, base)
+    assert all(len(r) == n for r in full)
+    stops = (
+        _straddling_stop(full[0], 5),
+        _straddling_stop(full[1], 3),
+        _straddling_stop(full[2], 7),
+    )
+    cuts = [independent_cut(r, stops, (EOS,)) for r in full]
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        got = ModelGenerator(model, pad_token_id=PAD, tokenizer=TOK)(
+            prompts, SamplingParams(**{**base.__dict__, "stop_strings": stops})
+        )
+    finally:
+        handle.remove()
+    assert got == [r[:c] for r, c in zip(full, cuts)]
+    assert len(calls) == max(cuts)

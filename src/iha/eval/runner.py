@@ -97,6 +97,24 @@ def _cut_at_stop(rows: torch.Tensor, stop_token_ids: Sequence[int]) -> list[list
     return out
 
 
+def _trim_stopped(
+    rows: list[list[int]], pad_token_id: int, stop_strings: Sequence[str], tokenizer: Any
+) -> list[list[int]]:
+    """Drop the padding after a row that stopped at a stop string (a row whose text before its
+    trailing padding holds one; a row that never stopped holds none and stays as it is)."""
+    from iha.models.generate import find_stop
+
+    out = []
+    for row in rows:
+        end = len(row)
+        while end and row[end - 1] == pad_token_id:
+            end -= 1
+        if end < len(row) and find_stop(tokenizer.decode(row[:end]), stop_strings) != -1:
+            row = row[:end]
+        out.append(row)
+    return out
+
+
 def _context_length(model: Any) -> int | None:
     """The training context of a model with a ``config.max_position_embeddings``, else None."""
     value = getattr(getattr(model, "config", None), "max_position_embeddings", None)
@@ -153,7 +171,10 @@ class ModelGenerator:
                 seed=params.seed,
                 **strings,
             )  # (B, new)
-        return _cut_at_stop(new, params.stop_token_ids)
+        rows = _cut_at_stop(new, params.stop_token_ids)
+        if strings:
+            rows = _trim_stopped(rows, self.pad_token_id, params.stop_strings, self.tokenizer)
+        return rows
 
 
 def _stop_string_criteria(prompt_length: int, stop_strings: Sequence[str], tokenizer: Any) -> Any:
@@ -229,7 +250,10 @@ class HFGenerator:
             torch.manual_seed(params.seed)
         with torch.no_grad():
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)  # (B, N+new)
-        return _cut_at_stop(out[:, ids.shape[1] :], params.stop_token_ids)
+        rows = _cut_at_stop(out[:, ids.shape[1] :], params.stop_token_ids)
+        if "stopping_criteria" in kwargs:
+            rows = _trim_stopped(rows, self.pad_token_id, params.stop_strings, self.tokenizer)
+        return rows
 
 
 def _batch_seed(seed: int | None, *parts: object) -> int | None:
