@@ -19,8 +19,8 @@ run() {  # OUTDIR, then iha eval arguments
     > "$out.log" 2>&1
 }
 mkdir -p $OUT
-run $OUT/greedy-original "$ORIG" --temperature 0 --batch-size 1 &
-run $OUT/greedy-converted "$CONV" --temperature 0 --batch-size 1 &
+run $OUT/greedy-original "$ORIG" --temperature 0 --batch-size 8 &
+run $OUT/greedy-converted "$CONV" --temperature 0 --batch-size 8 &
 wait %1
 run $OUT/sampled-original "$ORIG" --temperature 0.6 --n-samples 16 --k 1 10 --batch-size 16 --seed 0
 wait
