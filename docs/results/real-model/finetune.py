@@ -142,6 +142,7 @@ def write_config(
     seq_len: int,
     batch: int,
     tokenizer: str | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """RUN/config.toml: ``iha train`` of ``arm`` for ``flops`` training FLOPs (the tokenizer:
     the model directory's own unless named)."""
@@ -172,7 +173,7 @@ def write_config(
         f"max_steps = {steps}",
         f"batch_size = {batch}",
         f"seed = {seed}",
-        'device = "cpu"',
+        f'device = "{device}"',
         'precision = "fp32"',
         f"log_every = {max(1, steps // 20)}",
         f"val_every = {max(1, steps // 5)}",
@@ -238,15 +239,21 @@ def step_cost(data: Path, seq_len: int, batch: int, repeats: int) -> dict[str, A
 
 
 @torch.no_grad()
-def test_loss(run: Path, data: Path, seq_len: int, max_tokens: int) -> dict[str, float]:
+def test_loss(run: Path | str, data: Path, seq_len: int, max_tokens: int) -> dict[str, float]:
     """Mean next-token loss of the run's model on the first ``max_tokens`` test tokens
-    (documents concatenated with EOS, cut into ``seq_len`` windows)."""
+    (documents concatenated with EOS, cut into ``seq_len`` windows); ``run`` may also name an
+    arm: its model before training."""
     from iha.tokenizers import load_tokenizer
-    from iha.train.trainer import load_trained_model
+    from iha.train.trainer import build_model, load_trained_model
 
     sys.path.insert(0, str(HERE))
-    model, config, found = load_trained_model(run)
-    tok = load_tokenizer(config["data"]["tokenizer"])
+    if str(run) in ARMS:  # the arm's model before any training
+        table = model_table(str(run))
+        model, found = build_model(table).eval(), f"untrained {run}"
+        tok = load_tokenizer(table["hf_path"])
+    else:
+        model, config, found = load_trained_model(run)
+        tok = load_tokenizer(config["data"]["tokenizer"])
     ids: list[int] = []
     for line in (data / "test.jsonl").open(encoding="utf-8"):
         ids += tok.encode(json.loads(line)["text"]) + [tok.eos_token_id]
@@ -294,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--device", default="cpu")
     p = sub.add_parser("evaluate")
-    p.add_argument("run")
+    p.add_argument("run", help="a run directory, or an arm name: its model before training")
     p.add_argument("--data", required=True)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--max-tokens", type=int, default=32768)
@@ -307,11 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "config":
         got = write_config(
             args.arm, args.lr, args.seed, args.flops, Path(args.data), Path(args.out),
-            args.seq_len, args.batch,
+            args.seq_len, args.batch, device=args.device,
         )  # fmt: skip
         print(json.dumps(got))
     else:
-        print(json.dumps(test_loss(Path(args.run), Path(args.data), args.seq_len, args.max_tokens)))
+        run = args.run if args.run in ARMS else Path(args.run)
+        print(json.dumps(test_loss(run, Path(args.data), args.seq_len, args.max_tokens)))
     return 0
 
 
