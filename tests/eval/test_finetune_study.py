@@ -115,3 +115,26 @@ def test_paired_interval_matches_the_t_distribution(study):
     assert got["low"] == pytest.approx(low, abs=1e-3) and got["high"] == pytest.approx(
         high, abs=1e-3
     )
+
+
+def test_report_pairs_runs_by_seed_and_puts_flops_on_the_curves(study, tmp_path):
+    for arm, seed, loss in [("original", 0, 2.0), ("original", 1, 2.1), ("iha-all", 0, 1.9),
+                            ("iha-all", 1, 2.05), ("iha-mixing", 0, 2.2)]:  # fmt: skip
+        run = tmp_path / arm / f"lr1e-5-seed{seed}"
+        run.mkdir(parents=True)
+        rows = [
+            {"split": "train", "step": 1, "loss": 3.0},
+            {"split": "val", "step": 2, "loss": loss},
+        ]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run / "test.json").write_text(json.dumps({"test_loss": loss}))
+    got = study.report(tmp_path, 64, 2)
+    per_step = study.flops_per_token("iha-all", 64) * 64 * 2
+    assert got["runs"]["iha-all/lr1e-5-seed0"]["val_curve"] == [[2 * per_step, 1.9]] or got["runs"][
+        "iha-all/lr1e-5-seed0"
+    ]["val_curve"] == [(2 * per_step, 1.9)]
+    pair = got["paired_test_loss_differences"]["iha-all - original @ lr 1e-5"]
+    assert pair["mean"] == pytest.approx(((1.9 - 2.0) + (2.05 - 2.1)) / 2)
+    assert pair["n"] == 2
+    mixing = got["paired_test_loss_differences"]["iha-mixing - original @ lr 1e-5"]
+    assert mixing["mean"] == pytest.approx(0.2) and math.isnan(mixing["low"])

@@ -29,13 +29,19 @@ def records(run: Path) -> dict[str, dict]:
 
 @torch.no_grad()
 def first_divergence(models, tokenizer, prompt_ids: list[int], max_new: int) -> dict:
-    """Greedy decode with every model in lock-step (full forwards of the shared prefix) to the
-    first step where their argmax differs."""
+    """Greedy decode with both models in lock-step (full forwards of the shared prefix, batch
+    of 1, no cache) to the first step where their argmax differs, else to EOS / ``max_new``.
+    Also the largest |logit difference| seen and the smallest top-1 / top-2 gap of the original
+    (how close a greedy choice came to flipping)."""
     ids = list(prompt_ids)
+    worst, closest = 0.0, float("inf")
     for step in range(max_new):
         x = torch.tensor([ids])
         logits = [m(input_ids=x).logits[0, -1].double() for m in models]
         picks = [int(lg.argmax()) for lg in logits]
+        worst = max(worst, float((logits[0] - logits[1]).abs().max()))
+        top2 = torch.topk(logits[0], 2).values
+        closest = min(closest, float(top2[0] - top2[1]))
         if picks[0] != picks[1]:
             a, b = picks
             return {
@@ -45,12 +51,17 @@ def first_divergence(models, tokenizer, prompt_ids: list[int], max_new: int) -> 
                 "converted_token": tokenizer.decode([b]),
                 "original_gap": float(logits[0][a] - logits[0][b]),
                 "converted_gap": float(logits[1][b] - logits[1][a]),
-                "max_abs_logit_diff": float((logits[0] - logits[1]).abs().max()),
+                "max_abs_logit_diff": worst,
             }
         ids.append(picks[0])
         if picks[0] == tokenizer.eos_token_id:
             break
-    return {"step": None}
+    return {
+        "step": None,
+        "tokens_compared": len(ids) - len(prompt_ids),
+        "max_abs_logit_diff": worst,
+        "min_top2_gap_original": closest,
+    }
 
 
 def main() -> None:
@@ -60,6 +71,7 @@ def main() -> None:
     ap.add_argument("--original", default="/work/assets/smollm2-hf")
     ap.add_argument("--converted", default="/work/assets/smollm2-iha-p2")
     ap.add_argument("--replay", type=int, default=5, help="differing problems to replay")
+    ap.add_argument("--check", nargs="*", default=[], help="also replay these task ids")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     a, b = records(Path(args.original_run)), records(Path(args.converted_run))
@@ -76,7 +88,8 @@ def main() -> None:
         "differing": differ,
         "divergences": {},
     }
-    if differ and args.replay:
+    replay = differ[: args.replay] + [t for t in args.check if t not in differ]
+    if replay:
         torch.set_num_threads(1)
         from transformers import AutoModelForCausalLM
 
@@ -91,9 +104,9 @@ def main() -> None:
             for p in (args.original, args.converted)
         ]
         problems = {p.task_id: p for p in load_humaneval()}
-        for t in differ[: args.replay]:
+        for t in replay:
             ids = runner._code_prompt(tok, "humaneval", problems[t], "chat", "tokenizer")
-            n = max(a[t]["new_tokens"][0], b[t]["new_tokens"][0]) + 1
+            n = max(r[t]["new_tokens"][0] for r in (a, b) if t in r) + 1
             out["divergences"][t] = first_divergence(models, tok, ids, n)
             print(t, out["divergences"][t], flush=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

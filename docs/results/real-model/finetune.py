@@ -281,6 +281,63 @@ def paired_interval(diffs: list[float], confidence: float = 0.95) -> dict[str, f
     return {"mean": mean(diffs), "low": mean(diffs) - half, "high": mean(diffs) + half, "n": n}
 
 
+def report(out: Path, seq_len: int, batch: int) -> dict[str, Any]:
+    """Every run under ``out``: validation loss against training FLOPs (the arm's own FLOPs per
+    step), test loss, and per learning rate the paired test-loss differences of each IHA arm
+    against ``original`` over the seeds both ran; ``out/curves.png`` when matplotlib is
+    installed."""
+    runs: dict[str, dict[str, Any]] = {}
+    for arm in ARMS:
+        for run in sorted((out / arm).glob("lr*-seed*")):
+            metrics = run / "metrics.jsonl"
+            if not metrics.exists():
+                continue
+            per_step = flops_per_token(arm, seq_len) * seq_len * batch
+            rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+            val = [(r["step"] * per_step, r["loss"]) for r in rows if r.get("split") == "val"]
+            test = run / "test.json"
+            runs[f"{arm}/{run.name}"] = {
+                "arm": arm,
+                "lr": run.name.split("-seed")[0][2:],
+                "seed": int(run.name.split("-seed")[1]),
+                "val_curve": val,
+                "test_loss": json.loads(test.read_text())["test_loss"] if test.exists() else None,
+            }
+    paired: dict[str, Any] = {}
+    for arm in ARMS[1:]:
+        for r in runs.values():
+            if r["arm"] != arm or r["test_loss"] is None:
+                continue
+            base = runs.get(f"original/lr{r['lr']}-seed{r['seed']}")
+            if base and base["test_loss"] is not None:
+                paired.setdefault(f"{arm} - original @ lr {r['lr']}", []).append(
+                    r["test_loss"] - base["test_loss"]
+                )
+    summary = {
+        "runs": runs,
+        "paired_test_loss_differences": {k: paired_interval(v) for k, v in paired.items()},
+    }
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, r in runs.items():
+            if r["val_curve"]:
+                xs, ys = zip(*r["val_curve"])
+                ax.plot(xs, ys, marker="o", label=key)
+        ax.set_xlabel("training FLOPs")
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "curves.png", dpi=120)
+    except ImportError:
+        pass
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -307,7 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--max-tokens", type=int, default=32768)
+    p = sub.add_parser("report")
+    p.add_argument("out")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch", type=int, default=1)
     args = ap.parse_args(argv)
+    if args.cmd == "report":
+        print(json.dumps(report(Path(args.out), args.seq_len, args.batch), indent=2))
+        return 0
     if args.cmd == "prepare":
         print(json.dumps(prepare(Path(args.stdlib), Path(args.out)), indent=2))
     elif args.cmd == "step-cost":
