@@ -236,7 +236,7 @@ class HFGenerator:
                 do_sample=True,
                 temperature=params.temperature,
                 top_p=params.top_p,
-                top_k=params.top_k or None,
+                top_k=params.top_k,  # 0 = off
             )
         else:
             kwargs.update(do_sample=False)
