@@ -222,3 +222,23 @@ def test_hf_generator_stops_rows_at_split_stop_strings_like_a_cut_afterwards():
     for row, ref, cut in zip(got, full, cuts):
         assert row == ref[:cut]  # the padding after the stop is dropped
     assert len(calls) == max(cuts)  # the batch stopped with its last row
+
+
+def test_cli_never_overwrites_an_interrupted_run(tiny_run, tmp_path, capsys):
+    from iha.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    log = out / "humaneval.progress.jsonl"
+    log.write_text('{"settings": {"other": 1}}\n{"task_id": "Tiny/0", "correct": [true]}\n')
+    before = log.read_text()
+    args = ["eval", "humaneval", str(tiny_run), "--data", str(FIXTURES / "humaneval_tiny.jsonl")]
+    args += ["--temperature", "0", "--max-new-tokens", "4", "--out", str(out), "--device", "cpu"]
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 2  # written with other settings: refused
+    assert "other settings" in capsys.readouterr().err
+    assert log.read_text() == before
+    log.unlink()
+    assert main(args) == 0  # a fresh run: its progress file is removed once results exist
+    assert not log.exists() and (out / "humaneval.samples.jsonl").exists()
