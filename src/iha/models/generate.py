@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,6 +77,69 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def find_stop(text: str, stop_strings: Sequence[str]) -> int:
+    """Index in ``text`` where the earliest of ``stop_strings`` starts, -1 when none occurs."""
+    found = [i for i in (text.find(s) for s in stop_strings) if i != -1]
+    return min(found) if found else -1
+
+
+class StopStringTracker:
+    """Which rows of a batch have produced one of ``stop_strings`` in their new tokens.
+
+    ``update(rows, tokens)`` appends each listed row's new token and decodes the row's new tokens
+    with ``decode`` (a tokenizer's ``decode(ids) -> str``): a stop string split across several
+    tokens is found as soon as its last piece is generated. Only the tail that can contain a
+    stop string not seen before is searched.
+    """
+
+    def __init__(
+        self, batch_size: int, stop_strings: Sequence[str], decode: Callable[[list[int]], str]
+    ) -> None:
+        strings = list(stop_strings)
+        if not strings or any(not isinstance(s, str) or not s for s in strings):
+            raise ValueError(f"stop_strings must be non-empty strings, got {stop_strings!r}")
+        self.stop_strings, self.decode = strings, decode
+        self.longest = max(len(s) for s in strings)
+        self.ids: list[list[int]] = [[] for _ in range(batch_size)]
+        self.seen = [0] * batch_size  # characters of each row's text already searched
+
+    def update(self, rows: Sequence[int], tokens: Sequence[int]) -> list[int]:
+        """Add ``tokens[i]`` to row ``rows[i]``; the rows whose text now holds a stop string."""
+        hit = []
+        for r, t in zip(rows, tokens):
+            self.ids[r].append(int(t))
+            text = self.decode(self.ids[r])
+            start = max(0, self.seen[r] - self.longest + 1)
+            if find_stop(text[start:], self.stop_strings) != -1:
+                hit.append(r)
+            # the last characters may still change (an incomplete UTF-8 sequence): search the
+            # tail again next time
+            self.seen[r] = max(0, len(text) - 4)
+        return hit
+
+
+def _stop_string_tracker(
+    batch_size: int, stop_strings: Sequence[str] | None, tokenizer: Any, pad_token_id: int | None
+) -> tuple[StopStringTracker | None, int]:
+    """The tracker of ``stop_strings`` (None when there are none) and the id that fills rows
+    finished by one."""
+    if not stop_strings:
+        return None, 0
+    if isinstance(stop_strings, str):
+        raise ValueError(f"stop_strings must be a list of strings, got the string {stop_strings!r}")
+    if tokenizer is None or not callable(getattr(tokenizer, "decode", None)):
+        raise ValueError("stop_strings needs tokenizer= (an object with decode(ids) -> str)")
+    pad = pad_token_id
+    if pad is None:
+        pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is None:
+        pad = getattr(tokenizer, "eos_token_id", None)
+    if pad is None:
+        raise ValueError("stop_strings needs pad_token_id= (the tokenizer has no pad or eos id)")
+    check_int("pad_token_id", int(pad), 0)
+    return StopStringTracker(batch_size, stop_strings, tokenizer.decode), int(pad)
+
+
 def _check_args(max_new_tokens, temperature, top_p, top_k, cache_policy) -> None:
     check_int("max_new_tokens", max_new_tokens, 0)
     check_number("temperature", temperature, 0)  # 0 = greedy
@@ -100,6 +164,9 @@ def generate(
     use_cache: bool = True,
     cache_policy: str = "pseudo",
     return_logits: bool = False,
+    stop_strings: Sequence[str] | None = None,
+    tokenizer: Any = None,
+    pad_token_id: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Generate up to ``max_new_tokens`` tokens after each prompt.
 
@@ -123,6 +190,16 @@ def generate(
             its new token) or "raw" (1/P of the cache memory, but the whole cache is re-mixed
             at every step: several times slower at long contexts) for IHA layers; same outputs.
         return_logits: also return the logits (B, new, V) each token was chosen from.
+        stop_strings: a row whose new text (``tokenizer.decode`` of its new tokens) contains one
+            of these strings is finished, even when the string is split across tokens: the
+            token that completed it is kept and the rest of the row is ``pad_token_id``.
+            Generation ends when every row finished (by a stop token or a stop string). The
+            text is not cut: cut it at the first stop string afterwards (the result equals
+            full-length generation cut there).
+        tokenizer: decodes the new tokens for ``stop_strings`` (anything with
+            ``decode(ids) -> str``).
+        pad_token_id: fills rows finished by a stop string (default: ``tokenizer.pad_token_id``,
+            else its ``eos_token_id``).
 
     Returns:
         (B, new) int64 new tokens only, new <= max_new_tokens (fewer when every row stopped);
@@ -155,6 +232,7 @@ def generate(
             f"{tuple(mask.shape)}"
         )
     stops = torch.tensor(list(stop_token_ids or []), dtype=torch.long, device=device)
+    tracker, pad = _stop_string_tracker(B, stop_strings, tokenizer, pad_token_id)
     generator = None
     if seed is not None and temperature > 0:
         generator = torch.Generator(device=device)
@@ -180,10 +258,17 @@ def generate(
         tokens.append(nxt)
         if return_logits:
             all_logits.append(logits)
-        if stops.numel():
+        if stops.numel() or tracker is not None:
             just = ~finished & torch.isin(nxt, stops)
             fill = torch.where(just, nxt, fill)
             finished |= just
+            if tracker is not None:
+                rows = (~finished).nonzero().flatten().tolist()
+                hit = tracker.update(rows, nxt[rows].tolist()) if rows else []
+                if hit:
+                    hit_rows = torch.tensor(hit, dtype=torch.long, device=device)
+                    fill[hit_rows] = pad
+                    finished[hit_rows] = True
             if bool(finished.all()):
                 break
         if step == max_new_tokens - 1:

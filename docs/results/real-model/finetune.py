@@ -1,0 +1,393 @@
+"""Does giving SmolLM2 interleaved heads help continued training, at equal training FLOPs?
+
+Three arms, trained with ``iha train`` on CPython's standard library source:
+
+- ``original``:   the original model (float32 HF dir), every weight trains;
+- ``iha-all``:    the converted model (P = 2, exact mode: starts with the original's function),
+                  every weight trains;
+- ``iha-mixing``: the converted model, only the mixing weights (and norms) train.
+
+Subcommands (each one resumable; see README.md in this folder for the full design and sizing)::
+
+    python finetune.py prepare --out DATA            # split the stdlib by file (deterministic)
+    python finetune.py step-cost --data DATA          # seconds per training step, every arm
+    python finetune.py config ARM --lr LR --seed S --flops F --data DATA --out RUN
+    python finetune.py evaluate RUN --data DATA       # held-out test loss (+ HumanEval)
+
+``config`` writes RUN/config.toml whose step count gives the arm ``F`` training FLOPs (the
+arm's own FLOPs per step, :func:`flops_per_token`); train it with
+``iha train RUN/config.toml`` (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ARMS = ("original", "iha-all", "iha-mixing")
+ORIGINAL = os.environ.get("IHA_ORIGINAL", "out/smollm2")  # iha convert ... --save-original
+CONVERTED = os.environ.get("IHA_CONVERTED", "out/smollm2-iha")
+SPLITS = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+# ---------------------------------------------------------------- data
+
+
+def split_of(relative_path: str) -> str:
+    """The split of one source file, from a hash of its path (independent of the machine)."""
+    h = int.from_bytes(hashlib.blake2b(relative_path.encode(), digest_size=8).digest(), "little")
+    u = h / 2**64
+    if u < SPLITS["train"]:
+        return "train"
+    return "val" if u < SPLITS["train"] + SPLITS["val"] else "test"
+
+
+def stdlib_files(root: Path) -> list[Path]:
+    """The standard library's own ``.py`` files (no site-packages, no test suites), sorted."""
+    out = []
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root).parts
+        if rel[0] in ("site-packages", "dist-packages") or "test" in rel or "tests" in rel:
+            continue
+        out.append(p)
+    return out
+
+
+def prepare(root: Path, out: Path) -> dict[str, Any]:
+    """Write ``out/{train,val,test}.jsonl`` (one ``{"path", "text"}`` document per file)."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {s: [] for s in SPLITS}
+    for p in stdlib_files(root):
+        rel = p.relative_to(root).as_posix()
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        if text.strip():
+            files[split_of(rel)].append({"path": rel, "text": text})
+    summary = {"root": str(root), "python": sys.version.split()[0]}
+    for s, docs in files.items():
+        tmp = out / f"{s}.jsonl.tmp"
+        with tmp.open("w", encoding="utf-8") as f:
+            for d in docs:
+                f.write(json.dumps(d, ensure_ascii=False) + "\n")
+        tmp.replace(out / f"{s}.jsonl")
+        summary[s] = {"files": len(docs), "chars": sum(len(d["text"]) for d in docs)}
+    (out / "split.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# ---------------------------------------------------------------- models and FLOPs
+
+
+def original_factory(model_cfg: dict[str, Any]) -> torch.nn.Module:
+    """``iha train`` model factory of the original (unconverted) HF model: ``hf_path``."""
+    from transformers import AutoModelForCausalLM
+
+    from iha.hf.convert import CausalLMLogits
+
+    unknown = set(model_cfg) - {"hf_path"}
+    if unknown:
+        raise ValueError(f"unknown model keys {sorted(unknown)}; accepted: hf_path")
+    model = AutoModelForCausalLM.from_pretrained(model_cfg["hf_path"], dtype=torch.float32)
+    return CausalLMLogits(model)
+
+
+def model_table(arm: str) -> dict[str, Any]:
+    if arm == "original":
+        return {"factory": "finetune:original_factory", "hf_path": ORIGINAL}
+    freeze = "mixing" if arm == "iha-mixing" else "none"
+    return {"factory": "iha.hf.convert:sft_model_factory", "hf_path": CONVERTED, "freeze": freeze}
+
+
+def flops_per_token(arm: str, seq_len: int, config: dict[str, Any] | None = None) -> float:
+    """Training FLOPs per token of one arm (multiply-adds count 2).
+
+    Forward: 2 x (non-embedding weights + the tied output projection) + attention scores and
+    values over the causal average context ``seq_len / 2``: ``4 * heads * head_dim * seq_len/2``
+    per layer, times ``P**2`` for IHA (each of P pseudo-queries per head attends over P x N
+    pseudo-keys). Training = 3 x forward (backward: gradients of activations and of weights);
+    ``iha-mixing`` computes no weight gradients outside the mixing weights: 2 x forward.
+    """
+    cfg = config or json.loads((Path(ORIGINAL) / "config.json").read_text())
+    d, L, H = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
+    kv, ff, V = cfg["num_key_value_heads"], cfg["intermediate_size"], cfg["vocab_size"]
+    hd = d // H
+    per_layer = d * H * hd + 2 * d * kv * hd + H * hd * d + 3 * d * ff
+    P = 1 if arm == "original" else 2
+    fwd = 2 * (L * per_layer + V * d) + L * 4 * H * hd * (seq_len / 2) * P**2
+    return (2.0 if arm == "iha-mixing" else 3.0) * fwd
+
+
+# ---------------------------------------------------------------- configs
+
+
+def write_config(
+    arm: str,
+    lr: float,
+    seed: int,
+    flops: float,
+    data: Path,
+    out: Path,
+    seq_len: int,
+    batch: int,
+    tokenizer: str | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """RUN/config.toml: ``iha train`` of ``arm`` for ``flops`` training FLOPs (the tokenizer:
+    the model directory's own unless named)."""
+    if arm not in ARMS:
+        raise ValueError(f"arm={arm!r} is not one of {', '.join(ARMS)}")
+    steps = max(1, round(flops / (flops_per_token(arm, seq_len) * seq_len * batch)))
+    model = model_table(arm)
+    lines = [
+        f'run_dir = "{out}"',
+        "",
+        "[model]",
+        *(f"{k} = {json.dumps(v)}" for k, v in model.items()),
+        "",
+        "[data]",
+        'source = "jsonl"',
+        f'path = "{data / "train.jsonl"}"',
+        f'val_path = "{data / "val.jsonl"}"',
+        'text_field = "text"',
+        f'tokenizer = "{tokenizer or model["hf_path"]}"',
+        f"seq_len = {seq_len}",
+        "",
+        "[optim]",
+        f"lr = {lr}",
+        f"warmup_steps = {max(1, steps // 10)}",
+        "weight_decay = 0.0",
+        "",
+        "[train]",
+        f"max_steps = {steps}",
+        f"batch_size = {batch}",
+        f"seed = {seed}",
+        f'device = "{device}"',
+        'precision = "fp32"',
+        f"log_every = {max(1, steps // 20)}",
+        f"val_every = {max(1, steps // 5)}",
+        "val_batches = 8",
+        "",
+        "[checkpoint]",
+        f"every = {max(1, steps // 5)}",
+        "keep = 2",
+        "",
+        "[logging]",
+        'progress = "lines"',
+        'tensorboard = "off"',
+        "plots = false",
+        "",
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text("\n".join(lines))
+    return {"arm": arm, "steps": steps, "flops_per_step": flops / steps}
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def step_cost(data: Path, seq_len: int, batch: int, repeats: int) -> dict[str, Any]:
+    """Seconds per training step (forward, backward, AdamW) of every arm, alternating arms in
+    one process, on the first training tokens."""
+    from iha.hf.convert import sft_model_factory
+    from iha.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(ORIGINAL)
+    text = json.loads((data / "train.jsonl").open().readline())["text"]
+    ids = tok.encode(text)[: seq_len * batch + 1]
+    ids = (ids * (seq_len * batch // len(ids) + 2))[: seq_len * batch + 1]
+    x = torch.tensor(ids[:-1]).view(batch, seq_len)
+    y = torch.tensor(ids[1:]).view(batch, seq_len)
+    models = {}
+    for arm in ARMS:
+        table = {k: v for k, v in model_table(arm).items() if k != "factory"}
+        models[arm] = original_factory(table) if arm == "original" else sft_model_factory(table)
+    opts = {
+        a: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+        for a, m in models.items()
+    }
+    times: dict[str, list[float]] = {a: [] for a in ARMS}
+    for r in range(repeats + 1):  # the first round warms up
+        for arm in ARMS:
+            began = time.perf_counter()
+            logits = models[arm](x)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+            loss.backward()
+            opts[arm].step()
+            opts[arm].zero_grad(set_to_none=True)
+            if r:
+                times[arm].append(time.perf_counter() - began)
+    return {
+        "seq_len": seq_len,
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "seconds_per_step": {a: sorted(t)[len(t) // 2] for a, t in times.items()},
+        "all_seconds": times,
+        "train_flops_per_step": {a: flops_per_token(a, seq_len) * seq_len * batch for a in ARMS},
+    }
+
+
+@torch.no_grad()
+def test_loss(run: Path | str, data: Path, seq_len: int, max_tokens: int) -> dict[str, float]:
+    """Mean next-token loss of the run's model on the first ``max_tokens`` test tokens
+    (documents concatenated with EOS, cut into ``seq_len`` windows); ``run`` may also name an
+    arm: its model before training."""
+    from iha.tokenizers import load_tokenizer
+    from iha.train.trainer import build_model, load_trained_model
+
+    sys.path.insert(0, str(HERE))
+    if str(run) in ARMS:  # the arm's model before any training
+        table = model_table(str(run))
+        model, found = build_model(table).eval(), f"untrained {run}"
+        tok = load_tokenizer(table["hf_path"])
+    else:
+        model, config, found = load_trained_model(run)
+        tok = load_tokenizer(config["data"]["tokenizer"])
+    ids: list[int] = []
+    for line in (data / "test.jsonl").open(encoding="utf-8"):
+        ids += tok.encode(json.loads(line)["text"]) + [tok.eos_token_id]
+        if len(ids) > max_tokens:
+            break
+    n = (min(len(ids), max_tokens + 1) - 1) // seq_len
+    total, count = 0.0, 0
+    for i in range(n):
+        chunk = torch.tensor(ids[i * seq_len : (i + 1) * seq_len + 1])
+        logits = model(chunk[None, :-1])[0]
+        total += float(torch.nn.functional.cross_entropy(logits, chunk[1:], reduction="sum"))
+        count += seq_len
+    return {"checkpoint": str(found), "test_loss": total / count, "tokens": count}
+
+
+def paired_interval(diffs: list[float], confidence: float = 0.95) -> dict[str, float]:
+    """Mean of paired differences (same seed) and its Student-t interval."""
+    from statistics import mean, stdev
+
+    n = len(diffs)
+    if n < 2:
+        return {"mean": diffs[0] if diffs else math.nan, "low": math.nan, "high": math.nan}
+    t = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306}
+    half = t.get(n, 2.262) * stdev(diffs) / math.sqrt(n)
+    return {"mean": mean(diffs), "low": mean(diffs) - half, "high": mean(diffs) + half, "n": n}
+
+
+def report(out: Path, seq_len: int, batch: int) -> dict[str, Any]:
+    """Every run under ``out``: validation loss against training FLOPs (the arm's own FLOPs per
+    step), test loss, and per learning rate the paired test-loss differences of each IHA arm
+    against ``original`` over the seeds both ran; ``out/curves.png`` when matplotlib is
+    installed."""
+    runs: dict[str, dict[str, Any]] = {}
+    for arm in ARMS:
+        for run in sorted((out / arm).glob("lr*-seed*")):
+            metrics = run / "metrics.jsonl"
+            if not metrics.exists():
+                continue
+            per_step = flops_per_token(arm, seq_len) * seq_len * batch
+            rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+            val = [(r["step"] * per_step, r["loss"]) for r in rows if r.get("split") == "val"]
+            test = run / "test.json"
+            runs[f"{arm}/{run.name}"] = {
+                "arm": arm,
+                "lr": run.name.split("-seed")[0][2:],
+                "seed": int(run.name.split("-seed")[1]),
+                "val_curve": val,
+                "test_loss": json.loads(test.read_text())["test_loss"] if test.exists() else None,
+            }
+    paired: dict[str, Any] = {}
+    for arm in ARMS[1:]:
+        for r in runs.values():
+            if r["arm"] != arm or r["test_loss"] is None:
+                continue
+            base = runs.get(f"original/lr{r['lr']}-seed{r['seed']}")
+            if base and base["test_loss"] is not None:
+                paired.setdefault(f"{arm} - original @ lr {r['lr']}", []).append(
+                    r["test_loss"] - base["test_loss"]
+                )
+    summary = {
+        "runs": runs,
+        "paired_test_loss_differences": {k: paired_interval(v) for k, v in paired.items()},
+    }
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, r in runs.items():
+            if r["val_curve"]:
+                xs, ys = zip(*r["val_curve"])
+                ax.plot(xs, ys, marker="o", label=key)
+        ax.set_xlabel("training FLOPs")
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "curves.png", dpi=120)
+    except ImportError:
+        pass
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--stdlib", default=sysconfig.get_paths()["stdlib"])
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("step-cost")
+    p.add_argument("--data", required=True)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=2)
+    p = sub.add_parser("config")
+    p.add_argument("arm", choices=ARMS)
+    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--flops", type=float, required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--device", default="cpu")
+    p = sub.add_parser("evaluate")
+    p.add_argument("run", help="a run directory, or an arm name: its model before training")
+    p.add_argument("--data", required=True)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--max-tokens", type=int, default=32768)
+    p = sub.add_parser("report")
+    p.add_argument("out")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch", type=int, default=1)
+    args = ap.parse_args(argv)
+    if args.cmd == "report":
+        print(json.dumps(report(Path(args.out), args.seq_len, args.batch), indent=2))
+        return 0
+    if args.cmd == "prepare":
+        print(json.dumps(prepare(Path(args.stdlib), Path(args.out)), indent=2))
+    elif args.cmd == "step-cost":
+        print(json.dumps(step_cost(Path(args.data), args.seq_len, args.batch, args.repeats)))
+    elif args.cmd == "config":
+        got = write_config(
+            args.arm, args.lr, args.seed, args.flops, Path(args.data), Path(args.out),
+            args.seq_len, args.batch, device=args.device,
+        )  # fmt: skip
+        print(json.dumps(got))
+    else:
+        run = args.run if args.run in ARMS else Path(args.run)
+        print(json.dumps(test_loss(run, Path(args.data), args.seq_len, args.max_tokens)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The continued-training study of docs/results/real-model/finetune.py on a tiny Llama: the
+stdlib split, the FLOP model against counted weights, and every arm through ``iha train``
+(a smoke run of two steps each) and the held-out loss."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "results" / "real-model" / "finetune.py"
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("finetune", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["finetune"] = module  # the factory "finetune:original_factory" imports it
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("finetune", None)
+
+
+TINY = dict(
+    vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    tie_word_embeddings=True,
+)  # fmt: skip
+
+
+def test_split_is_by_file_deterministic_and_skips_tests_and_site_packages(study, tmp_path):
+    root = tmp_path / "lib"
+    names = [f"pkg{i // 10}/mod{i}.py" for i in range(60)]
+    names += ["site-packages/x.py", "test/test_a.py", "pkg0/tests/t.py"]
+    for n in names:
+        (root / n).parent.mkdir(parents=True, exist_ok=True)
+        (root / n).write_text(f"# {n}\nx = 1\n")
+    summary = study.prepare(root, tmp_path / "data")
+    seen = {}
+    for split in ("train", "val", "test"):
+        for line in (tmp_path / "data" / f"{split}.jsonl").open():
+            d = json.loads(line)
+            assert d["path"] not in seen  # each file in one split only
+            seen[d["path"]] = split
+            assert d["text"] == (root / d["path"]).read_text()
+    assert set(seen) == set(names[:60])
+    assert sum(summary[s]["files"] for s in ("train", "val", "test")) == 60
+    assert all(v == study.split_of(k) for k, v in seen.items())
+    assert {study.split_of(n) for n in names[:60]} == {"train", "val", "test"}
+
+
+def test_flops_per_token_counts_the_models_own_weights(study):
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY))
+    weights = sum(p.numel() for n, p in model.named_parameters() if "norm" not in n)
+    # independent: 2 FLOPs per weight (tied embedding counted once: the output projection)
+    # plus causal attention: scores and values over an average context of seq_len / 2
+    hd, n = 32 // 4, 64
+    attention = 2 * 4 * 4 * hd * (n / 2) / 2 * 2  # QK^T and AV, 2 FLOPs per multiply-add
+    orig = study.flops_per_token("original", n, TINY)
+    assert orig == pytest.approx(3 * (2 * weights + attention))
+    conv = study.flops_per_token("iha-all", n, TINY)
+    assert conv - orig == pytest.approx(3 * attention * 3)  # P = 2: attention x 4
+    assert study.flops_per_token("iha-mixing", n, TINY) == pytest.approx(conv * 2 / 3)
+
+
+def test_every_arm_trains_through_iha_train_and_scores_held_out_loss(study, tmp_path, monkeypatch):
+    from iha.cli import main
+    from iha.hf import convert
+
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY))
+    model.save_pretrained(tmp_path / "orig")
+    convert(model, num_pseudo_heads=2)
+    model.save_pretrained(tmp_path / "conv")
+    monkeypatch.setattr(study, "ORIGINAL", str(tmp_path / "orig"))
+    monkeypatch.setattr(study, "CONVERTED", str(tmp_path / "conv"))
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "val", "test"):
+        with (data / f"{split}.jsonl").open("w") as f:
+            for i in range(12):
+                f.write(json.dumps({"text": f"def f{i}(x):\n    return x + {i}\n" * 3}) + "\n")
+    budget = study.flops_per_token("original", 16) * 16 * 2 * 2  # two steps of the original
+    losses = {}
+    for arm in study.ARMS:
+        run = tmp_path / arm
+        got = study.write_config(arm, 1e-3, 0, budget, data, run, 16, 2, tokenizer="byte")
+        assert got["steps"] == round(budget / (study.flops_per_token(arm, 16) * 32))
+        cfg = run / "config.toml"
+        assert main(["train", str(cfg), "--set", "train.val_batches=1"]) == 0
+        losses[arm] = study.test_loss(run, data, 16, 256)["test_loss"]
+        assert math.isfinite(losses[arm])
+    assert (
+        study.write_config("iha-mixing", 1e-3, 0, budget, data, tmp_path / "m", 16, 2)["steps"]
+        > study.write_config("iha-all", 1e-3, 0, budget, data, tmp_path / "a", 16, 2)["steps"]
+    )
+
+
+def test_paired_interval_matches_the_t_distribution(study):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    diffs = [0.1, -0.05, 0.2, 0.07]
+    got = study.paired_interval(diffs)
+    low, high = scipy_stats.t.interval(
+        0.95, len(diffs) - 1, loc=sum(diffs) / 4, scale=scipy_stats.sem(diffs)
+    )
+    assert got["low"] == pytest.approx(low, abs=1e-3) and got["high"] == pytest.approx(
+        high, abs=1e-3
+    )
+
+
+def test_report_pairs_runs_by_seed_and_puts_flops_on_the_curves(study, tmp_path):
+    for arm, seed, loss in [("original", 0, 2.0), ("original", 1, 2.1), ("iha-all", 0, 1.9),
+                            ("iha-all", 1, 2.05), ("iha-mixing", 0, 2.2)]:  # fmt: skip
+        run = tmp_path / arm / f"lr1e-5-seed{seed}"
+        run.mkdir(parents=True)
+        rows = [
+            {"split": "train", "step": 1, "loss": 3.0},
+            {"split": "val", "step": 2, "loss": loss},
+        ]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run / "test.json").write_text(json.dumps({"test_loss": loss}))
+    got = study.report(tmp_path, 64, 2)
+    per_step = study.flops_per_token("iha-all", 64) * 64 * 2
+    assert got["runs"]["iha-all/lr1e-5-seed0"]["val_curve"] == [[2 * per_step, 1.9]] or got["runs"][
+        "iha-all/lr1e-5-seed0"
+    ]["val_curve"] == [(2 * per_step, 1.9)]
+    pair = got["paired_test_loss_differences"]["iha-all - original @ lr 1e-5"]
+    assert pair["mean"] == pytest.approx(((1.9 - 2.0) + (2.05 - 2.1)) / 2)
+    assert pair["n"] == 2
+    mixing = got["paired_test_loss_differences"]["iha-mixing - original @ lr 1e-5"]
+    assert mixing["mean"] == pytest.approx(0.2) and math.isnan(mixing["low"])
