@@ -291,3 +291,25 @@ def test_failed_isolation_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(code, "_UNSHARE", (*code._UNSHARE, "--no-such-option"))
     with pytest.raises(code.SandboxUnavailable, match="could not isolate.*unshare"):
         run_program("x = 1", timeout=5)
+
+
+def test_isolation_works_for_an_evaluator_whose_venv_lives_under_tmp():
+    # a checkout (and its .venv) under /tmp, which the sandbox hides: programs still run there
+    # (on the base interpreter), and a failing one still fails
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:
+        venv = Path(folder) / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        src = Path(code.__file__).resolve().parents[2]
+        probe = (
+            "from iha.eval.code import run_program\n"
+            "print(run_program('assert sum([1, 2]) == 3', timeout=20),"
+            " run_program('assert 1 == 2', timeout=20))"
+        )
+        import site
+
+        paths = [str(src), *site.getsitepackages()]  # this environment's packages (torch)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split() == ["True", "False"]

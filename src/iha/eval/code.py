@@ -36,8 +36,9 @@ included (as in the reference harness), a timeout or a killed process fails it.
 What is not guaranteed: the program runs in the harness's own interpreter, so code written to
 attack the harness can read the harness's token pipe and forge a pass (it cannot reach the host
 to do harm). Isolation needs the ``unshare`` command (util-linux) and a kernel that lets the
-evaluating user create user namespaces (and ``mount_setattr``, Linux >= 5.12), and an
-interpreter outside the hidden folders; without them
+evaluating user create user namespaces (and ``mount_setattr``, Linux >= 5.12), and a base
+Python installation outside the hidden folders (isolated programs run on it, not on a virtual
+environment's interpreter, which may live under ``/tmp``); without them
 :func:`execute` raises :class:`SandboxUnavailable` saying what is missing. ``isolate=False``
 (``iha eval --no-isolation``) opts out: the program then runs with only the resource limits,
 the guard and a temporary working directory, which protect against accidents but not against
@@ -224,6 +225,14 @@ class ExecutionResult:
 _warned_unisolated = False
 
 
+def _isolated_interpreter() -> str:
+    """The interpreter of isolated programs: the base installation's, not a virtual
+    environment's. A venv may live in a folder the sandbox hides (a checkout under ``/tmp``),
+    and the programs and the harness need only the standard library."""
+    base = getattr(sys, "_base_executable", None)
+    return base if base and os.path.isfile(base) else sys.executable
+
+
 def execute(
     source: str,
     timeout: float = 10.0,
@@ -242,7 +251,8 @@ def execute(
     if not isinstance(isolate, bool):
         raise ValueError(f"isolate must be True or False, got {isolate!r}")
     cpu = math.ceil(timeout) + 1
-    harness = [sys.executable, "-I", "-c", _BOOTSTRAP, str(int(isolate)), str(memory_bytes)]
+    python = _isolated_interpreter() if isolate else sys.executable
+    harness = [python, "-I", "-c", _BOOTSTRAP, str(int(isolate)), str(memory_bytes)]
     harness += [str(cpu), str(MAX_FILE_BYTES)]
     if isolate:
         unshare = shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin")
