@@ -117,7 +117,11 @@ def test_paired_interval_matches_the_t_distribution(study):
     )
 
 
-def test_report_pairs_runs_by_seed_and_puts_flops_on_the_curves(study, tmp_path):
+def test_report_pairs_runs_by_seed_and_puts_flops_on_the_curves(study, tmp_path, monkeypatch):
+    original = tmp_path / "orig-model"  # the FLOP model reads the original's config.json
+    original.mkdir()
+    (original / "config.json").write_text(json.dumps(TINY))
+    monkeypatch.setattr(study, "ORIGINAL", str(original))
     for arm, seed, loss in [("original", 0, 2.0), ("original", 1, 2.1), ("iha-all", 0, 1.9),
                             ("iha-all", 1, 2.05), ("iha-mixing", 0, 2.2)]:  # fmt: skip
         run = tmp_path / arm / f"lr1e-5-seed{seed}"
