@@ -116,7 +116,8 @@ def unsealed_imports(edges: dict[str, set[str]]) -> list[str]:
     for a in sorted(edges):
         for b in sorted(edges[a]):
             owner = b.rsplit(".", 1)[0]
-            private = b.rsplit(".", 1)[-1].startswith("_") and not a.startswith(owner + ".")
+            inside = a == owner or a.startswith(owner + ".")  # the package itself or below
+            private = b.rsplit(".", 1)[-1].startswith("_") and not inside
             sealed = any(b.startswith(s + ".") and not a.startswith(s) for s in SEALED)
             if private or sealed:
                 bad.append(f"{a} imports {b}")
