@@ -271,6 +271,14 @@ def collapse_heads(o: torch.Tensor, collapse: torch.Tensor, n_pseudo: int) -> to
     return torch.einsum("bknpd,hkp->bhnd", o5, R.view(H, H, n_pseudo))
 
 
+# Global causal masks on CPU: the band kernel's block of 64 query rows scores every key its rows
+# reach in one pass; up to these interleaved key counts it measured 0.5-0.97x the time of
+# "blocked" (forward and forward + backward, 1 and 2 threads), beyond them 1.03-1.17x
+# (docs/benchmarks.md, "Global masks on the band kernel").
+BAND_MAX_KEYS = 4096
+BAND_MAX_KEYS_FLAT = 2048
+
+
 def choose_backend(
     backend: str,
     spec: MaskSpec,
@@ -285,10 +293,12 @@ def choose_backend(
       fused kernel; on CUDA the flash kernel).
     - everything else (token mask, windows, padding, a query block against a longer cache):
       on CUDA "flex" (compiled FlexAttention with a block mask) or, for decoding (at most 64
-      query rows: the dense mask is tiny), "sdpa"; on CPU "band" for sliding windows (the
-      compiled band kernel at the cost of the window's FLOPs; it runs "blocked" itself where it
-      is unavailable) and "blocked" for the rest (exact pieces without a dense mask; few query
-      rows as one piece with a small mask).
+      query rows: the dense mask is tiny), "sdpa"; on CPU "band" (the compiled band kernel; it
+      runs "blocked" itself where it is unavailable) for sliding windows, at the cost of the
+      window's FLOPs, and for global causal masks over more than 64 query rows whose rows reach
+      at most ``BAND_MAX_KEYS`` interleaved keys (``BAND_MAX_KEYS_FLAT`` for the flat mask with
+      padding or a cached prefix), where a block's scores stay in cache; "blocked" for the rest
+      (exact pieces without a dense mask; few query rows as one piece with a small mask).
 
     Args:
         backend (str): ``"auto"``, or a backend name (returned as is).
@@ -319,7 +329,13 @@ def choose_backend(
         return "sdpa"
     if device is not None and device.type == "cuda":
         return "sdpa" if spec.n_q * spec.n_pseudo <= 64 else "flex"
-    if spec.window is not None and (device is None or device.type == "cpu"):
+    if device is not None and device.type != "cpu":
+        return "blocked"
+    if spec.window is not None:
+        return "band"
+    keys = spec.n_k * spec.n_pseudo
+    limit = BAND_MAX_KEYS if spec.mode == "token" else BAND_MAX_KEYS_FLAT
+    if spec.mode != "none" and spec.n_q * spec.n_pseudo > 64 and keys <= limit:
         return "band"
     return "blocked"
 

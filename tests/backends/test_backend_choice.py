@@ -23,6 +23,15 @@ PAD = torch.ones(1, 4, dtype=torch.bool)
         (MaskSpec("token", 4, 8, 8, window=2), PAD, CPU, "band"),
         (MaskSpec("flat", 4, 1, 8, q_start=7, window=3), None, CPU, "band"),  # windowed decoding
         (MaskSpec("token", 4, 1, 8, q_start=7), None, CPU, "blocked"),  # decoding
+        # global masks over more than 64 query rows: "band" while a block's scores fit in cache
+        (MaskSpec("token", 4, 17, 17), None, CPU, "band"),
+        (MaskSpec("token", 4, 1024, 1024), None, CPU, "band"),  # 4096 interleaved keys
+        (MaskSpec("token", 4, 1025, 1025), None, CPU, "blocked"),
+        (MaskSpec("token", 2, 40, 1000, q_start=960), PAD, CPU, "band"),  # chunk after a prefix
+        (MaskSpec("flat", 4, 512, 512), PAD, CPU, "band"),  # 2048 interleaved keys
+        (MaskSpec("flat", 4, 513, 513), PAD, CPU, "blocked"),
+        (MaskSpec("flat", 2, 40, 100, q_start=60), None, CPU, "band"),  # cached prefix
+        (MaskSpec("none", 4, 64, 64), PAD, CPU, "blocked"),
         (MaskSpec("flat", 4, 8, 8), None, CUDA, "sdpa"),  # flash kernel
         (MaskSpec("token", 4, 32, 32, window=2), None, CUDA, "flex"),
         (MaskSpec("flat", 4, 32, 40, q_start=8), PAD, CUDA, "flex"),

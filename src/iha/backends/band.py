@@ -416,9 +416,10 @@ def band_attention(
     q, k, v = (x.contiguous() for x in (qt, kt, vt))
     if key_valid is not None:
         key_valid = key_valid.contiguous()
-    return _BandAttention.apply(
-        q, k, v, key_valid, MODES[spec.mode], spec.n_pseudo, window, float(scale), block
-    )
+    options = (MODES[spec.mode], spec.n_pseudo, window, float(scale), block)
+    if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
+        return torch.ops.iha_band.forward(q, k, v, key_valid, *options)[0]  # no graph to record
+    return _BandAttention.apply(q, k, v, key_valid, *options)
 
 
 def attend_band(

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 import torch
 
 from iha.backends import band
+from iha.backends.mixing import needs_grad
 from iha.masks import MaskSpec
 
 MIN_QUERY_ROWS = 4 * band.BLOCK_ROWS
@@ -98,8 +99,11 @@ def fused_iha(
     if key_valid is not None:
         key_valid = key_valid.contiguous()
     P = spec.n_pseudo
-    return _FusedIHA.apply(
+    args = (
         xq.contiguous(), alpha_q.to(dtype).contiguous(), cos, sin, kt.contiguous(),
         vt.contiguous(), key_valid, R.to(dtype).contiguous(), band.MODES[spec.mode], P,
         0 if spec.window is None else spec.window, float(scale), block_rows(P),
     )
+    if not needs_grad(args[0], args[1], args[4], args[5], args[7]):
+        return torch.ops.iha_band.fused_forward(*args)[0]  # no graph to record
+    return _FusedIHA.apply(*args)

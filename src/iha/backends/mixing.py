@@ -25,6 +25,13 @@ def usable(x: torch.Tensor) -> bool:
     return band.kernel_available()
 
 
+def needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd records a call on these tensors (else the ops are called directly: an
+    ``autograd.Function`` costs several microseconds a call, a noticeable share of a decoding
+    step of a small model)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _require() -> None:
     if not band.kernel_available():
         raise RuntimeError(f"the compiled library is unavailable: {band.unavailable_reason()}")
@@ -78,10 +85,16 @@ def mix_rope(
     _require()
     if cos is not None:
         cos, sin = cos.to(x.dtype).contiguous(), sin.to(x.dtype).contiguous()
-    return _Spread.apply(x.contiguous(), alpha.to(x.dtype).contiguous(), cos, sin)
+    x, alpha = x.contiguous(), alpha.to(x.dtype).contiguous()
+    if not needs_grad(x, alpha):
+        return torch.ops.iha_band.spread(x, alpha, cos, sin)
+    return _Spread.apply(x, alpha, cos, sin)
 
 
 def collapse(o: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     """De-interleave and collapse (B, H, N*P, d) with R (H, H, P) -> (B, H, N, d)."""
     _require()
-    return _Collapse.apply(o.contiguous(), R.to(o.dtype).contiguous())
+    o, R = o.contiguous(), R.to(o.dtype).contiguous()
+    if not needs_grad(o, R):
+        return torch.ops.iha_band.gather(o, R, None, None, None)[0]
+    return _Collapse.apply(o, R)

@@ -604,7 +604,9 @@ def default_header(out: Path) -> list[str]:
         "      python -m iha.reproduce.decisive run --out results/decisive "
         ">> results/decisive/run.log 2>&1",
         "",
-        "Running the same command again resumes: finished runs are reused, an interrupted "
+        "In a fresh clone, first copy the published runs back (`mkdir -p results/decisive "
+        "&& cp -r docs/results/decisive/synthetic results/decisive/`): finished runs are then "
+        "reused. Running the same command again resumes: finished runs are reused, an interrupted "
         "synthetic run continues from its last epoch and an LM run from its last checkpoint. "
         "`synthetic/` and `lm/` below hold each finished run's record (and for LM runs "
         "`metrics.jsonl` and `config.toml`) and the suite's `runs.jsonl`, one record per run.",

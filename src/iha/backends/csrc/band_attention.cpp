@@ -9,8 +9,8 @@
 // its matrix products go to the BLAS that torch links (sgemm_/dgemm_). Work per head is
 // Lq * (W*P + block) scores: the cost of the band's FLOPs plus a block-sized edge.
 //
-// Parallel over (batch, head, block) forward and (batch, query head) backward with ATen's
-// thread pool (torch.set_num_threads); every task writes its own rows, so no atomics.
+// Parallel over (batch, head, block) forward (in task_order) and (batch, query head) backward
+// with ATen's thread pool (torch.set_num_threads); every task writes its own rows, so no atomics.
 // GQA: k, v have G heads; query head h reads kv head h / (H/G). Key/value gradients are
 // returned per query head, (B, H, Lk, d), and summed over the group by the caller.
 
@@ -247,6 +247,17 @@ inline bool block_keys(const Band& band, int64_t i0, int64_t R, int64_t& k0, int
   return true;
 }
 
+// The task a parallel loop's index t of n stands for under a global mask, in the order 0, n-1,
+// 1, n-2, ...: later query blocks see more keys, and ATen hands each thread a contiguous range of
+// indices, so in plain order the last thread would get the heaviest blocks (3/4 of the work with
+// 2 threads); in this order every contiguous range holds light and heavy blocks alike. Under a
+// window every block costs the same, and the plain order keeps neighbouring blocks (which share
+// most of their keys) on one thread.
+inline int64_t task_order(int64_t t, int64_t n, const Band& band) {
+  if (band.window > 0) return t;
+  return t % 2 == 0 ? t / 2 : n - 1 - t / 2;
+}
+
 // n elements of v, starting at a 64-byte boundary.
 template <typename scalar_t>
 inline scalar_t* aligned(std::vector<scalar_t>& v, int64_t n) {
@@ -364,7 +375,8 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 
   at::parallel_for(0, B * H * n_blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> scores;
-    for (int64_t task = begin; task < end; ++task) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t task = task_order(t, B * H * n_blocks, band);
       const int64_t bh = task / n_blocks, blk = task % n_blocks;
       const int64_t b = bh / H, h = bh % H, g = h / (H / G);
       const int64_t i0 = blk * block, R = std::min(block, Lq - i0);
@@ -765,7 +777,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_forward(
     scalar_t* yp = y.data_ptr<scalar_t>();
     at::parallel_for(0, B * n_blocks, 1, [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> qmix(HP * T * d), qblk(block * d), omix(HP * T * dv), scores;
-      for (int64_t task = begin; task < end; ++task) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t task = task_order(t, B * n_blocks, band);
         const int64_t b = task / n_blocks, n0 = (task % n_blocks) * T, nt = std::min(T, N - n0);
         const int64_t i0 = n0 * P, rows = nt * P, w = nt * d, wv = nt * dv;
         const bool* valid = valid_all == nullptr ? nullptr : valid_all + b * Lk;
