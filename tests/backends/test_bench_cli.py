@@ -33,7 +33,7 @@ def test_iha_bench_writes_json_and_markdown_with_ratios_and_targets(tmp_path):
     assert flat["value"] == expected and flat["target"] == 1.15
     assert flat["met"] == (flat["value"] <= 1.15)
     window = {r["name"]: r for r in report["suites"]["window"]["ratios"]}
-    assert window["sliding-window IHA (flat) / global causal MHA"]["target"] == 1.3
+    assert window["sliding-window IHA (flat) / global causal MHA"]["target"] == 1.1
     for row in report["suites"]["accuracy"]["extra"]["rows"]:
         assert row["blocked err"] <= 2 * row["reference err"]
     md = out_md.read_text()

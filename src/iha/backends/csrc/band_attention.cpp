@@ -359,6 +359,9 @@ struct BlockGrad {
   }
 };
 
+// Multiply-adds below which a forward call does not start parallel work (about 20-40 us).
+constexpr int64_t kSerialWork = int64_t(1) << 21;
+
 template <typename scalar_t>
 void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   const bool* valid_all, const Band& band, double scale_d, int64_t block,
@@ -373,7 +376,12 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   scalar_t* op = out.data_ptr<scalar_t>();
   scalar_t* lp = lse.data_ptr<scalar_t>();
 
-  at::parallel_for(0, B * H * n_blocks, 1, [&](int64_t begin, int64_t end) {
+  // A small call (a decoding step: a few query rows) runs on the calling thread: waking the
+  // pool costs more than its work.
+  const int64_t span = band.window > 0 ? std::min(Lk, band.window * band.P + block) : Lk;
+  const int64_t tasks = B * H * n_blocks;
+  const int64_t grain = B * H * Lq * span * (d + dv) < kSerialWork ? tasks : 1;
+  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> scores;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t task = task_order(t, B * H * n_blocks, band);
