@@ -320,6 +320,10 @@ def choose_backend(
         'sdpa'
         >>> choose_backend("auto", MaskSpec("flat", 2, 16, 16, window=4), "softmax", None)
         'band'
+        >>> choose_backend("auto", MaskSpec("token", 2, 512, 512), "softmax", None)  # 1024 keys
+        'band'
+        >>> choose_backend("auto", MaskSpec("token", 2, 1, 512, q_start=511), "softmax", None)
+        'blocked'
     """
     if backend != "auto":
         return backend
