@@ -261,7 +261,7 @@ CATALOGUE: tuple[Mutant, ...] = (
            "return t % 2 == 0 ? t / 2 : n - 1 - t / 2;", "return t % 2 == 0 ? t / 2 : n - 1 - t;",
            (T_BACK + "/test_backend_band.py", T_BACK + "/test_fused.py"),
            "band kernel's balanced task order skips some query blocks and repeats others"),
-    Mutant("backend-mixing-no-graph", "backends", "backends/mixing.py",
+    Mutant("backend-mixing-no-graph", "backends", "backends/band.py",
            "return torch.is_grad_enabled() and any(", "return False and any(",
            (T_BACK + "/test_mixing.py", T_BACK + "/test_fused.py"),
            "compiled mixing / fused core skip autograd even when a gradient is wanted"),

@@ -400,6 +400,13 @@ class _BandAttention(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None, None, None
 
 
+def needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd records a call on these tensors (else the compiled ops are called
+    directly: an ``autograd.Function`` costs several microseconds a call, a noticeable share of
+    a decoding step of a small model)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def band_attention(
     qt: torch.Tensor,  # (B, H, Lq, d)
     kt: torch.Tensor,  # (B, G, Lk, d)
@@ -417,7 +424,7 @@ def band_attention(
     if key_valid is not None:
         key_valid = key_valid.contiguous()
     options = (MODES[spec.mode], spec.n_pseudo, window, float(scale), block)
-    if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
+    if not needs_grad(q, k, v):
         return torch.ops.iha_band.forward(q, k, v, key_valid, *options)[0]  # no graph to record
     return _BandAttention.apply(q, k, v, key_valid, *options)
 

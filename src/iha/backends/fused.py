@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import torch
 
 from iha.backends import band
-from iha.backends.mixing import needs_grad
+from iha.backends.band import needs_grad
 from iha.masks import MaskSpec
 
 MIN_QUERY_ROWS = 4 * band.BLOCK_ROWS

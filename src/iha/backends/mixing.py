@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from iha.backends import band
+from iha.backends.band import needs_grad
 
 
 def usable(x: torch.Tensor) -> bool:
@@ -23,13 +24,6 @@ def usable(x: torch.Tensor) -> bool:
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return False
     return band.kernel_available()
-
-
-def needs_grad(*tensors: torch.Tensor | None) -> bool:
-    """Whether autograd records a call on these tensors (else the ops are called directly: an
-    ``autograd.Function`` costs several microseconds a call, a noticeable share of a decoding
-    step of a small model)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _require() -> None:

@@ -384,7 +384,7 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> scores;
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t task = task_order(t, B * H * n_blocks, band);
+      const int64_t task = task_order(t, tasks, band);
       const int64_t bh = task / n_blocks, blk = task % n_blocks;
       const int64_t b = bh / H, h = bh % H, g = h / (H / G);
       const int64_t i0 = blk * block, R = std::min(block, Lq - i0);
