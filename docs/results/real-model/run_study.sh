@@ -40,6 +40,10 @@ train_one() {  # ARM LR SEED
   $PY -m iha train "$run/config.toml" "${resume[@]}" > "$run/train.log" 2>&1
   $PY "$HERE/finetune.py" evaluate "$run" --data "$DATA" --seq-len "$SEQ" --max-tokens 8192 > "$run/test.json.tmp"
   mv "$run/test.json.tmp" "$run/test.json"
+  # keep only the checkpoint that was evaluated (1.6 GB each; keep = 2 holds two while training)
+  local last
+  last=$(cat "$run/checkpoints/latest")
+  for c in "$run"/checkpoints/step_*; do [ "${c##*/}" = "$last" ] || rm -rf "$c"; done
 }
 for arm in original iha-all; do  # before training (the two must agree: exact conversion)
   [ -f "$OUT/untrained-$arm.json" ] || $PY "$HERE/finetune.py" evaluate $arm --data "$DATA" \
