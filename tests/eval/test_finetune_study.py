@@ -236,3 +236,29 @@ def test_report_compares_each_arm_at_its_own_rate_with_humaneval_mcnemar(
     assert got["runs"]["iha-all/lr1e-4-seed1"]["humaneval_solved"] == [4, 6]
     assert got["learning_rates"]["iha-all"]["bracketed"] is True
     assert "iha-mixing (lr" not in " ".join(got["primary"])  # no runs: no comparison
+
+
+def test_publish_copies_records_but_never_weights_or_data(study, tmp_path):
+    out, dest = tmp_path / "out", tmp_path / "dest"
+    run = out / "iha-all" / "lr1e-4-seed0"
+    _finished(run, [2.5, 2.4], solved={"HumanEval/0": True})
+    (run / "config.toml").write_text("x = 1\n")
+    (run / "checkpoints" / "step_00000010").mkdir(parents=True)
+    (run / "checkpoints" / "step_00000010" / "model.safetensors").write_bytes(b"w")
+    (out / "data").mkdir()
+    for name in ("split.json", "train.jsonl"):
+        (out / "data" / name).write_text("{}\n")
+    (out / "untrained-original.json").write_text("{}")
+    (out / "report.json").write_text("{}")
+    (out / "iha-all" / "notes").mkdir()  # not a run directory
+    (out / "iha-all" / "notes" / "test.json").write_text("{}")
+    copied = study.publish(out, dest)
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert files == sorted(copied) == sorted([
+        "data/split.json", "report.json", "untrained-original.json",
+        "iha-all/lr1e-4-seed0/config.toml", "iha-all/lr1e-4-seed0/metrics.jsonl",
+        "iha-all/lr1e-4-seed0/test.json", "iha-all/lr1e-4-seed0/humaneval/humaneval.json",
+        "iha-all/lr1e-4-seed0/humaneval/humaneval.samples.jsonl",
+    ])  # fmt: skip
+    assert (dest / "iha-all/lr1e-4-seed0/test.json").read_text() == (run / "test.json").read_text()
+    assert study.publish(out, dest) == copied  # again: the same files, overwritten whole

@@ -15,6 +15,7 @@ Subcommands (each one resumable; see README.md in this folder for the full desig
     python finetune.py evaluate RUN --data DATA       # held-out test loss
     python finetune.py choose OUT ARM                 # the arm's learning rate, or the next to try
     python finetune.py report OUT                     # curves, paired differences, HumanEval
+    python finetune.py publish OUT DEST               # the small files of every run (no weights)
 
 ``config`` writes RUN/config.toml whose step count gives the arm ``F`` training FLOPs (the
 arm's own FLOPs per step, :func:`flops_per_token`); train it with
@@ -467,6 +468,38 @@ def report(out: Path, seq_len: int, batch: int) -> dict[str, Any]:
     return summary
 
 
+PUBLISHED = (
+    "config.toml", "metrics.jsonl", "test.json", "train.log", "humaneval.log",
+    "humaneval/humaneval.json", "humaneval/humaneval.md", "humaneval/humaneval.samples.jsonl",
+)  # fmt: skip
+
+
+def publish(out: Path, dest: Path) -> list[str]:
+    """Copy what a reader needs of every run under ``out`` (:data:`PUBLISHED`, the untrained
+    scores, the data split, report.json and curves.png; never checkpoints or the data) to
+    ``dest``, each file written whole (a temporary file renamed). Returns the copied paths."""
+    import shutil
+
+    names = [Path("data/split.json"), Path("report.json"), Path("curves.png")]
+    names += [p.relative_to(out) for p in out.glob("untrained-*.json")]
+    for arm in ARMS:
+        for run in sorted((out / arm).glob("lr*-seed*")):
+            if RUN_NAME.fullmatch(run.name):
+                names += [run.relative_to(out) / f for f in PUBLISHED]
+    copied = []
+    for name in names:
+        src = out / name
+        if not src.is_file():
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(target)
+        copied.append(str(name))
+    return copied
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -497,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out")
     p.add_argument("arm", choices=ARMS)
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("publish")
+    p.add_argument("out")
+    p.add_argument("dest")
     p = sub.add_parser("report")
     p.add_argument("out")
     p.add_argument("--seq-len", type=int, default=256)
@@ -504,6 +540,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "report":
         print(json.dumps(report(Path(args.out), args.seq_len, args.batch), indent=2))
+        return 0
+    if args.cmd == "publish":
+        copied = publish(Path(args.out), Path(args.dest))
+        print(f"copied {len(copied)} files to {args.dest}")
         return 0
     if args.cmd == "choose":
         print(json.dumps(choose(Path(args.out), args.arm, args.seed)))
