@@ -565,4 +565,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (FileNotFoundError, ValueError) as e:  # bad input: the message, not a traceback
+        print(f"finetune.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
