@@ -483,6 +483,10 @@ CATALOGUE: tuple[Mutant, ...] = (
            "if source in list_presets():",
            (f"{T_CLI}::test_describe_of_a_config_name_reads_that_config",),
            "iha describe paper-2.4b reads the deprecated alias, not configs/paper-2.4b.toml"),
+    Mutant("cli-eval-progress-counts-resumed", "cli", "cli/eval.py",
+           "            self.base = (now, done)\n", "            pass\n",
+           ("tests/eval/test_eval_progress.py",),
+           "iha eval's time left counts resumed problems as generated (far too optimistic)"),
     Mutant("trainer-convert-2d-mask", "trainer", "hf/convert.py",
            "                    f\"{n_k} keys of batch {B}\"\n                )\n"
            "            return None if bool(keys.all()) else keys",

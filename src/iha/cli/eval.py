@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -157,8 +158,39 @@ def load_generator(spec: str, tokenizer_name: str | None, device: Any) -> tuple[
     return generator, loaded.tokenizer, loaded.description
 
 
-def _progress(done: int, total: int) -> None:
-    print(f"\r{done}/{total} generations", end="" if done < total else "\n", file=sys.stderr)
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class _Progress:
+    """``progress(done, total)`` of the runners, printed to stderr: the count, the time since
+    the command started and, once generation has run, the time left at the rate so far. Work
+    resumed from a progress file arrives at once and is left out of the rate. On a terminal
+    one line is rewritten; in a log file every update is its own line."""
+
+    INSTANT = 0.5  # seconds: a call this soon after the previous one reports resumed work
+
+    def __init__(self, stream: Any = None, clock: Any = time.monotonic) -> None:
+        self.stream, self.clock = stream, clock
+        self.started = self.last = clock()
+        self.base = (self.started, 0)  # (time, done) the rate is measured from
+
+    def __call__(self, done: int, total: int) -> None:
+        stream = self.stream or sys.stderr
+        now = self.clock()
+        if now - self.last < self.INSTANT:
+            self.base = (now, done)
+        self.last = now
+        line = f"{done}/{total} generations, {_duration(now - self.started)} elapsed"
+        since, base_done = self.base
+        if 0 < done - base_done and done < total and now > since:
+            rate = (done - base_done) / (now - since)
+            line += f", about {_duration((total - done) / rate)} left"
+        if stream.isatty():
+            print("\r" + line, end="" if done < total else "\n", file=stream, flush=True)
+        else:
+            print(line, file=stream, flush=True)
 
 
 def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
@@ -201,7 +233,7 @@ def _run(args: argparse.Namespace) -> int:
                 params=_params(args, 1024),
                 batch_size=args.batch_size,
                 prompt_style=args.prompt_style or "chat",
-                progress=_progress,
+                progress=_Progress(),
             )
     except (ValueError, RuntimeError, FileNotFoundError, ImportError, OSError) as e:
         print(f"iha eval: error: {e}", file=sys.stderr)
@@ -272,7 +304,7 @@ def _run_ruler(args: argparse.Namespace, generator: Any, tokenizer: Any) -> Any:
         tokenizer,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
-        progress=_progress,
+        progress=_Progress(),
     )
 
 
@@ -303,7 +335,7 @@ def _run_code(args: argparse.Namespace, generator: Any, tokenizer: Any) -> Any:
         prompt_style=args.prompt_style,
         timeout=args.timeout,
         workers=args.workers,
-        progress=_progress,
+        progress=_Progress(),
         isolate=args.isolate,
         progress_file=log,
         cross_check=_cross_check(args),
@@ -342,7 +374,7 @@ def _run_preset(args: argparse.Namespace, generator: Any, tokenizer: Any, extra:
 
     def progress(name: str) -> Any:
         print(f"{args.benchmark}: {name}", file=sys.stderr)
-        return _progress
+        return _Progress()  # each run of the preset timed on its own
 
     result = paper.run_preset(
         preset,
