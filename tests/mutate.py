@@ -487,6 +487,10 @@ CATALOGUE: tuple[Mutant, ...] = (
            "            self.base = (now, done)\n", "            pass\n",
            ("tests/eval/test_eval_progress.py",),
            "iha eval's time left counts resumed problems as generated (far too optimistic)"),
+    Mutant("cli-eval-no-out-lock", "cli", "cli/eval.py",
+           "        lock.acquire()  # two evaluations", "        pass  # two evaluations",
+           ("tests/eval/test_eval_out_lock.py",),
+           "two iha eval processes append to one output directory's progress file"),
     Mutant("trainer-convert-2d-mask", "trainer", "hf/convert.py",
            "                    f\"{n_k} keys of batch {B}\"\n                )\n"
            "            return None if bool(keys.all()) else keys",

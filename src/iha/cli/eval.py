@@ -204,6 +204,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from iha.train.lock import RunLock
+
+    lock = RunLock(args.out, user="evaluation", option="--out")
+    try:
+        return _run_locked(args, lock)
+    finally:
+        lock.release()  # every way out (errors and interruptions too)
+
+
+def _run_locked(args: argparse.Namespace, lock: Any) -> int:
     from iha.eval import runner
     from iha.train.distributed import pick_device
 
@@ -211,6 +221,7 @@ def _run(args: argparse.Namespace) -> int:
         _check_args(args)
         device = pick_device(args.device)
         generator, tokenizer, described = load_generator(args.model, args.tokenizer, device)
+        lock.acquire()  # two evaluations appending to one progress file would corrupt it
         extra = {"model": described, "tokenizer": repr(tokenizer)}
         if args.benchmark.startswith("paper-"):
             return _run_preset(args, generator, tokenizer, extra)

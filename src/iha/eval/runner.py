@@ -743,8 +743,7 @@ def run_code_eval(
             programs = [
                 module.program(problems[todo[j // n_samples]], c) for j, c in enumerate(completions)
             ]
-            results = code.run_programs(programs, timeout=timeout, workers=workers,
-                                        isolate=isolate)
+            results = code.run_programs(programs, timeout=timeout, workers=workers, isolate=isolate)
             for a, i in enumerate(todo):
                 sl = slice(a * n_samples, (a + 1) * n_samples)
                 rec: dict[str, Any] = {
@@ -900,7 +899,10 @@ def write_results(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write ``{name}.json`` (settings + metrics), ``{name}.md`` (the table) and
-    ``{name}.samples.jsonl`` (per-problem or per-sample records) under ``out_dir``."""
+    ``{name}.samples.jsonl`` (per-problem or per-sample records) under ``out_dir``.
+
+    Every text is built before anything is written, and each file is written whole (a temporary
+    file renamed over it): an error or an interruption leaves the earlier files as they were."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = {**(extra or {}), **result.summary()}
@@ -909,10 +911,14 @@ def write_results(
         "markdown": out / f"{name}.md",
         "samples": out / f"{name}.samples.jsonl",
     }
-    paths["json"].write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    paths["markdown"].write_text(result.markdown() + "\n")
     rows = result.problems if isinstance(result, SampledResult) else result.predictions
-    with paths["samples"].open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    texts = {
+        "json": json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+        "markdown": result.markdown() + "\n",
+        "samples": "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+    }
+    for key, path in paths.items():
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(texts[key], encoding="utf-8")
+        tmp.replace(path)
     return paths

@@ -1,4 +1,5 @@
-"""An exclusive lock on a run directory, so that two training processes never share one.
+"""An exclusive lock on a run directory, so that two training processes never share one (and
+an output directory of ``iha eval``, so that two evaluations never write one).
 
 The lock is ``flock`` on ``RUN_DIR/.lock``: the kernel releases it when the holding process
 exits in any way (including ``kill -9``), so a lock left by a dead process is never in force;
@@ -23,8 +24,13 @@ class RunDirLocked(ValueError):
 class RunLock:
     """Holds ``RUN_DIR/.lock`` from :meth:`acquire` until :meth:`release` (or process exit)."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(
+        self, run_dir: str | Path, user: str = "training", option: str = "run_dir"
+    ) -> None:
+        """``user`` and ``option`` name, in the error, what holds such directories and the
+        setting that picks another one (``iha eval``: "evaluation", "--out")."""
         self.path = Path(run_dir) / LOCK_FILE
+        self.user, self.option = user, option
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -42,8 +48,9 @@ class RunLock:
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
             os.close(fd)
             raise RunDirLocked(
-                f"run directory {str(self.path.parent)!r} is in use by another training "
-                f"process ({holder}); wait for it to finish, stop it, or choose another run_dir"
+                f"{'run' if self.user == 'training' else 'output'} directory "
+                f"{str(self.path.parent)!r} is in use by another {self.user} process ({holder}); "
+                f"wait for it to finish, stop it, or choose another {self.option}"
             ) from None
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         os.ftruncate(fd, 0)
