@@ -410,6 +410,8 @@ def report(out: Path, seq_len: int, batch: int) -> dict[str, Any]:
                 paired.setdefault(f"{arm} - original @ lr {r['lr']}", []).append(
                     r["test_loss"] - base["test_loss"]
                 )
+    from iha.reproduce.stats import mcnemar_exact
+
     chosen = {arm: choose(out, arm) for arm in ARMS}
     primary: dict[str, Any] = {}
     base_lr = chosen["original"]["chosen"]
@@ -432,8 +434,6 @@ def report(out: Path, seq_len: int, batch: int) -> dict[str, Any]:
                     scored += 1
                     only_arm += mine[task] and not theirs[task]
                     only_base += theirs[task] and not mine[task]
-        from iha.reproduce.stats import mcnemar_exact
-
         primary[f"{arm} (lr {lr}) - original (lr {base_lr})"] = {
             "seeds": seeds,
             "test_loss_difference": paired_interval(diffs),

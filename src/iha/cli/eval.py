@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from iha.train.lock import RunLock
 
-    lock = RunLock(args.out, user="evaluation", option="--out")
+    lock = RunLock(args.out, user="evaluation", option="--out", what="output directory")
     try:
         return _run_locked(args, lock)
     finally:

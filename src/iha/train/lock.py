@@ -25,12 +25,17 @@ class RunLock:
     """Holds ``RUN_DIR/.lock`` from :meth:`acquire` until :meth:`release` (or process exit)."""
 
     def __init__(
-        self, run_dir: str | Path, user: str = "training", option: str = "run_dir"
+        self,
+        run_dir: str | Path,
+        user: str = "training",
+        option: str = "run_dir",
+        what: str = "run directory",
     ) -> None:
-        """``user`` and ``option`` name, in the error, what holds such directories and the
-        setting that picks another one (``iha eval``: "evaluation", "--out")."""
+        """``what``, ``user`` and ``option`` name, in the error, the directory, what holds such
+        directories and the setting that picks another one (``iha eval``: "output directory",
+        "evaluation", "--out")."""
         self.path = Path(run_dir) / LOCK_FILE
-        self.user, self.option = user, option
+        self.user, self.option, self.what = user, option, what
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -48,9 +53,9 @@ class RunLock:
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
             os.close(fd)
             raise RunDirLocked(
-                f"{'run' if self.user == 'training' else 'output'} directory "
-                f"{str(self.path.parent)!r} is in use by another {self.user} process ({holder}); "
-                f"wait for it to finish, stop it, or choose another {self.option}"
+                f"{self.what} {str(self.path.parent)!r} is in use by another {self.user} "
+                f"process ({holder}); wait for it to finish, stop it, or choose another "
+                f"{self.option}"
             ) from None
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         os.ftruncate(fd, 0)
