@@ -88,6 +88,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument(
+        "--decoder",
+        choices=("compact", "hf"),
+        default="compact",
+        help="Hugging Face models: compact (default) drops each row from the batch when it "
+        "finishes; hf calls model.generate, every row kept to the batch's end (as before; "
+        "greedy outputs are the same, sampled ones follow another random stream)",
+    )
+    parser.add_argument(
         "--lengths",
         type=int,
         nargs="+",
@@ -142,8 +150,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
-def load_generator(spec: str, tokenizer_name: str | None, device: Any) -> tuple[Any, Any, str]:
-    """``(generator, tokenizer, description)`` for any model path (iha.hf.loading.load_any)."""
+def load_generator(
+    spec: str, tokenizer_name: str | None, device: Any, decoder: str = "compact"
+) -> tuple[Any, Any, str]:
+    """``(generator, tokenizer, description)`` for any model path (iha.hf.loading.load_any);
+    ``decoder`` is :class:`~iha.eval.runner.HFGenerator`'s for a Hugging Face model."""
     from iha.eval.runner import HFGenerator, ModelGenerator
 
     try:
@@ -153,8 +164,11 @@ def load_generator(spec: str, tokenizer_name: str | None, device: Any) -> tuple[
             f"loading {spec!r} needs transformers ({e}); pip install 'iha[eval]'"
         ) from e
     loaded = load_any(spec, device, tokenizer_name)
-    make = ModelGenerator if loaded.kind == "iha" else HFGenerator
-    generator = make(loaded.model, loaded.tokenizer.pad_token_id, device)
+    pad = loaded.tokenizer.pad_token_id
+    if loaded.kind == "iha":
+        generator: Any = ModelGenerator(loaded.model, pad, device)
+    else:
+        generator = HFGenerator(loaded.model, pad, device, decoder=decoder)
     return generator, loaded.tokenizer, loaded.description
 
 
@@ -220,7 +234,9 @@ def _run_locked(args: argparse.Namespace, lock: Any) -> int:
     try:
         _check_args(args)
         device = pick_device(args.device)
-        generator, tokenizer, described = load_generator(args.model, args.tokenizer, device)
+        generator, tokenizer, described = load_generator(
+            args.model, args.tokenizer, device, getattr(args, "decoder", "compact")
+        )
         lock.acquire()  # two evaluations appending to one progress file would corrupt it
         extra = {"model": described, "tokenizer": repr(tokenizer)}
         if args.benchmark.startswith("paper-"):

@@ -31,7 +31,7 @@ import torch
 from iha.eval import gsm8k as gsm8k_mod
 from iha.eval import math as math_mod
 from iha.eval import metrics, ruler
-from iha.validate import check_int, check_number
+from iha.validate import check_choice, check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -150,31 +150,45 @@ class ModelGenerator:
         fn = self.generate_fn
         if fn is None:
             from iha.models import generate as fn
-        ids, mask = _left_pad(prompts, self.pad_token_id, self.device)
-        strings: dict[str, Any] = {}
-        if params.stop_strings and self.tokenizer is not None:
-            strings = dict(
-                stop_strings=list(params.stop_strings),
-                tokenizer=self.tokenizer,
-                pad_token_id=self.pad_token_id,
-            )
-        with torch.no_grad():
-            new = fn(
-                self.model,
-                ids,
-                attention_mask=mask,
-                max_new_tokens=params.max_new_tokens,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k,
-                stop_token_ids=list(params.stop_token_ids) or None,
-                seed=params.seed,
-                **strings,
-            )  # (B, new)
-        rows = _cut_at_stop(new, params.stop_token_ids)
-        if strings:
-            rows = _trim_stopped(rows, self.pad_token_id, params.stop_strings, self.tokenizer)
-        return rows
+        return _generate_rows(
+            fn, self.model, prompts, params, self.pad_token_id, self.device, self.tokenizer
+        )
+
+
+def _generate_rows(
+    fn: Callable[..., torch.Tensor],
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    params: SamplingParams,
+    pad_token_id: int,
+    device: torch.device | str,
+    tokenizer: Any,
+) -> list[list[int]]:
+    """``prompts`` left-padded through ``fn`` (the signature of ``iha.models.generate``); each
+    row's new tokens cut before its first stop token, or after its stop string."""
+    ids, mask = _left_pad(prompts, pad_token_id, device)
+    strings: dict[str, Any] = {}
+    if params.stop_strings and tokenizer is not None:
+        strings = dict(
+            stop_strings=list(params.stop_strings), tokenizer=tokenizer, pad_token_id=pad_token_id
+        )
+    with torch.no_grad():
+        new = fn(
+            model,
+            ids,
+            attention_mask=mask,
+            max_new_tokens=params.max_new_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            stop_token_ids=list(params.stop_token_ids) or None,
+            seed=params.seed,
+            **strings,
+        )  # (B, new)
+    rows = _cut_at_stop(new, params.stop_token_ids)
+    if strings:
+        rows = _trim_stopped(rows, pad_token_id, params.stop_strings, tokenizer)
+    return rows
 
 
 def _stop_string_criteria(prompt_length: int, stop_strings: Sequence[str], tokenizer: Any) -> Any:
@@ -204,11 +218,20 @@ def _stop_string_criteria(prompt_length: int, stop_strings: Sequence[str], token
     return StopStrings()
 
 
+DECODERS = ("compact", "hf")
+
+
 class HFGenerator:
     """A Hugging Face causal LM (``transformers``) behind the :class:`Generator` interface.
 
-    ``tokenizer`` decodes rows for ``params.stop_strings`` (a stopping criterion; the runners
-    set it when it is None). Prompts get BOS by the tokenizer's own rule (``prompt_bos``).
+    ``tokenizer`` decodes rows for ``params.stop_strings`` (the runners set it when it is
+    None). Prompts get BOS by the tokenizer's own rule (``prompt_bos``).
+
+    ``decoder``: ``"compact"`` (default) decodes with :func:`iha.eval.hf_decode.generate_hf`,
+    where a row that finished leaves the batch (greedy outputs equal ``model.generate``'s;
+    sampling uses :func:`iha.models.sample_next` with a seeded random stream); ``"hf"`` calls
+    ``model.generate`` with a stop-string criterion, every row kept to the batch's end (the
+    sampled random stream of ``transformers``).
     """
 
     prompt_bos = "tokenizer"
@@ -219,12 +242,17 @@ class HFGenerator:
         pad_token_id: int,
         device: torch.device | str = "cpu",
         tokenizer: Any = None,
+        decoder: str = "compact",
     ) -> None:
+        check_choice("decoder", decoder, DECODERS)
         self.model, self.pad_token_id, self.device = model, pad_token_id, device
         self.tokenizer = tokenizer
+        self.decoder = decoder
         self.context_length = _context_length(model)
 
     def __call__(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[int]]:
+        if self.decoder == "compact":
+            return self._compact(prompts, params)
         ids, mask = _left_pad(prompts, self.pad_token_id, self.device)
         kwargs: dict[str, Any] = dict(
             max_new_tokens=params.max_new_tokens,
@@ -254,6 +282,13 @@ class HFGenerator:
         if "stopping_criteria" in kwargs:
             rows = _trim_stopped(rows, self.pad_token_id, params.stop_strings, self.tokenizer)
         return rows
+
+    def _compact(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[int]]:
+        from iha.eval.hf_decode import generate_hf
+
+        return _generate_rows(
+            generate_hf, self.model, prompts, params, self.pad_token_id, self.device, self.tokenizer
+        )
 
 
 def _batch_seed(seed: int | None, *parts: object) -> int | None:
@@ -603,7 +638,10 @@ def _read_progress(path: Path, header: dict[str, Any]) -> dict[str, dict[str, An
         first = json.loads(lines[0])
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: the first line is not the settings header ({e})") from e
-    if first.get("settings") != header:
+    written = first.get("settings")
+    if isinstance(written, dict) and "decoder" not in written and header.get("decoder") == "hf":
+        written = {**written, "decoder": "hf"}  # written before the choice: model.generate
+    if written != header:
         raise ValueError(
             f"{path} was written with other settings ({first.get('settings')}); these are "
             f"{header}: use another output directory or move that file away"
@@ -705,6 +743,9 @@ def run_code_eval(
         "confidence": confidence,
         "ci_method": "percentile bootstrap over problems, 1000 resamples",
     }
+    decoder = getattr(generator, "decoder", None)
+    if isinstance(decoder, str):  # a Hugging Face model: its sampled tokens depend on it
+        settings["decoder"] = decoder
     header = {**settings, "benchmark": benchmark, "batch_size": batch_size}
     done: dict[str, dict[str, Any]] = {}
     log = None

@@ -127,6 +127,10 @@ class IHACache(Cache):
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self.model_cache.reorder(beam_idx)
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep batch rows ``indices`` of every layer (dropping finished rows)."""
+        self.model_cache.reorder(indices)
+
 
 class IHAPreTrainedModel(PreTrainedModel):
     """The ``transformers`` base class of the IHA models: config class :class:`IHAConfig`,

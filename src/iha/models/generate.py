@@ -189,7 +189,8 @@ def generate(
         cache_policy: "pseudo" (default: mixed, rotated pseudo keys are cached, a step mixes only
             its new token) or "raw" (1/P of the cache memory, but the whole cache is re-mixed
             at every step: several times slower at long contexts) for IHA layers; same outputs.
-        return_logits: also return the logits (B, new, V) each token was chosen from.
+        return_logits: also return the logits (B, new, V) each token was chosen from (zeros
+            after a row finished).
         stop_strings: a row whose new text (``tokenizer.decode`` of its new tokens) contains one
             of these strings is finished, even when the string is split across tokens: the
             token that completed it is kept and the rest of the row is ``pad_token_id``.
@@ -204,6 +205,9 @@ def generate(
     Returns:
         (B, new) int64 new tokens only, new <= max_new_tokens (fewer when every row stopped);
         with ``return_logits``, the pair (tokens, logits).
+
+    A finished row leaves the batch (its cache rows are dropped, :func:`decode_loop`): the steps
+    after it cost what the rows still generating cost.
 
     Example::
 
@@ -231,15 +235,12 @@ def generate(
             f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got "
             f"{tuple(mask.shape)}"
         )
-    stops = torch.tensor(list(stop_token_ids or []), dtype=torch.long, device=device)
     tracker, pad = _stop_string_tracker(B, stop_strings, tokenizer, pad_token_id)
     generator = None
     if seed is not None and temperature > 0:
         generator = torch.Generator(device=device)
         generator.manual_seed(seed)
 
-    tokens: list[torch.Tensor] = []
-    all_logits: list[torch.Tensor] = []
     if max_new_tokens == 0:
         empty = torch.empty(B, 0, dtype=torch.long, device=device)
         return (
@@ -248,38 +249,127 @@ def generate(
             else empty
         )
     cache = lm.make_cache(B, cache_policy) if use_cache else None
-    seq = input_ids
-    logits = lm(seq, attention_mask=mask, cache=cache)[:, -1]  # (B, V)
-    finished = torch.zeros(B, dtype=torch.bool, device=device)
-    fill = torch.zeros(B, dtype=torch.long, device=device)
-    for step in range(max_new_tokens):
-        nxt = sample_next(logits, temperature, top_p, top_k, generator)  # (B,)
-        nxt = torch.where(finished, fill, nxt)
-        tokens.append(nxt)
-        if return_logits:
-            all_logits.append(logits)
-        if stops.numel() or tracker is not None:
-            just = ~finished & torch.isin(nxt, stops)
-            fill = torch.where(just, nxt, fill)
-            finished |= just
-            if tracker is not None:
-                rows = (~finished).nonzero().flatten().tolist()
-                hit = tracker.update(rows, nxt[rows].tolist()) if rows else []
-                if hit:
-                    hit_rows = torch.tensor(hit, dtype=torch.long, device=device)
-                    fill[hit_rows] = pad
-                    finished[hit_rows] = True
-            if bool(finished.all()):
-                break
-        if step == max_new_tokens - 1:
-            break
-        mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool, device=device)], dim=1)
+    state = {"seq": input_ids, "mask": mask}
+
+    def step(nxt: torch.Tensor) -> torch.Tensor:  # the live rows' next logits
+        b = nxt.shape[0]
+        state["mask"] = torch.cat(
+            [state["mask"], torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1
+        )
         if cache is not None:
-            logits = lm(nxt[:, None], attention_mask=mask, cache=cache)[:, -1]
+            return lm(nxt[:, None], attention_mask=state["mask"], cache=cache)[:, -1]
+        state["seq"] = torch.cat([state["seq"], nxt[:, None]], dim=1)
+        return lm(state["seq"], attention_mask=state["mask"])[:, -1]
+
+    def keep_rows(index: torch.Tensor) -> None:  # drop the finished rows
+        state["seq"], state["mask"] = state["seq"][index], state["mask"][index]
+        if cache is not None:
+            cache.reorder(index)
+
+    first = lm(input_ids, attention_mask=mask, cache=cache)[:, -1]  # (B, V)
+    return decode_loop(
+        first,
+        step,
+        keep_rows,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        stop_token_ids=stop_token_ids,
+        tracker=tracker,
+        pad=pad,
+        generator=generator,
+        return_logits=return_logits,
+    )
+
+
+def decode_loop(
+    first_logits: torch.Tensor,
+    step: Callable[[torch.Tensor], torch.Tensor],
+    keep_rows: Callable[[torch.Tensor], None],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    stop_token_ids: Sequence[int] | None = None,
+    tracker: StopStringTracker | None = None,
+    pad: int = 0,
+    generator: torch.Generator | None = None,
+    return_logits: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The decoding loop behind :func:`generate` (and ``iha.eval``'s decoding of Hugging Face
+    models): the batch shrinks as its rows finish.
+
+    A step runs only the rows still generating: when rows finish (a stop token, or a stop
+    string found by ``tracker``), ``keep_rows(index)`` is called with the positions, among the
+    rows of the previous step, of those that go on, and must keep just those rows of the model's
+    state (KV cache, attention mask); ``step(tokens)`` then gets the new token of each kept row
+    (b,) and returns their next logits (b, V). A batch therefore costs what its live rows cost,
+    not what its longest row costs times its size.
+
+    Args:
+        first_logits: (B, V) logits of each row's first new token (the prefill's last position).
+        step, keep_rows: the model, as above.
+        max_new_tokens: at least 1.
+        temperature, top_p, top_k, generator: sampling as in :func:`sample_next`; a row's
+            tokens do not depend on when the other rows finish (the draws of all B rows are
+            taken at every step).
+        stop_token_ids: a row that emits one is finished; the token is kept and repeated.
+        tracker: the rows' stop strings (:class:`StopStringTracker` over the B rows); a row
+            finished by one is filled with ``pad`` after the token that completed it.
+        return_logits: also return the logits each token was chosen from (B, new, V); a row's
+            logits after it finished are zeros.
+
+    Returns:
+        (B, new) int64 new tokens, new <= max_new_tokens (fewer when every row finished), and
+        with ``return_logits`` the pair (tokens, logits).
+    """
+    check_int("max_new_tokens", max_new_tokens, 1)
+    B = first_logits.shape[0]
+    device = first_logits.device
+    stops = torch.tensor(list(stop_token_ids or []), dtype=torch.long, device=device)
+    out = torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)
+    all_logits = (
+        first_logits.new_zeros(B, max_new_tokens, first_logits.shape[-1]) if return_logits else None
+    )
+    live = torch.arange(B, device=device)  # original row of each live row
+    logits = first_logits
+    # sampling draws for all B rows (finished rows keep their last logits, their draws are
+    # dropped): the random stream, and so every row's tokens, do not depend on when other
+    # rows finished
+    every = first_logits.clone() if temperature > 0 else None
+    new = 0
+    for t in range(max_new_tokens):
+        if every is None:
+            nxt = sample_next(logits, temperature, top_p, top_k, generator)  # (b,)
         else:
-            seq = torch.cat([seq, nxt[:, None]], dim=1)
-            logits = lm(seq, attention_mask=mask)[:, -1]
-    out = torch.stack(tokens, dim=1)  # (B, new)
-    if return_logits:
-        return out, torch.stack(all_logits, dim=1)
-    return out
+            every[live] = logits
+            nxt = sample_next(every, temperature, top_p, top_k, generator)[live]
+        out[live, t] = nxt
+        if all_logits is not None:
+            all_logits[live, t] = logits.to(all_logits.dtype)
+        new = t + 1
+        done = torch.isin(nxt, stops) if stops.numel() else torch.zeros_like(nxt, dtype=torch.bool)
+        for r in done.nonzero().flatten().tolist():  # the stop token repeats to the end
+            out[live[r], t + 1 :] = nxt[r]
+        if tracker is not None:
+            going = (~done).nonzero().flatten()
+            rows = live[going].tolist()
+            hit = set(tracker.update(rows, nxt[going].tolist())) if rows else set()
+            if hit:
+                for i, r in zip(going.tolist(), rows):
+                    if r in hit:
+                        done[i] = True
+                        out[r, t + 1 :] = pad
+        if t == max_new_tokens - 1 or bool(done.all()):
+            break
+        if bool(done.any()):
+            keep = (~done).nonzero().flatten()
+            keep_rows(keep)
+            live, nxt = live[keep], nxt[keep]
+        logits = step(nxt)
+    tokens = out[:, :new]
+    if all_logits is not None:
+        return tokens, all_logits[:, :new]
+    return tokens
