@@ -126,3 +126,55 @@ def test_publish_copies_records_not_checkpoints_and_writes_the_report(tmp_path):
     assert text.startswith("# Decisive runs") and "| relations/binary | 1 |" in text
     # the published folder is itself readable by the report
     assert dec.read_record(plan, docs, plan.arms("relations/binary")[0], 1e-3, 0) == record
+
+
+def _text_record(variant: str, seed: int, slope: float) -> dict:
+    """An LM record: 10 validation losses with the given slope per evaluation (plus a fixed
+    zig-zag), test loss by variant."""
+    vals = {str(100 * (i + 1)): 2.0 + slope * i + (0.01 if i % 2 else -0.01) for i in range(10)}
+    loss = 1.5 + (0.01 * seed if variant == "iha" else 0.05)
+    return {"experiment": "text/tiny", "val_losses": vals, "test": {"all": {"loss": loss}}}
+
+
+@pytest.mark.parametrize("slope", [-0.05, 0.0])
+def test_text_flag_follows_the_rule_on_the_chosen_rate_runs(monkeypatch, slope):
+    plan = dec.decisive_plan(3, tiny=True)
+    text = next(c for c in plan.comparisons if c.name.startswith("text"))
+
+    def runs(plan_, out, arm):
+        if arm.experiment.startswith("text"):
+            return 3e-3, True, {s: _text_record(arm.variant, s, slope) for s in plan_.seeds}
+        return None, False, {}
+
+    monkeypatch.setattr(dec, "arm_runs", runs)
+    verdicts = dec.chosen_rate_verdicts(plan, Path("unused"), text)
+    expected = "improving" if slope < 0 else "converged"
+    assert verdicts == {"iha": {expected: 3}, "global": {expected: 3}}
+    flagged = dec.flags(plan, Path("unused"))
+    assert bool(flagged) == (slope < 0)
+    if flagged:
+        assert "`global` 3 of 3" in flagged[0] and "not at convergence" in flagged[0]
+    # only the text comparison has its runs: the plan is not complete, the header says interim
+    assert not dec.plan_complete(plan, Path("unused"))
+    assert dec.default_header(Path("x"))[0] == "# Decisive comparisons: interim report"
+    assert dec.default_header(Path("x"), complete=True)[0] == "# Decisive comparisons: results"
+    lines = dec.interim_report(plan, Path("unused"))
+    assert any(f"`global` {expected} 3" in line for line in lines)
+
+
+def test_plan_is_complete_only_with_every_planned_pair(monkeypatch):
+    plan = dec.decisive_plan(3, tiny=True)
+    missing = {"seed": None}
+
+    def runs(plan_, out, arm):
+        seeds = [s for s in plan_.seeds_of(arm.experiment) if s != missing["seed"]]
+        if arm.experiment.startswith("text"):
+            return 3e-3, True, {s: _text_record(arm.variant, s, 0.0) for s in seeds}
+        if arm.experiment.startswith("mqar"):
+            return 3e-3, True, {s: {"test": {"2": {"pos_acc": 1.0}}} for s in seeds}
+        return 3e-3, True, {s: {"test": {"pos_acc": 0.5 + 0.01 * s}} for s in seeds}
+
+    monkeypatch.setattr(dec, "arm_runs", runs)
+    assert dec.plan_complete(plan, Path("unused"))
+    missing["seed"] = 1
+    assert not dec.plan_complete(plan, Path("unused"))

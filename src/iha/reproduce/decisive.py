@@ -461,6 +461,47 @@ def _fmt_p(p: float | None) -> str:
     return "-" if p is None else f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
 
 
+def chosen_rate_verdicts(plan: DecisivePlan, out: Path, c: Comparison) -> dict[str, dict]:
+    """Per arm of comparison ``c`` (variant -> {verdict: runs}): the convergence rule on its
+    finished runs at its chosen rate, over the comparison's experiments."""
+    res: dict[str, dict[str, int]] = {}
+    for e in c.experiments:
+        for side in (c.a, c.b):
+            arm = next(x for x in plan.arms(e) if x.variant == side)
+            counts = res.setdefault(side, {})
+            for r in arm_runs(plan, out, arm)[2].values():
+                v = verdict_of(r)
+                counts[v] = counts.get(v, 0) + 1
+    return res
+
+
+def flags(plan: DecisivePlan, out: Path) -> list[str]:
+    """The pre-registered flag of each text comparison: its runs were still improving at the
+    end of the budget (the rule on the chosen-rate runs of either arm)."""
+    lines = []
+    for c in plan.comparisons:
+        if not all(e.startswith("text") for e in c.experiments):
+            continue
+        verdicts = chosen_rate_verdicts(plan, out, c)
+        improving = {v: n.get("improving", 0) for v, n in verdicts.items()}
+        if any(improving.values()):
+            counts = ", ".join(f"`{v}` {k} of {sum(verdicts[v].values())}"
+                               for v, k in improving.items())  # fmt: skip
+            lines.append(
+                f"**Flag ({c.name}), as pre-registered:** the convergence rule calls these "
+                f"chosen-rate runs still improving at the end of their budget: {counts}. The "
+                "comparison is at this budget, not at convergence: the size was not enough "
+                "for the convergence the plan asked for."
+            )
+    return lines
+
+
+def plan_complete(plan: DecisivePlan, out: Path) -> bool:
+    """Every primary comparison has all its planned pairs."""
+    return all(r["pairs"] >= r["target_pairs"]
+               for r in (compare(plan, out, c) for c in plan.comparisons))  # fmt: skip
+
+
 def interim_report(plan: DecisivePlan, out: Path) -> list[str]:
     """Markdown: each primary comparison as far as runs exist, then what remains."""
     results = [compare(plan, out, c) for c in plan.comparisons]
@@ -482,6 +523,17 @@ def interim_report(plan: DecisivePlan, out: Path) -> list[str]:
         test = "exact McNemar" if c.test == "mcnemar" else "paired t"
         lines.append(f"| {c.name} | {test} | {r['pairs']} / {r['target_pairs']} | {body} | "
                      f"{_fmt_p(r['p'])} | {_fmt_p(adj)} |")  # fmt: skip
+    per_comparison = []
+    for c in plan.comparisons:
+        arms = chosen_rate_verdicts(plan, out, c).items()
+        per_comparison.append(f"{c.name}: " + ", ".join(
+            f"`{v}` " + (", ".join(f"{k} {n}" for k, n in sorted(counts.items())) or "none")
+            for v, counts in arms))  # fmt: skip
+    lines += ["", "The convergence rule on the runs of each comparison (chosen rates): "
+              + "; ".join(per_comparison) + "."]  # fmt: skip
+    flagged = flags(plan, out)
+    if flagged:
+        lines += ["", *flagged]
     lines += [
         "",
         "Learning rates (mean validation score over seeds "
@@ -581,19 +633,24 @@ PUBLISHED = {"synthetic": ("record.json", "settings.txt"),
              "lm": ("result.json", "metrics.jsonl", "config.toml")}  # fmt: skip
 
 
-def default_header(out: Path) -> list[str]:
-    """The interim report's preamble: what runs, how it was started and how to resume it."""
+def default_header(out: Path, complete: bool = False) -> list[str]:
+    """The report's preamble: what runs, how it was started and how to resume it
+    (``complete``: every comparison has its planned pairs)."""
     commit = out / "code" / "COMMIT"
     code = commit.read_text().strip() if commit.is_file() else "the working tree"
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    status = (
+        "from all the planned runs"
+        if complete
+        else "from the runs finished so far. An interim table is descriptive: the conclusions "
+        "are drawn at the planned seed counts only"
+    )
     return [
-        "# Decisive comparisons: interim report",
+        "# Decisive comparisons: " + ("results" if complete else "interim report"),
         "",
-        f"Written {stamp} by `python -m iha.reproduce.decisive publish` from the runs finished "
-        f"so far in `{out}` (code of commit {code}). The comparisons, seeds, learning-rate "
-        "rule and convergence rule were fixed beforehand in "
-        "[../preregistration.md](../preregistration.md). An interim table is descriptive: "
-        "the conclusions are drawn at the planned seed counts only.",
+        f"Written {stamp} by `python -m iha.reproduce.decisive publish` from `{out}` (code of "
+        f"commit {code}), {status}. The comparisons, seeds, learning-rate rule and convergence "
+        "rule were fixed beforehand in [../preregistration.md](../preregistration.md).",
         "",
         "The runs (one worker, one torch thread, resumable) were started from the repository "
         f"root with a copy of `src/` at commit {code} (so that later edits of the working "
@@ -611,7 +668,7 @@ def default_header(out: Path) -> list[str]:
         "`synthetic/` and `lm/` below hold each finished run's record (and for LM runs "
         "`metrics.jsonl` and `config.toml`) and the suite's `runs.jsonl`, one record per run.",
         "",
-        "## Primary comparisons so far",
+        "## Primary comparisons" + ("" if complete else " so far"),
         "",
     ]
 
@@ -735,7 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "publish":
         header = (args.header.read_text().splitlines() if args.header
-                  else default_header(args.out))  # fmt: skip
+                  else default_header(args.out, plan_complete(plan, args.out)))  # fmt: skip
         n = publish(plan, args.out, args.docs, header)
         print(f"published {n} finished runs and {args.docs / 'README.md'}")
         return 0
