@@ -9,8 +9,10 @@
 #
 # Environment: OUT (default runs/real-model-study), DEVICE (cpu), SEQ (256), BATCH (1),
 # BUDGET (original-model steps per run: 12 pilot, 400 full), LRS (the starting grid), SEEDS,
-# HUMANEVAL (1: score the final models, 0: loss only). Run from anywhere; the model
-# directories (out/smollm2, out/smollm2-iha) are found from the repository root.
+# HUMANEVAL (1: score the final models, 0: loss only), ARMS (the arms this process runs,
+# default all three: two processes with disjoint ARMS share the work of one OUT, one core
+# each). Run from anywhere; the model directories (out/smollm2, out/smollm2-iha) are found
+# from the repository root.
 set -eu
 MODE=${1:?pilot or full}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +24,10 @@ DEVICE=${DEVICE:-cpu}
 SEQ=${SEQ:-256}
 BATCH=${BATCH:-1}
 HUMANEVAL=${HUMANEVAL:-1}
+ARMS=${ARMS:-original iha-all iha-mixing}
+for arm in $ARMS; do
+  case $arm in original|iha-all|iha-mixing) ;; *) echo "ARMS: unknown arm '$arm' (original, iha-all, iha-mixing)" >&2; exit 2;; esac
+done
 if [ "$MODE" = pilot ]; then BUDGET=${BUDGET:-12}; LRS=${LRS:-3e-5}; SEEDS=${SEEDS:-0}
 else BUDGET=${BUDGET:-400}; LRS=${LRS:-1e-5 3e-5 1e-4}; SEEDS=${SEEDS:-0 1 2}; fi
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)  # relative to where the command runs
@@ -50,11 +56,11 @@ for arm in original iha-all; do  # before training (the two must agree: exact co
     --seq-len "$SEQ" --max-tokens 8192 > "$OUT/untrained-$arm.json"
 done
 set -- $SEEDS
-for lr in $LRS; do for arm in original iha-all iha-mixing; do train_one $arm $lr $1; done; done
+for lr in $LRS; do for arm in $ARMS; do train_one $arm $lr $1; done; done
 if [ "$MODE" = full ]; then
   # each arm's learning rate: the lowest final validation loss at seed $1, the grid extended one
   # step at a time (finetune.LADDER) until the best has a worse tried neighbour on both sides
-  for arm in original iha-all iha-mixing; do
+  for arm in $ARMS; do
     while :; do
       next=$($PY "$HERE/finetune.py" choose "$OUT" $arm --seed $1 | $PY -c "import json,sys; print(json.load(sys.stdin)['next'] or '')")
       [ -z "$next" ] && break
@@ -67,13 +73,13 @@ if [ "$MODE" = full ]; then
 c = json.load(sys.stdin)
 sys.exit(f'{c[\"arm\"]}: no learning rate chosen yet ({c})') if not c['chosen'] else print(c['chosen'])"
   }
-  for seed in "${@:2}"; do for arm in original iha-all iha-mixing; do
+  for seed in "${@:2}"; do for arm in $ARMS; do
     lr=$(rate $arm $1)  # an assignment: a failure stops the script (set -e)
     train_one $arm "$lr" "$seed"
   done; done
   if [ "$HUMANEVAL" = 1 ]; then  # greedy pass@1 of every final model (chat template; batches
     # of 32: a decode step costs 1.9x a batch of 8's, and a batch waits for its longest answer)
-    for seed in "$@"; do for arm in original iha-all iha-mixing; do
+    for seed in "$@"; do for arm in $ARMS; do
       lr=$(rate $arm $1)
       run=$OUT/$arm/lr$lr-seed$seed
       [ -f "$run/humaneval/humaneval.json" ] && continue
@@ -83,6 +89,7 @@ sys.exit(f'{c[\"arm\"]}: no learning rate chosen yet ({c})') if not c['chosen'] 
         "${resume[@]}" > "$run/humaneval.log" 2>&1
     done; done
   fi
-  $PY "$HERE/finetune.py" report "$OUT" --seq-len "$SEQ" --batch "$BATCH" > "$OUT/report.json"
+  $PY "$HERE/finetune.py" report "$OUT" --seq-len "$SEQ" --batch "$BATCH" > "$OUT/report.json.$$"
+  mv "$OUT/report.json.$$" "$OUT/report.json"
 fi
 echo "done: $OUT"
