@@ -170,3 +170,28 @@ def test_a_2048_token_prompt_matches_the_original_cached_and_uncached(models):
     # the last step too (position 2047 from the cache)
     assert (steps[-1] - ref[:, -1]).abs().max().item() <= bound
     print(f"{LONG_TOKENS}-token prompt: max |diff| {diff:.3g}, bound {bound:.3g}")
+
+
+def test_the_compact_decoder_gives_model_generates_greedy_replies_on_both_models(models):
+    """Rows leave the batch as they end (iha.eval.hf_decode): the same greedy tokens as
+    ``model.generate`` on the real model and its conversion, a left-padded batch, EOS stops."""
+    from iha.eval.hf_decode import generate_hf
+
+    original, converted, tokenizer = models
+    rows = [chat_ids(tokenizer, text) for text in CHATS]
+    width = max(map(len, rows))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for model in (original, converted):
+        with torch.no_grad():
+            ref = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW_TOKENS,
+                                 do_sample=False, pad_token_id=pad, eos_token_id=eos,
+                                 temperature=None, top_p=None, top_k=None)[:, width:]  # fmt: skip
+        got = generate_hf(model, ids, mask, max_new_tokens=NEW_TOKENS, stop_token_ids=[eos])
+        assert got.shape == ref.shape
+        for row, exp in zip(got.tolist(), ref.tolist()):
+            k = exp.index(eos) + 1 if eos in exp else len(exp)
+            assert row[:k] == exp[:k]  # after its EOS, model.generate pads and this repeats EOS
+        assert any(eos in r[:-1] for r in ref.tolist())  # a row ended early: one left the batch
