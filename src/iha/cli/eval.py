@@ -92,8 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("compact", "hf"),
         default="compact",
         help="Hugging Face models: compact (default) drops each row from the batch when it "
-        "finishes; hf calls model.generate, every row kept to the batch's end (as before; "
-        "greedy outputs are the same, sampled ones follow another random stream)",
+        "finishes; hf calls model.generate, every row kept to the batch's end (the same "
+        "greedy outputs; sampled ones follow transformers' random stream)",
     )
     parser.add_argument(
         "--lengths",
