@@ -22,8 +22,7 @@ from typing import Any
 
 import torch
 
-from iha.masks import check_attention_mask
-from iha.models.generate import _check_args, _stop_string_tracker, decode_loop
+from iha.models.generate import _check_args, decode_loop, prepare_batch
 
 
 def _forward_names(model: Any) -> set[str]:
@@ -90,31 +89,17 @@ def generate_hf(
         True
     """
     _check_args(max_new_tokens, temperature, top_p, top_k, "pseudo")
-    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-        raise ValueError(f"input_ids must be (B, N) with N >= 1, got {tuple(input_ids.shape)}")
-    B = input_ids.shape[0]
-    device = input_ids.device
-    mask = (
-        torch.ones_like(input_ids)
-        if attention_mask is None
-        else check_attention_mask(attention_mask).to(device=device, dtype=torch.long)
+    bool_mask, tracker, pad, generator = prepare_batch(
+        input_ids, attention_mask, temperature, seed, stop_strings, tokenizer, pad_token_id
     )
-    if mask.shape != input_ids.shape:
-        raise ValueError(
-            f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got "
-            f"{tuple(mask.shape)}"
-        )
     if max_new_tokens == 0:
-        return torch.empty(B, 0, dtype=torch.long, device=device)
-    tracker, pad = _stop_string_tracker(B, stop_strings, tokenizer, pad_token_id)
-    generator = None
-    if seed is not None and temperature > 0:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(seed)
+        return torch.empty(input_ids.shape[0], 0, dtype=torch.long, device=input_ids.device)
+    device = input_ids.device
+    mask = bool_mask.long()
 
     names = _forward_names(model)
     cache_name = "cache" if "cache" in names else "past_key_values"
-    cache = _new_cache(model, B)
+    cache = _new_cache(model, input_ids.shape[0])
     state = {"mask": mask}
     # positions as model.generate counts them: real tokens from 0, padding at 1 (masked out)
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)

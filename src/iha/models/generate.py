@@ -221,26 +221,10 @@ def generate(
     """
     lm = _unwrap(model)
     _check_args(max_new_tokens, temperature, top_p, top_k, cache_policy)
-    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-        raise ValueError(f"input_ids must be (B, N) with N >= 1, got {tuple(input_ids.shape)}")
-    B = input_ids.shape[0]
-    device = input_ids.device
-    mask = (
-        torch.ones_like(input_ids, dtype=torch.bool)
-        if attention_mask is None
-        else check_attention_mask(attention_mask).to(device=device)
+    mask, tracker, pad, generator = prepare_batch(
+        input_ids, attention_mask, temperature, seed, stop_strings, tokenizer, pad_token_id
     )
-    if mask.shape != input_ids.shape:
-        raise ValueError(
-            f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got "
-            f"{tuple(mask.shape)}"
-        )
-    tracker, pad = _stop_string_tracker(B, stop_strings, tokenizer, pad_token_id)
-    generator = None
-    if seed is not None and temperature > 0:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(seed)
-
+    B, device = input_ids.shape[0], input_ids.device
     if max_new_tokens == 0:
         empty = torch.empty(B, 0, dtype=torch.long, device=device)
         return (
@@ -281,6 +265,39 @@ def generate(
         generator=generator,
         return_logits=return_logits,
     )
+
+
+def prepare_batch(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    temperature: float,
+    seed: int | None,
+    stop_strings: Sequence[str] | None,
+    tokenizer: Any,
+    pad_token_id: int | None,
+) -> tuple[torch.Tensor, StopStringTracker | None, int, torch.Generator | None]:
+    """The checked pieces of a generation call: the (B, N) bool attention mask (all ones when
+    None), the stop-string tracker and the id filling rows it finishes, and the seeded random
+    generator of sampling (None when greedy or unseeded)."""
+    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids must be (B, N) with N >= 1, got {tuple(input_ids.shape)}")
+    device = input_ids.device
+    mask = (
+        torch.ones_like(input_ids, dtype=torch.bool)
+        if attention_mask is None
+        else check_attention_mask(attention_mask).to(device=device)
+    )
+    if mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got "
+            f"{tuple(mask.shape)}"
+        )
+    tracker, pad = _stop_string_tracker(input_ids.shape[0], stop_strings, tokenizer, pad_token_id)
+    generator = None
+    if seed is not None and temperature > 0:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed)
+    return mask, tracker, pad, generator
 
 
 def decode_loop(
