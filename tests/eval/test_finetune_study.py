@@ -115,6 +115,9 @@ def test_paired_interval_matches_the_t_distribution(study):
     assert got["low"] == pytest.approx(low, abs=1e-3) and got["high"] == pytest.approx(
         high, abs=1e-3
     )
+    for sample in (diffs, [0.01, 0.012, 0.009], [-0.3, 0.1, -0.2, -0.25, -0.1]):
+        want = scipy_stats.ttest_1samp(sample, 0.0).pvalue
+        assert study.paired_interval(sample)["p"] == pytest.approx(want, rel=1e-6)
 
 
 def test_report_pairs_runs_by_seed_and_puts_flops_on_the_curves(study, tmp_path, monkeypatch):

@@ -357,15 +357,20 @@ def humaneval_verdicts(run: Path) -> dict[str, bool] | None:
 
 
 def paired_interval(diffs: list[float], confidence: float = 0.95) -> dict[str, float]:
-    """Mean of paired differences (same seed) and its Student-t interval."""
+    """Mean of paired differences (same seed), its Student-t interval and the paired t-test's
+    two-sided p-value (against no difference)."""
     from statistics import mean, stdev
+
+    from iha.reproduce.stats import t_quantile, t_two_sided_p
 
     n = len(diffs)
     if n < 2:
         return {"mean": diffs[0] if diffs else math.nan, "low": math.nan, "high": math.nan}
-    t = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306}
-    half = t.get(n, 2.262) * stdev(diffs) / math.sqrt(n)
-    return {"mean": mean(diffs), "low": mean(diffs) - half, "high": mean(diffs) + half, "n": n}
+    se = stdev(diffs) / math.sqrt(n)
+    half = t_quantile(confidence, n - 1) * se
+    p = t_two_sided_p(mean(diffs) / se, n - 1) if se > 0 else math.nan
+    return {"mean": mean(diffs), "low": mean(diffs) - half, "high": mean(diffs) + half, "n": n,
+            "p": p}  # fmt: skip
 
 
 def report(out: Path, seq_len: int, batch: int) -> dict[str, Any]:

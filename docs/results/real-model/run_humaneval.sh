@@ -2,7 +2,7 @@
 # HumanEval on SmolLM2-135M-Instruct: greedy pass@1 of the original and the converted model
 # (in parallel), then pass@1 / pass@10 from 16 samples at T = 0.6 for the original.
 # Resumable: rerun the same command; each run continues from its OUT/humaneval.progress.jsonl.
-# Usage: bash docs/results/real-model/run_humaneval.sh [ORIGINAL_DIR] [CONVERTED_DIR]
+# Usage: [NICE=10] [PY=python] bash docs/results/real-model/run_humaneval.sh [ORIGINAL_DIR] [CONVERTED_DIR]
 set -u
 cd "$(dirname "$0")/../../.."
 ORIG=${1:-out/smollm2}
@@ -15,16 +15,23 @@ run() {  # OUTDIR, then iha eval arguments
   local resume=()
   [ -f "$out/humaneval.progress.jsonl" ] && resume=(--resume)
   [ -f "$out/humaneval.json" ] && { echo "$out: done"; return 0; }
-  nice -n 10 /usr/bin/time -v $PY -m iha eval humaneval "$@" --cross-check on --out "$out" "${resume[@]}" \
+  nice -n "${NICE:-10}" /usr/bin/time -v $PY -m iha eval humaneval "$@" --cross-check on --out "$out" "${resume[@]}" \
     > "$out.log" 2>&1
 }
 mkdir -p $OUT
 run $OUT/greedy-original "$ORIG" --temperature 0 --batch-size 8 &
 run $OUT/greedy-converted "$CONV" --temperature 0 --batch-size 8 &
 wait %1
-# --decoder hf: this run began with model.generate (every row kept to its batch's end), and a
-# resumed run keeps the random stream it started with; the greedy runs above were also decoded
-# that way (the compact decoder, now the default, gives the same greedy tokens)
-run $OUT/sampled-original "$ORIG" --temperature 0.6 --n-samples 16 --k 1 10 --batch-size 16 --seed 0 \
-  --decoder hf
+# The sampled run: HumanEval/0-60 were decoded with model.generate (--decoder hf, the run in
+# sampled-original/, stopped there and kept as it is; its command was the one below with
+# --decoder hf and without --data); HumanEval/61-163 with the compact decoder (the default),
+# in two halves that can run side by side. Both draw from the same distribution (T = 0.6,
+# top-p 1, top-k off); only the random stream differs. summarize.py merges the three.
+for part in 61:112 113:163; do
+  first=${part%:*} last=${part#*:}
+  dir=$OUT/sampled-original-$first-$last
+  [ -f "$dir/problems.jsonl" ] || $PY $OUT/humaneval_subset.py "$first" "$last" "$dir/problems.jsonl"
+  run "$dir" "$ORIG" --temperature 0.6 --n-samples 16 --k 1 10 --batch-size 32 --seed 0 \
+    --data "$dir/problems.jsonl" &
+done
 wait
