@@ -120,6 +120,16 @@ def test_paired_interval_matches_the_t_distribution(study):
         assert study.paired_interval(sample)["p"] == pytest.approx(want, rel=1e-6)
 
 
+def test_detectable_effect_has_the_asked_power_by_the_noncentral_t(study):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for sd, n in [(0.02, 3), (1.0, 5), (0.5, 10)]:
+        effect = study.detectable_effect(sd, n)
+        df, tc = n - 1, scipy_stats.t.ppf(0.975, n - 1)
+        delta = effect * n**0.5 / sd
+        power = scipy_stats.nct.sf(tc, df, delta) + scipy_stats.nct.cdf(-tc, df, delta)
+        assert power == pytest.approx(0.8, abs=2e-3)
+
+
 def test_report_pairs_runs_by_seed_and_puts_flops_on_the_curves(study, tmp_path, monkeypatch):
     original = tmp_path / "orig-model"  # the FLOP model reads the original's config.json
     original.mkdir()

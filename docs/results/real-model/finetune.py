@@ -370,7 +370,24 @@ def paired_interval(diffs: list[float], confidence: float = 0.95) -> dict[str, f
     half = t_quantile(confidence, n - 1) * se
     p = t_two_sided_p(mean(diffs) / se, n - 1) if se > 0 else math.nan
     return {"mean": mean(diffs), "low": mean(diffs) - half, "high": mean(diffs) + half, "n": n,
-            "p": p}  # fmt: skip
+            "p": p, "sd": stdev(diffs),
+            "detectable_80": detectable_effect(stdev(diffs), n) if se > 0 else math.nan}  # fmt: skip
+
+
+def detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """The mean paired difference that a two-sided paired t-test at level ``alpha`` with ``n``
+    pairs detects with probability ``power`` when the differences' standard deviation is ``sd``
+    (taken from the same runs: a statement about this design's resolution, not a pre-run power
+    calculation)."""
+    from iha.reproduce.stats import paired_t_power
+
+    lo, hi = 0.0, sd
+    while paired_t_power(hi, sd, n, alpha) < power:
+        hi *= 2.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if paired_t_power(mid, sd, n, alpha) < power else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def report(out: Path, seq_len: int, batch: int) -> dict[str, Any]:

@@ -77,6 +77,7 @@ sys.exit(f'{c[\"arm\"]}: no learning rate chosen yet ({c})') if not c['chosen'] 
     lr=$(rate $arm $1)  # an assignment: a failure stops the script (set -e)
     train_one $arm "$lr" "$seed"
   done; done
+  unscored=
   if [ "$HUMANEVAL" = 1 ]; then  # greedy pass@1 of every final model (chat template; batches
     # of 32: a decode step costs 1.9x a batch of 8's, and a batch waits for its longest answer)
     for seed in "$@"; do for arm in $ARMS; do
@@ -85,11 +86,14 @@ sys.exit(f'{c[\"arm\"]}: no learning rate chosen yet ({c})') if not c['chosen'] 
       [ -f "$run/humaneval/humaneval.json" ] && continue
       resume=()
       [ -f "$run/humaneval/humaneval.progress.jsonl" ] && resume=(--resume)
+      # a failure (say another process holds the folder's lock) does not stop the others
       $PY -m iha eval humaneval "$run" --temperature 0 --batch-size 32 --out "$run/humaneval" \
-        "${resume[@]}" > "$run/humaneval.log" 2>&1
+        "${resume[@]}" > "$run/humaneval.log" 2>&1 || { unscored="$unscored $run"
+        echo "HumanEval of $run failed (its humaneval.log says why); rerun to resume" >&2; }
     done; done
   fi
   $PY "$HERE/finetune.py" report "$OUT" --seq-len "$SEQ" --batch "$BATCH" > "$OUT/report.json.$$"
   mv "$OUT/report.json.$$" "$OUT/report.json"
+  [ -z "$unscored" ] || { echo "not scored yet:$unscored" >&2; exit 1; }
 fi
 echo "done: $OUT"
