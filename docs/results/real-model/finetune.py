@@ -369,9 +369,9 @@ def paired_interval(diffs: list[float], confidence: float = 0.95) -> dict[str, f
     se = stdev(diffs) / math.sqrt(n)
     half = t_quantile(confidence, n - 1) * se
     p = t_two_sided_p(mean(diffs) / se, n - 1) if se > 0 else math.nan
+    detectable = detectable_effect(stdev(diffs), n) if se > 0 else math.nan
     return {"mean": mean(diffs), "low": mean(diffs) - half, "high": mean(diffs) + half, "n": n,
-            "p": p, "sd": stdev(diffs),
-            "detectable_80": detectable_effect(stdev(diffs), n) if se > 0 else math.nan}  # fmt: skip
+            "p": p, "sd": stdev(diffs), "detectable_80": detectable}  # fmt: skip
 
 
 def detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
