@@ -475,14 +475,20 @@ def report(out: Path, seq_len: int, batch: int) -> dict[str, Any]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 4))
+        # one colour per arm; the chosen rate's seeds solid, the rest of the grid dashed and faint
+        colours = dict(zip(ARMS, ("tab:blue", "tab:orange", "tab:green")))
+        fig, ax = plt.subplots(figsize=(8, 4.5))
         for key, r in runs.items():
             if r["val_curve"]:
                 xs, ys = zip(*r["val_curve"])
-                ax.plot(xs, ys, marker="o", label=key)
+                picked = r["lr"] == chosen[r["arm"]]["chosen"]
+                ax.plot(xs, ys, color=colours[r["arm"]], linestyle="-" if picked else "--",
+                        alpha=1.0 if picked else 0.35, marker="o" if picked else None,
+                        markersize=3, label=key)  # fmt: skip
         ax.set_xlabel("training FLOPs")
         ax.set_ylabel("validation loss (nats/token)")
-        ax.legend(fontsize=7)
+        ax.set_title("solid: each arm's chosen rate; dashed: the rest of the grid", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         fig.savefig(out / "curves.png", dpi=120)
     except ImportError:
