@@ -6,11 +6,13 @@ python docs/results/real-model/summarize.py > docs/results/real-model/summary.js
 from __future__ import annotations
 
 import json
-import math
-import random
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[2] / "src"))  # run from anywhere in a checkout
+from iha.eval.metrics import bootstrap_ci, pass_at_k  # noqa: E402
+
 TOTAL = 164
 
 
@@ -21,10 +23,6 @@ def rows(run: Path) -> list[dict]:
             out = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
             return [r for r in out if "task_id" in r]
     return []
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 def summary(run: Path) -> dict:
@@ -55,15 +53,6 @@ def summary(run: Path) -> dict:
 SAMPLED_PARTS = ("sampled-original", "sampled-original-61-112", "sampled-original-113-163")
 
 
-def bootstrap(values: list[float], resamples: int = 1000, seed: int = 0) -> list[float]:
-    """Percentile 95 % interval of the mean over problems."""
-    rng = random.Random(seed)
-    means = sorted(
-        sum(rng.choice(values) for _ in values) / len(values) for _ in range(resamples)
-    )
-    return [means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]]
-
-
 def merged(parts: tuple[str, ...]) -> dict:
     rs = [r for p in parts for r in rows(HERE / p)]
     ids = [r["task_id"] for r in rs]
@@ -76,7 +65,8 @@ def merged(parts: tuple[str, ...]) -> dict:
     for k in (1, 10):
         per = [pass_at_k(n, sum(r["correct"]), k) for r in rs]
         out[f"pass@{k}"] = sum(per) / len(per)
-        out[f"pass@{k}_ci95"] = bootstrap(per)
+        est = bootstrap_ci(per)  # percentile, 1000 resamples over problems, seed 0
+        out[f"pass@{k}_ci95"] = [est.low, est.high]
     verdicts = [(a, b) for r in rs for a, b in zip(r["correct"], r.get("human_eval_passed", []))]
     out["cross_check_agree"] = f"{sum(a == b for a, b in verdicts)} of {len(verdicts)}"
     return out
