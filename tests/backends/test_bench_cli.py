@@ -92,3 +92,34 @@ def test_gpu_check_rejects_a_bad_repeat_count_with_exit_status_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         _gpu_check().main(["--repeats", "0"])
     assert exit_info.value.code == 2 and "--repeats" in capsys.readouterr().err
+
+
+def test_peak_memory_counts_the_kernels_pooled_outputs():
+    # the fused window core at H = 4, N = 2048, d = 16, P = 4: each interleaved tensor is 2 MiB
+    # (pooled by the band kernel); keys, values and the output live through the backward, and
+    # the backward adds three gradients of that size. A pool left on in the child would serve
+    # the measured step from buffers the warm-up left resident, and the peak would miss them.
+    from iha.backends import band
+
+    if not band.kernel_available():
+        pytest.skip(f"band kernel unavailable: {band.unavailable_reason()}")
+    peak = peak_memory_mb(Case("iha", 1, 4, 2048, 16, 4, "flat", 32), torch.device("cpu"), 1)
+    assert peak >= 10  # six 2 MiB tensors at once; 1.8 MiB measured with the pool left on
+
+
+def test_no_kernel_pool_flag_turns_the_pool_off_and_is_recorded(tmp_path):
+    from iha.backends import band
+
+    if not band.kernel_available():
+        pytest.skip(f"band kernel unavailable: {band.unavailable_reason()}")
+    limit = band.pool_limit()
+    try:
+        for flag, expected in (([], limit), (["--no-kernel-pool"], 0)):
+            out_json = tmp_path / "bench.json"
+            rc = cli_main(["bench", "--smoke", "--suite", "core", "--repeats", "1", *flag,
+                           "--json", str(out_json)])
+            assert rc == 0
+            assert json.loads(out_json.read_text())["settings"]["kernel_pool_bytes"] == expected
+            assert band.pool_limit() == expected
+    finally:
+        band.pool_limit(limit)

@@ -19,13 +19,18 @@ kernel: the query mixing + RoPE and the collapse fused into the attention (``iha
 uses it where ``band`` would run).
 
 ``keep_freed_memory`` (``cpu_memory``) is an opt-in process setting for CPU runs: glibc keeps
-freed blocks for reuse instead of page-faulting fresh ones each step.
+freed blocks for reuse instead of page-faulting fresh ones each step. The band kernel keeps its
+own large outputs' freed buffers for reuse by default (``band_pool_limit``, ``band_empty_pool``,
+``band_pool_cached_bytes``).
 """
 
 from iha.backends import fused as fused_core
 from iha.backends import mixing as fused_mixing
 from iha.backends.band import attend_band
+from iha.backends.band import empty_pool as band_empty_pool
 from iha.backends.band import kernel_available as band_kernel_available
+from iha.backends.band import pool_cached_bytes as band_pool_cached_bytes
+from iha.backends.band import pool_limit as band_pool_limit
 from iha.backends.blocked import attend_blocked
 from iha.backends.cpu_memory import keep_freed_memory
 from iha.backends.flex import attend_flex
@@ -47,7 +52,10 @@ __all__ = [
     "attend_flex",
     "attend_reference",
     "attend_sdpa",
+    "band_empty_pool",
     "band_kernel_available",
+    "band_pool_cached_bytes",
+    "band_pool_limit",
     "expand_kv",
     "fused_core",
     "fused_mixing",

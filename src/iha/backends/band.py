@@ -6,7 +6,9 @@ of key rows (minus padded keys); with a sliding window that range is W*P rows lo
 against just the keys its rows can reach, and runs an exact one-pass softmax: forward and
 backward cost the band's FLOPs plus a block-sized edge, with no mask tensor, no log-sum-exp
 merges and no per-piece buffers. Matrix products go to the BLAS torch links; threads follow
-``torch.set_num_threads``.
+``torch.set_num_threads``. Outputs of 1 MiB or more reuse the buffers of freed ones of the same
+size (``pool_limit``; on by default, at most 1 GiB kept), so a training step does not
+page-fault its large interleaved tensors in afresh.
 
 The kernel is compiled with ``torch.utils.cpp_extension`` (g++ and ninja) and cached under
 ``$IHA_EXTENSIONS_DIR`` (default ``~/.cache/iha/extensions``), keyed by the source, the torch
@@ -42,6 +44,7 @@ import torch
 
 from iha.backends.blocked import attend_blocked
 from iha.masks import MaskSpec, expand_key_padding
+from iha.validate import check_int
 
 try:
     import fcntl
@@ -365,6 +368,36 @@ def unavailable_reason() -> str:
     """Why the kernel is not used ('' when it is)."""
     kernel_available()
     return str(_state.get("reason", ""))
+
+
+def pool_limit(limit_bytes: int | None = None) -> int:
+    """Read (no argument) or set how many bytes of freed kernel outputs are kept for reuse.
+
+    The kernel's outputs of 1 MiB or more (interleaved queries, keys, values and their
+    gradients) come from a pool of freed buffers of the same size, as PyTorch's CUDA caching
+    allocator does on the GPU: without it every training step page-faults each of them in
+    afresh (docs/benchmarks.md). The pool keeps at most this many bytes (default 1 GiB), the
+    least recently freed going first; the process's resident memory stays that much above what
+    is live. ``0`` turns pooling off and frees what is kept. Returns the previous limit.
+    Process-wide. Pooled tensors cannot be resized in place to a larger size."""
+    if limit_bytes is not None:
+        check_int("limit_bytes", limit_bytes, 0)
+    if not kernel_available():
+        raise RuntimeError(f"the compiled band kernel is unavailable: {unavailable_reason()}")
+    return int(torch.ops.iha_band.pool_limit(-1 if limit_bytes is None else limit_bytes))
+
+
+def pool_cached_bytes() -> int:
+    """Bytes of freed kernel outputs the pool keeps now (0 where the kernel is unavailable)."""
+    if not kernel_available():
+        return 0
+    return int(torch.ops.iha_band.pool_cached())
+
+
+def empty_pool() -> None:
+    """Free the buffers the pool keeps (like ``torch.cuda.empty_cache``); the limit stays."""
+    if kernel_available():
+        torch.ops.iha_band.pool_limit(torch.ops.iha_band.pool_limit(0))
 
 
 def supports(q: torch.Tensor, v: torch.Tensor, dropout_p: float, kernel: str) -> bool:

@@ -51,7 +51,13 @@ import torch
 import torch.nn.functional as F
 
 from iha.attention import InterleavedHeadAttention
-from iha.backends import BACKENDS, fused_core, keep_freed_memory
+from iha.backends import (
+    BACKENDS,
+    band_kernel_available,
+    band_pool_limit,
+    fused_core,
+    keep_freed_memory,
+)
 from iha.functional import (
     choose_backend,
     collapse_heads,
@@ -395,6 +401,8 @@ def _peak_child(case_json: str, device: str, threads: int) -> None:
     torch.set_num_threads(threads)
     case = Case(**json.loads(case_json))
     dev = torch.device(device)
+    if dev.type == "cpu" and band_kernel_available():
+        band_pool_limit(0)  # no kept buffers: the RSS tracks live tensors (see below)
     step = build(case, dev)
     step()  # warm-up: one-time allocations of the kernels' libraries do not count
     if dev.type == "cuda":
@@ -630,9 +638,11 @@ def to_markdown(report: dict) -> str:
         f"{m['threads']} thread(s), device {m['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "")
         + f"; load average at start {m.get('loadavg_start')}, at end {m.get('loadavg_end')}; "
-        + ("freed memory kept in the process (--keep-freed-memory)."
+        + ("freed memory kept in the process (--keep-freed-memory)"
            if report.get("settings", {}).get("keep_freed_memory")
-           else "system allocator defaults."),
+           else "system allocator defaults")
+        + f"; band kernel pool {report.get('settings', {}).get('kernel_pool_bytes', 0) / 2**20:g} "
+          "MiB.",
         f"Command: `{report['command']}`",
     ]
     for name, suite in report["suites"].items():
@@ -668,6 +678,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="keep freed memory in the process (glibc mallopt, "
                         "iha.backends.cpu_memory): no page faults on IHA's large tensors")
+    p.add_argument("--no-kernel-pool", action="store_true",
+                   help="do not keep the band kernel's freed outputs for reuse "
+                        "(iha.backends.band_pool_limit(0)): each is page-faulted in afresh")
     p.add_argument("--model", default=None,
                    help="decode suite: a Hugging Face Llama-family model directory, the original "
                         "(default: a small random Llama)")
@@ -733,11 +746,17 @@ def run(args: argparse.Namespace) -> int:
             return 2
     suites = list(SUITES) if "all" in args.suite else list(dict.fromkeys(args.suite))
     kept = keep_freed_memory() if getattr(args, "keep_freed_memory", False) else False
+    pool = 0  # bytes of freed band-kernel outputs kept for reuse
+    if device.type == "cpu" and band_kernel_available():
+        if getattr(args, "no_kernel_pool", False):
+            band_pool_limit(0)
+        pool = band_pool_limit()
     report = {
         "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
         "machine": machine_info(device, ", ".join(map(str, thread_counts))),
         "settings": {"suites": suites, "repeats": args.repeats, "full": args.full,
-                     "smoke": args.smoke, "keep_freed_memory": kept},
+                     "smoke": args.smoke, "keep_freed_memory": kept,
+                     "kernel_pool_bytes": pool},
         "suites": {},
     }
     for threads in thread_counts:

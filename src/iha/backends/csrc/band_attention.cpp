@@ -21,8 +21,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <list>
 #include <mutex>
 #include <vector>
 
@@ -57,6 +59,117 @@ inline void gemm(bool trans_a, bool trans_b, int M, int N, int K, double alpha, 
   dgemm_(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
 }
 
+
+// Outputs of at least kPoolMinBytes come from a pool of freed buffers. On the interleaved
+// sequence IHA's tensors are P times MHA's (16 MiB each at N=2048, P=4, H=8, d=64); glibc
+// serves blocks that large with fresh mmap pages and unmaps them when freed, so every step paid
+// a page fault (and the kernel's zero-filling) per 4 KiB of each: 7,000-14,000 faults and
+// 20-30 ms of a 230 ms window-core step (docs/benchmarks.md). A freed output's buffer goes back
+// to the pool and serves the next request of its exact size, the way PyTorch's CUDA caching
+// allocator keeps device memory; beyond the pool's limit (pool_limit, bytes) the least recently
+// freed buffers are freed for good. Only this library's outputs are pooled; nothing else in the
+// process changes. A pooled tensor's storage cannot be resized in place (resize_ larger raises).
+constexpr int64_t kPoolMinBytes = int64_t(1) << 20;
+
+class Pool {
+ public:
+  static Pool& get() {  // never destroyed: a tensor may be freed during interpreter shutdown
+    static Pool* pool = new Pool();
+    return *pool;
+  }
+
+  at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+    int64_t numel = 1;
+    for (const int64_t n : sizes) numel *= n;
+    const int64_t nbytes = numel * static_cast<int64_t>(options.dtype().itemsize());
+    if (nbytes < kPoolMinBytes || limit() == 0) return at::empty(sizes, options);
+    void* data = take(nbytes);
+    if (data == nullptr) {
+      if (posix_memalign(&data, 64, static_cast<size_t>(nbytes)) != 0) data = nullptr;
+      TORCH_CHECK(data != nullptr, "band kernel: out of memory allocating ", nbytes, " bytes");
+    }
+    return at::from_blob(data, sizes, [nbytes](void* ptr) { Pool::get().give(ptr, nbytes); },
+                         options);
+  }
+
+  int64_t set_limit(int64_t bytes) {
+    std::vector<void*> release;
+    int64_t old;
+    {
+      std::lock_guard<std::mutex> guard(mutex_);
+      old = limit_;
+      limit_ = bytes;
+      trim(release);
+    }
+    for (void* ptr : release) std::free(ptr);
+    return old;
+  }
+
+  int64_t limit() {
+    std::lock_guard<std::mutex> guard(mutex_);
+    return limit_;
+  }
+
+  int64_t cached() {
+    std::lock_guard<std::mutex> guard(mutex_);
+    return cached_;
+  }
+
+ private:
+  struct Entry {
+    int64_t nbytes;
+    void* ptr;
+  };
+
+  // The most recently freed buffer of this size (LRU order: oldest first).
+  void* take(int64_t nbytes) {
+    std::lock_guard<std::mutex> guard(mutex_);
+    for (auto it = free_.rbegin(); it != free_.rend(); ++it) {
+      if (it->nbytes == nbytes) {
+        void* ptr = it->ptr;
+        free_.erase(std::next(it).base());
+        cached_ -= nbytes;
+        return ptr;
+      }
+    }
+    return nullptr;
+  }
+
+  // Keep the buffer, dropping the least recently freed ones beyond the limit (sizes that are
+  // no longer asked for age out).
+  void give(void* ptr, int64_t nbytes) {
+    std::vector<void*> release;
+    {
+      std::lock_guard<std::mutex> guard(mutex_);
+      if (nbytes <= limit_) {
+        free_.push_back({nbytes, ptr});
+        cached_ += nbytes;
+      } else {
+        release.push_back(ptr);
+      }
+      trim(release);
+    }
+    for (void* p : release) std::free(p);
+  }
+
+  // Drop the least recently freed buffers until the cache fits the limit; caller holds mutex_.
+  void trim(std::vector<void*>& release) {
+    while (cached_ > limit_ && !free_.empty()) {
+      cached_ -= free_.front().nbytes;
+      release.push_back(free_.front().ptr);
+      free_.pop_front();
+    }
+  }
+
+  std::mutex mutex_;
+  std::list<Entry> free_;
+  int64_t cached_ = 0;
+  int64_t limit_ = int64_t(1) << 30;
+};
+
+inline at::Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  return Pool::get().empty(sizes, options);
+}
 
 struct Band {
   int64_t mode, P, window, Lq, Lk;
@@ -476,7 +589,7 @@ std::tuple<at::Tensor, at::Tensor> band_forward(const at::Tensor& q, const at::T
                                                 int64_t mode, int64_t P, int64_t window,
                                                 double scale, int64_t block) {
   check_inputs(q, k, v, key_valid, mode, P, block);
-  auto out = at::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, q.options());
+  auto out = pooled_empty({q.size(0), q.size(1), q.size(2), v.size(3)}, q.options());
   auto lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
   const Band band{mode, P, window, q.size(2), k.size(2)};
   const bool* valid = key_valid.has_value() ? key_valid->data_ptr<bool>() : nullptr;
@@ -494,9 +607,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> band_backward(
   TORCH_CHECK(grad.is_contiguous() && out.is_contiguous() && lse.is_contiguous() &&
                   grad.sizes() == out.sizes(),
               "band attention: contiguous grad, out, lse");
-  auto dq = at::empty_like(q);
-  auto dk = at::empty({q.size(0), q.size(1), k.size(2), k.size(3)}, q.options());
-  auto dv = at::empty({q.size(0), q.size(1), v.size(2), v.size(3)}, q.options());
+  auto dq = pooled_empty(q.sizes(), q.options());
+  auto dk = pooled_empty({q.size(0), q.size(1), k.size(2), k.size(3)}, q.options());
+  auto dv = pooled_empty({q.size(0), q.size(1), v.size(2), v.size(3)}, q.options());
   const Band band{mode, P, window, q.size(2), k.size(2)};
   const bool* valid = key_valid.has_value() ? key_valid->data_ptr<bool>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "band_backward", [&] {
@@ -582,7 +695,7 @@ at::Tensor mix_spread(const at::Tensor& x, const at::Tensor& alpha,
   TORCH_CHECK(alpha.size(0) == M, "spread: alpha (M, H, P) must match x's M heads");
   const int64_t H = alpha.size(1), P = alpha.size(2);
   check_mixing(x, alpha, cos, sin, N * P);
-  auto out = at::empty({B, H, N * P, d}, x.options());
+  auto out = pooled_empty({B, H, N * P, d}, x.options());
   const int64_t T = tile_tokens(d), n_tiles = (N + T - 1) / T, HP = H * P;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mix_spread", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -631,7 +744,7 @@ std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Ten
                 "gather: x must be contiguous (B, M, N, d)");
   }
   TORCH_CHECK(want_gx || x.has_value(), "gather: nothing to compute without gx and x");
-  auto gx = want_gx ? at::empty({B, M, N, d}, g.options()) : at::empty({0}, g.options());
+  auto gx = want_gx ? pooled_empty({B, M, N, d}, g.options()) : at::empty({0}, g.options());
   auto galpha = at::zeros({M, H, P}, g.options().dtype(at::kDouble));
   const int64_t T = tile_tokens(d), n_tiles = (N + T - 1) / T, HP = H * P;
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "mix_gather", [&] {
@@ -770,9 +883,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_forward(
   const FusedDims z(xq, alpha_q, kt, vt, block);
   const int64_t B = z.B, M = z.M, N = z.N, d = z.d, H = z.H, G = z.G, Lq = z.Lq, Lk = z.Lk;
   const int64_t dv = z.dv, HP = z.HP, T = z.T, n_blocks = z.n_blocks;
-  auto o = at::empty({B, H, Lq, dv}, xq.options());
+  auto o = pooled_empty({B, H, Lq, dv}, xq.options());
   auto lse = at::empty({B, H, Lq}, xq.options());
-  auto y = at::empty({B, H, N, dv}, xq.options());
+  auto y = pooled_empty({B, H, N, dv}, xq.options());
   const Band band{mode, P, window, Lq, Lk};
   const bool* valid_all = key_valid.has_value() ? key_valid->data_ptr<bool>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(xq.scalar_type(), "fused_forward", [&] {
@@ -825,9 +938,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_bac
                   o.is_contiguous() && o.sizes() == at::IntArrayRef({B, H, Lq, dv}) &&
                   lse.is_contiguous() && lse.sizes() == at::IntArrayRef({B, H, Lq}),
               "fused IHA: contiguous grad (B, H, N, dv), o (B, H, N*P, dv), lse (B, H, N*P)");
-  auto dq = at::empty({B, H, Lq, d}, xq.options());
-  auto dk = at::empty({B, H, Lk, d}, xq.options());
-  auto dvt = at::empty({B, H, Lk, dv}, xq.options());
+  auto dq = pooled_empty({B, H, Lq, d}, xq.options());
+  auto dk = pooled_empty({B, H, Lk, d}, xq.options());
+  auto dvt = pooled_empty({B, H, Lk, dv}, xq.options());
   auto dR = at::zeros({H, H, P}, xq.options().dtype(at::kDouble));
   const Band band{mode, P, window, Lq, Lk};
   const bool* valid_all = key_valid.has_value() ? key_valid->data_ptr<bool>() : nullptr;
@@ -889,6 +1002,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_bac
   return {dxq, dalpha, dk, dvt, dR.to(xq.scalar_type())};
 }
 
+int64_t pool_limit(int64_t bytes) {
+  TORCH_CHECK(bytes >= -1, "pool_limit: bytes must be >= 0 (-1: only read the limit)");
+  return bytes < 0 ? Pool::get().limit() : Pool::get().set_limit(bytes);
+}
+
+int64_t pool_cached() { return Pool::get().cached(); }
+
 }  // namespace
 
 TORCH_LIBRARY(iha_band, m) {
@@ -900,6 +1020,8 @@ TORCH_LIBRARY(iha_band, m) {
       "Tensor? key_valid, int mode, int P, int window, float scale, int block) -> "
       "(Tensor, Tensor, Tensor)");
   m.def("spread(Tensor x, Tensor alpha, Tensor? cos, Tensor? sin) -> Tensor");
+  m.def("pool_limit(int bytes) -> int", &pool_limit);
+  m.def("pool_cached() -> int", &pool_cached);
   m.def(
       "gather(Tensor g, Tensor alpha, Tensor? x, Tensor? cos, Tensor? sin, bool want_gx=True) -> "
       "(Tensor, Tensor)");
