@@ -275,6 +275,11 @@ CATALOGUE: tuple[Mutant, ...] = (
            "band_pool_limit(0)  # no kept buffers", "pass  # no kept buffers",
            (T_BACK + "/test_bench_cli.py::test_peak_memory_counts_the_kernels_pooled_outputs",),
            "memory suite measures with the kernel's pool on: the warm-up's buffers hide the peak"),
+    Mutant("backend-exp-degree-6", "backends", "backends/csrc/band_attention.cpp",
+           "__m512 p = _mm512_set1_ps(1.0f / 5040);", "__m512 p = _mm512_set1_ps(0.0f);",
+           (T_BACK + "/test_backend_band.py::"
+            "test_softmax_exp_is_as_accurate_as_torch_exp_and_exact_at_the_edges",),
+           "band kernel's exp drops its degree-7 term (2 eps relative error)"),
     Mutant("backend-mixing-no-graph", "backends", "backends/band.py",
            "return torch.is_grad_enabled() and any(", "return False and any(",
            (T_BACK + "/test_mixing.py", T_BACK + "/test_fused.py"),

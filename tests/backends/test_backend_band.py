@@ -170,6 +170,32 @@ def test_band_fully_masked_rows_are_zero_with_finite_gradients():
         assert torch.isfinite(t.grad).all()
 
 
+@needs_kernel
+def test_softmax_exp_is_as_accurate_as_torch_exp_and_exact_at_the_edges():
+    # The kernel's own float32 exp for s - max <= 0: relative error against float64 exp within
+    # 1 float32 eps wherever the result is a normal float (torch.exp's SLEEF: about 0.5), and
+    # exactly 0 for -inf (padded keys) and below float32's range, exactly 1 at 0.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([
+        torch.linspace(-87.0, 0.0, 2**20, dtype=torch.float64),
+        -torch.rand(2**18, generator=gen, dtype=torch.float64) * 1e-3,  # near 0: r tiny
+        -torch.rand(2**18, generator=gen, dtype=torch.float64) * 20,
+        torch.tensor([0.0, -1e-30, -0.3465, -0.3466, -0.6931, -0.6932, -50.5, -86.9]),
+    ]).float()  # 1,572,872 values: whole vectors and a scalar tail
+    assert band.kernel_available(), band.unavailable_reason()
+    y = torch.ops.iha_band.softmax_exp(x)
+    ref = torch.exp(x.double())
+    normal = ref >= torch.finfo(torch.float32).tiny
+    rel = ((y.double() - ref).abs() / ref)[normal].max().item()
+    assert rel <= torch.finfo(torch.float32).eps, rel
+    assert y[x == 0].eq(1).all()
+    edges = torch.tensor([-float("inf"), -200.0, -110.0, -105.0] + [-float("inf")] * 12 + [-1e4])
+    assert torch.ops.iha_band.softmax_exp(edges).eq(0).all()
+    tiny = torch.linspace(-103.0, -87.5, 1024)  # subnormal results: within one subnormal step
+    err = (torch.ops.iha_band.softmax_exp(tiny).double() - torch.exp(tiny.double())).abs().max()
+    assert err <= 2 * 2.0**-149
+
+
 def test_band_falls_back_to_blocked_with_a_warning_when_the_kernel_is_unavailable():
     torch.manual_seed(2)
     spec = MaskSpec("flat", 2, 40, 40, window=5)
