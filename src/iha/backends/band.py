@@ -55,8 +55,8 @@ SOURCE = Path(__file__).with_name("csrc") / "band_attention.cpp"
 MODES = {"flat": 0, "token": 1, "none": 2}
 # Query rows per block: a block computes rows x (W*P + rows) scores of which rows x W*P are
 # used, and its products are (rows x d) by (d x keys). At N=2048, P=4, W=64, 1 thread, quiet
-# (benchmarks/band_block_rows.py, before the output pool): the core / MHA ratio was 1.27-1.30 for 32 to
-# 96 rows, 1.33 at 16, 1.39 at 128 and 1.58 at 192 (docs/benchmarks.md).
+# (benchmarks/band_block_rows.py, before the output pool): the window core / MHA ratio was
+# 1.27-1.30 for 32 to 96 rows, 1.33 at 16, 1.39 at 128 and 1.58 at 192 (docs/benchmarks.md).
 BLOCK_ROWS = 64
 _DTYPES = (torch.float32, torch.float64)
 
