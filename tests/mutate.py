@@ -280,6 +280,11 @@ CATALOGUE: tuple[Mutant, ...] = (
            (T_BACK + "/test_backend_band.py::"
             "test_softmax_exp_is_as_accurate_as_torch_exp_and_exact_at_the_edges",),
            "band kernel's exp drops its degree-7 term (2 eps relative error)"),
+    Mutant("backend-band-grads-read-unwritten", "backends", "backends/csrc/band_attention.cpp",
+           "A + (split - k0), K, Bm, n, scalar_t(0),", "A + (split - k0), K, Bm, n, scalar_t(1),",
+           (T_BACK + "/test_band_pool.py",),
+           "band kernel's backward adds to gradient rows no block has written yet (right only "
+           "on zeroed memory: a reused buffer holds old values)"),
     Mutant("backend-mixing-no-graph", "backends", "backends/band.py",
            "return torch.is_grad_enabled() and any(", "return False and any(",
            (T_BACK + "/test_mixing.py", T_BACK + "/test_fused.py"),

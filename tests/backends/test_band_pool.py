@@ -4,6 +4,7 @@ tensors behave as tensors after the pool lets go of them, and bad input is named
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -12,7 +13,8 @@ import sys
 import pytest
 import torch
 
-from iha.backends import band
+from iha.backends import band, fused_core
+from iha.functional import interleaved_head_attention
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("IHA_BAND_KERNEL") == "0", reason="IHA_BAND_KERNEL=0: kernel not built"
@@ -148,3 +150,53 @@ def test_outputs_alive_at_interpreter_exit_are_freed_without_a_crash():
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == 4 * 256 * 4 * 64 * 4
+
+
+def _poison_pool(shapes, copies: int = 6) -> None:
+    """Fill the pool with NaN buffers of these (B, H, rows, d) sizes: an output that reads its
+    memory before writing it then shows NaN."""
+    held = []
+    for B, H, rows, d in shapes:
+        for _ in range(copies):
+            t = _spread(torch.zeros(B, H, rows, d), torch.zeros(H, H, 1))
+            t.fill_(float("nan"))
+            held.append(t)
+    held.clear()
+
+
+def _core_step(seed: int, fused: bool, padding: bool):
+    """One forward + backward of the IHA core with a sliding window on the band kernel (the fused
+    core, or the band attention between separate mixing passes): output and gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    B, H, N, d, P = 1, 4, 1024, 64, 4  # interleaved tensors 4 MiB, per-token ones 1 MiB
+    q, k, v = (torch.randn(B, H, N, d, generator=gen).requires_grad_() for _ in range(3))
+    eye = torch.eye(H)[:, :, None].expand(H, H, P)
+    alphas = [(eye + 0.1 * torch.randn(H, H, P, generator=gen)).requires_grad_() for _ in range(3)]
+    collapse = (torch.randn(H, H * P, generator=gen) / 6).requires_grad_()
+    mask = None
+    if padding:
+        mask = torch.ones(B, N, dtype=torch.bool)
+        mask[:, :100] = False
+    with contextlib.nullcontext() if fused else fused_core.disabled():
+        y = interleaved_head_attention(q, k, v, *alphas, collapse, mask="flat", window=16,
+                                       rope_theta=10000.0, attention_mask=mask, backend="band")
+    y.backward(torch.randn(y.shape, generator=gen))
+    return [y.detach(), *(t.grad for t in (q, k, v, *alphas, collapse))]
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused core", "band attention"])
+@pytest.mark.parametrize("padding", [False, True], ids=["no padding", "left padding"])
+def test_results_do_not_depend_on_what_a_reused_buffer_held(fused, padding):
+    # Fresh pages from the OS are zero; a reused buffer holds the last output's values. Every
+    # output of the kernels must be written before it is read: with the pool full of NaN
+    # buffers of every size the step allocates, forward and gradients equal, bit for bit, the
+    # same step with the pool off (fresh memory).
+    band.pool_limit(0)
+    expected = _core_step(3, fused, padding)
+    band.pool_limit(1 << 30)
+    _poison_pool([(1, 4, 4096, 64), (1, 4, 1024, 64)])
+    assert band.pool_cached_bytes() > 0
+    got = _core_step(3, fused, padding)
+    for e, g in zip(expected, got, strict=True):
+        assert torch.isfinite(g).all()
+        assert torch.equal(e, g)
