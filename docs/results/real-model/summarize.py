@@ -72,8 +72,53 @@ def merged(parts: tuple[str, ...]) -> dict:
     return out
 
 
+# One decoder for all 164 problems: HumanEval/0-60 sampled again with the compact decoder (after
+# the decoder check below), with the two compact halves of 61-163.
+COMPACT_PARTS = ("sampled-original-0-30", "sampled-original-31-60", "sampled-original-61-112",
+                 "sampled-original-113-163")
+
+# The decoder check: the 9 problems the greedy original solves (chosen by the greedy run, not by
+# a sampled one), sampled by the compact decoder and by model.generate again, against the first
+# run's model.generate samples of the same problems ("sampled-original"); pass counts compared
+# pairwise by two-sided Fisher exact tests.
+DECODER_CHECK = {
+    "compact": ("decoder-check-a", "decoder-check-b"),
+    "model.generate, rerun": ("decoder-check-hf-a", "decoder-check-hf-b"),
+}
+
+
+def decoder_check() -> dict:
+    arms = {name: [r for p in parts for r in rows(HERE / p)]
+            for name, parts in DECODER_CHECK.items()}
+    if not all(arms.values()):
+        return {"problems_done": 0}
+    ids = {r["task_id"] for r in arms["compact"]}
+    first = rows(HERE / SAMPLED_PARTS[0])
+    arms["model.generate, first run"] = [r for r in first if r["task_id"] in ids]
+    for name, rs in arms.items():
+        if {r["task_id"] for r in rs} != ids:
+            raise SystemExit(f"decoder check: {name} has not sampled every checked problem")
+    from scipy.stats import fisher_exact
+
+    out: dict = {"problems": sorted(ids, key=lambda t: int(t.split("/")[1]))}
+    for name, rs in arms.items():
+        passed = sum(sum(r["correct"]) for r in rs)
+        out[name] = {"passed": passed, "samples": sum(len(r["correct"]) for r in rs),
+                     "per_problem": {r["task_id"]: sum(r["correct"]) for r in rs}}
+    names = list(arms)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            x, y = out[a], out[b]
+            table = [[x["passed"], x["samples"] - x["passed"]],
+                     [y["passed"], y["samples"] - y["passed"]]]
+            out[f"fisher_exact_p: {a} vs {b}"] = float(fisher_exact(table).pvalue)
+    return out
+
+
 if __name__ == "__main__":
     runs = sorted(p for p in HERE.iterdir() if p.is_dir())
     table = {p.name: summary(p) for p in runs}
     table["sampled-original, all parts"] = merged(SAMPLED_PARTS)
+    table["sampled-original, compact decoder, all parts"] = merged(COMPACT_PARTS)
+    table["decoder check"] = decoder_check()
     print(json.dumps(table, indent=2))
