@@ -22,16 +22,18 @@ mkdir -p $OUT
 run $OUT/greedy-original "$ORIG" --temperature 0 --batch-size 8 &
 run $OUT/greedy-converted "$CONV" --temperature 0 --batch-size 8 &
 wait %1
-# The sampled run: HumanEval/0-60 were decoded with model.generate (--decoder hf, the run in
-# sampled-original/, stopped there and kept as it is; its command was the one below with
-# --decoder hf and without --data); HumanEval/61-163 with the compact decoder (the default),
-# in two halves that can run side by side. Both draw from the same distribution (T = 0.6,
-# top-p 1, top-k off); only the random stream differs. summarize.py merges the three.
-for part in 61:112 113:163; do
-  first=${part%:*} last=${part#*:}
-  dir=$OUT/sampled-original-$first-$last
+# The sampled run, 16 samples at T = 0.6 with the compact decoder (the default), in parts that
+# run two at a time: HumanEval/61-112 and 113-163, then 0-30 and 31-60. HumanEval/0-60 were
+# first decoded with model.generate (sampled-original/, kept as it is: that command was the one
+# below with --decoder hf and without --data); they were sampled again with the compact decoder
+# after the decoder check (README), so that one decoder covers all 164. summarize.py merges both.
+sampled() {  # FIRST:LAST
+  local first=${1%:*} last=${1#*:}
+  local dir=$OUT/sampled-original-$first-$last
+  mkdir -p "$dir"
   [ -f "$dir/problems.jsonl" ] || $PY $OUT/humaneval_subset.py "$first" "$last" "$dir/problems.jsonl"
   run "$dir" "$ORIG" --temperature 0.6 --n-samples 16 --k 1 10 --batch-size 32 --seed 0 \
-    --data "$dir/problems.jsonl" &
-done
-wait
+    --data "$dir/problems.jsonl"
+}
+sampled 61:112 & sampled 113:163 & wait
+sampled 0:30 & sampled 31:60 & wait
