@@ -606,18 +606,24 @@ def interleaved_head_attention(
             k, v, attention_mask, _ = cache.update(k, v, Nq, attention_mask)
     Nk = k.shape[2] if kt is None else kt.shape[2] // P  # key tokens, cached prefix included
     k_start = position_offset + Nq - Nk
-    if kt is None:
-        kt, vt = rope(k, alpha_k, k_start), mix_heads(v, alpha_v)  # (B, G, Nk*P, d)
     spec = MaskSpec(mask, P, Nq, Nk, q_start=position_offset, k_start=k_start, window=window)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    if _fuses(q, spec, cache, kernel, backend, dropout_p, attention_mask):
-        cos = sin = None  # mixing + RoPE of q, attention and collapse in one op
+    fuses = _fuses(q, spec, cache, kernel, backend, dropout_p, attention_mask)
+    if fuses:  # mixing + RoPE of q (and under a window of k, v), attention, collapse in one op
+        cos = sin = None
         if rope_tables is not None or rope_theta is not None:
             cos, sin = _pseudo_tables(
                 q, Nq, position_offset, P, rope_theta, positions, rope_tables, rope_scaling
             )
         keys = None if attention_mask is None else expand_key_padding(attention_mask, P)
         R = _collapse_matrix(collapse, P)
+        if kt is None and fused_core.window_enabled() and fused_core.window_fuses(spec):
+            return fused_core.fused_window_iha(
+                q, alpha_q, k, alpha_k, v, alpha_v, cos, sin, R, spec, scale, keys
+            )  # the keys' rows are the queries' (same tokens): the same tables
+    if kt is None:
+        kt, vt = rope(k, alpha_k, k_start), mix_heads(v, alpha_v)  # (B, G, Nk*P, d)
+    if fuses:
         return fused_core.fused_iha(q, alpha_q, cos, sin, kt, vt, R, spec, scale, keys)
     qt = rope(q, alpha_q, position_offset)  # (B, H, Nq*P, d)
     o = attend(

@@ -95,16 +95,30 @@ def test_gpu_check_rejects_a_bad_repeat_count_with_exit_status_2(capsys):
 
 
 def test_peak_memory_counts_the_kernels_pooled_outputs():
-    # the fused window core at H = 4, N = 2048, d = 16, P = 4: each interleaved tensor is 2 MiB
-    # (pooled by the band kernel); keys, values and the output live through the backward, and
-    # the backward adds three gradients of that size. A pool left on in the child would serve
-    # the measured step from buffers the warm-up left resident, and the peak would miss them.
+    # the window core with keys and values spread at H = 4, N = 2048, d = 16, P = 4: each
+    # interleaved tensor is 2 MiB (pooled by the band kernel); keys, values and the output live
+    # through the backward, and the backward adds three gradients of that size. A pool left on
+    # in the child would serve the measured step from buffers the warm-up left resident, and the
+    # peak would miss them.
     from iha.backends import band
 
     if not band.kernel_available():
         pytest.skip(f"band kernel unavailable: {band.unavailable_reason()}")
-    peak = peak_memory_mb(Case("iha", 1, 4, 2048, 16, 4, "flat", 32), torch.device("cpu"), 1)
-    assert peak >= 10  # six 2 MiB tensors at once; 1.8 MiB measured with the pool left on
+    case = Case("iha", 1, 4, 2048, 16, 4, "flat", 32, fuse_kv=False)
+    peak = peak_memory_mb(case, torch.device("cpu"), 1)
+    assert peak >= 10  # six 2 MiB tensors at once (13 MiB measured); 1.8 with the pool left on
+
+
+def test_window_core_with_keys_and_values_fused_in_needs_none_of_the_interleaved_tensors():
+    # Same case on the fused window path: no spread keys or values, no gradients of them and no
+    # query gradient of the interleaved size; only the attention output (2 MiB, kept for the
+    # backward) and the per-thread rings remain (3.7-3.9 MiB measured against 13).
+    from iha.backends import band
+
+    if not band.kernel_available():
+        pytest.skip(f"band kernel unavailable: {band.unavailable_reason()}")
+    fused_kv = peak_memory_mb(Case("iha", 1, 4, 2048, 16, 4, "flat", 32), torch.device("cpu"), 1)
+    assert fused_kv <= 6
 
 
 def test_no_kernel_pool_flag_turns_the_pool_off_and_is_recorded(tmp_path):

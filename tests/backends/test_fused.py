@@ -9,6 +9,7 @@ through it, and check that they did.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from unittest import mock
 
@@ -30,21 +31,30 @@ pytestmark = pytest.mark.skipif(
 
 
 class _Counted:
-    """Lowers the fused path's length bound and counts its calls."""
+    """Lowers the fused path's length bound and counts its calls: ``calls`` of either fused op,
+    ``window_calls`` of the sliding-window one (keys and values mixed in)."""
 
     def __init__(self, min_rows: int = 0):
         self.calls = 0
+        self.window_calls = 0
         self.min_rows = min_rows
         self._real = fused.fused_iha
+        self._real_window = fused.fused_window_iha
 
     def __enter__(self):
         def counted(*a, **k):
             self.calls += 1
             return self._real(*a, **k)
 
+        def counted_window(*a, **k):
+            self.calls += 1
+            self.window_calls += 1
+            return self._real_window(*a, **k)
+
         self._patches = [
             mock.patch.object(fused, "MIN_QUERY_ROWS", self.min_rows),
             mock.patch.object(fused, "fused_iha", counted),
+            mock.patch.object(fused, "fused_window_iha", counted_window),
         ]
         for p in self._patches:
             p.start()
@@ -177,3 +187,124 @@ def test_module_training_step_takes_the_fused_path_under_compile():
     torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
     for a, b in zip(got_grads, want_grads):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _window_case(B, P, N, d, G, mask, window, padding, collapse, n_prefix=0):
+    c = dict(B=B, H=2 * G, G=G, P=P, Nq=N, Nk=N + n_prefix, d=d, mask=mask, window=window,
+             rope=10000.0, positions="virtual", collapse=collapse, padding=padding,
+             offset_extra=1, seed=P * 1000 + N + d)
+    return c
+
+
+# A sliding window over the queries' own tokens takes the fused window path (keys and values
+# mixed into per-thread rings, their gradients gathered as blocks advance): several blocks,
+# GQA, padding, windows of one token and wider than the sequence, batches, 1 to 3 threads (a
+# thread's first block adds to key tokens of the thread before it).
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(
+    "B,P,N,d,G,mask,window,padding,collapse",
+    [
+        (2, 4, 37, 64, 2, "flat", 6, False, "global"),
+        (2, 3, 50, 16, 1, "token", 4, True, "per_head"),
+        (1, 1, 150, 32, 2, "flat", 20, False, "per_head"),
+        (3, 2, 90, 8, 2, "token", 1, True, "global"),
+        (1, 5, 40, 8, 1, "flat", 100, False, "global"),
+    ],
+)
+def test_fused_window_matches_oracle_and_spread_path_gradients(
+    threads, B, P, N, d, G, mask, window, padding, collapse
+):
+    c = _window_case(B, P, N, d, G, mask, window, padding, collapse)
+    args, kw = make_inputs(c, requires_grad=True)
+    with _threads(threads):
+        with _Counted() as counted:
+            got = interleaved_head_attention(*args, **kw, backend="band")
+        assert (counted.calls, counted.window_calls) == (1, 1)
+        with _Counted() as spread, fused.window_disabled():
+            want = interleaved_head_attention(*args, **kw, backend="band")
+        assert (spread.calls, spread.window_calls) == (1, 0)
+        got_grads, want_grads = _grads(got, args), _grads(want, args)
+    torch.testing.assert_close(got.detach(), oracle_iha(*[a.detach() for a in args], **kw),
+                               rtol=0, atol=1e-10)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("d", [48, 64, 72])
+def test_fused_window_float32_error_within_twice_spread_path_error(d):
+    """float32 (the vectorised row mixing: chunks of 64 and 16 lanes and a scalar tail) against
+    the float64 result, beside the spread path's float32 error."""
+    c = _window_case(2, 4, 70, d, 2, "flat", 9, True, "global")
+    args64, kw = make_inputs(c, requires_grad=True)
+    want = interleaved_head_attention(*args64, **kw, backend="band")
+    want_grads = _grads(want, args64)
+    args32 = [a.detach().float().requires_grad_() for a in args64]
+    with _threads(2):
+        with _Counted() as counted:
+            got = interleaved_head_attention(*args32, **kw, backend="band")
+        with fused.window_disabled():
+            ref = interleaved_head_attention(*args32, **kw, backend="band")
+        got_grads, ref_grads = _grads(got, args32), _grads(ref, args32)
+    assert counted.window_calls == 1
+
+    def err(a, b):
+        return (a.double() - b).abs().max().item() / b.abs().max().item()
+
+    assert err(got.detach(), want.detach()) <= 2 * err(ref.detach(), want.detach()) + 1e-7
+    for g, r, w in zip(got_grads, ref_grads, want_grads):
+        assert err(g, w) <= 2 * err(r, w) + 1e-7, (err(g, w), err(r, w))
+
+
+def test_fused_window_leaves_a_cached_prefix_to_the_spread_path():
+    c = _window_case(1, 2, 40, 8, 1, "flat", 5, False, "global", n_prefix=3)
+    args, kw = make_inputs(c)
+    with _Counted() as counted:
+        got = interleaved_head_attention(*args, **kw, backend="band")
+    assert (counted.calls, counted.window_calls) == (1, 0)
+    torch.testing.assert_close(got, oracle_iha(*args, **kw), rtol=0, atol=1e-10)
+    assert not fused.window_fuses(MaskSpec("flat", 2, 40, 43, q_start=3, k_start=0, window=5))
+    assert not fused.window_fuses(MaskSpec("flat", 2, 40, 40))  # global
+    assert not fused.window_fuses(MaskSpec("none", 2, 40, 40, window=5))
+    assert fused.window_fuses(MaskSpec("token", 2, 40, 40, q_start=7, k_start=7, window=5))
+
+
+def test_fused_window_gradcheck_small():
+    g = torch.Generator().manual_seed(3)
+    B, H, G, P, N, d = 2, 2, 1, 2, 9, 4
+    spec = MaskSpec("flat", P, N, N, window=2)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    inputs = (r(B, H, N, d), r(H, H, P), r(B, G, N, d), r(G, G, P), r(B, G, N, d), r(G, G, P),
+              r(H, H, P))
+    cos = torch.rand(N * P, d, generator=g, dtype=torch.float64)
+    sin = torch.rand(N * P, d, generator=g, dtype=torch.float64)
+    with mock.patch.object(fused, "block_rows", lambda P: 2 * P):  # several blocks of 2 tokens
+        assert torch.autograd.gradcheck(
+            lambda *a: fused.fused_window_iha(*a[:6], cos, sin, a[6], spec, 0.6), inputs
+        )
+
+
+def test_fused_window_rejects_what_it_cannot_serve():
+    x = torch.randn(1, 2, 8, 4)
+    a = torch.randn(2, 2, 2)
+    with pytest.raises(ValueError, match="window"):
+        fused.fused_window_iha(x, a, x, a, x, a, None, None, a, MaskSpec("flat", 2, 8, 8), 0.5)
+    ops = torch.ops.iha_band
+    with pytest.raises(RuntimeError, match="causal"):
+        ops.fused_window_forward(x, a, x, a, x, a, None, None, None, a, 2, 2, 3, 0.5, 4)
+    with pytest.raises(RuntimeError, match="xk"):
+        ops.fused_window_forward(x, a, x[:, :, :5], a, x, a, None, None, None, a, 0, 2, 3, 0.5, 4)
+    with pytest.raises(RuntimeError, match="multiple of P"):
+        ops.fused_window_forward(x, a, x, a, x, a, None, None, None, a, 0, 2, 3, 0.5, 3)
+    with pytest.raises(RuntimeError, match="key_valid"):
+        ops.fused_window_forward(x, a, x, a, x, a, None, None, torch.ones(1, 8, dtype=torch.bool),
+                                 a, 0, 2, 3, 0.5, 4)

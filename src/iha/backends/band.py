@@ -363,6 +363,20 @@ def _register_fake_kernels() -> None:
                 kt.new_empty(*per_head, kt.shape[3]), vt.new_empty(*per_head, vt.shape[3]),
                 torch.empty_like(R))
 
+    @torch.library.register_fake("iha_band::fused_window_forward")
+    def _(xq, alpha_q, xk, alpha_k, xv, alpha_v, cos, sin, key_valid, R, mode, P, window, scale,
+          block):
+        B, _, N, _ = xq.shape
+        H, dv = alpha_q.shape[1], xv.shape[3]
+        return xq.new_empty(B, H, N, dv), xq.new_empty(B, H, N * P, dv), xq.new_empty(B, H, N * P)
+
+    @torch.library.register_fake("iha_band::fused_window_backward")
+    def _(grad, xq, alpha_q, xk, alpha_k, xv, alpha_v, cos, sin, o, lse, key_valid, R, mode, P,
+          window, scale, block):
+        return (torch.empty_like(xq), torch.empty_like(alpha_q), torch.empty_like(xk),
+                torch.empty_like(alpha_k), torch.empty_like(xv), torch.empty_like(alpha_v),
+                torch.empty_like(R))
+
 
 def unavailable_reason() -> str:
     """Why the kernel is not used ('' when it is)."""

@@ -91,6 +91,8 @@ class Case:
     window: int | None = None
     backend: str = "auto"
     fuse: bool = True  # iha: False runs the unfused path (iha.backends.fused_core.disabled)
+    # iha under a window: False spreads keys and values first (fused_core.window_disabled)
+    fuse_kv: bool = True
 
     def label(self) -> str:
         parts = [self.kind]
@@ -160,7 +162,10 @@ def build(case: Case, device: torch.device, dtype=torch.float32, seed: int = 0) 
         if case.kind == "iha":
 
             def forward():
-                with contextlib.nullcontext() if case.fuse else fused_core.disabled():
+                with (
+                    contextlib.nullcontext() if case.fuse else fused_core.disabled(),
+                    contextlib.nullcontext() if case.fuse_kv else fused_core.window_disabled(),
+                ):
                     return interleaved_head_attention(
                         *qkv, *alphas, collapse, mask=case.mask, window=case.window,
                         rope_theta=ROPE_THETA, backend=case.backend,
@@ -315,6 +320,7 @@ def suite_window(args, device) -> SuiteResult:
         "iha_window_flat": Case("iha", B, H, N, d, P, "flat", W),
         "iha_window_token": Case("iha", B, H, N, d, P, "token", W),
         "iha_window_flat_unfused": Case("iha", B, H, N, d, P, "flat", W, fuse=False),
+        "iha_window_flat_spread_kv": Case("iha", B, H, N, d, P, "flat", W, fuse_kv=False),
         "attn_window_flat": Case("attn", B, H, N, d, P, "flat", W),
         "attn_window_flat_blocked": Case("attn", B, H, N, d, P, "flat", W, "blocked"),
         "iha_window_flat_blocked": Case("iha", B, H, N, d, P, "flat", W, "blocked"),
@@ -334,6 +340,9 @@ def suite_window(args, device) -> SuiteResult:
         Ratio("sliding-window IHA (flat), unfused / global causal MHA",
               "iha_window_flat_unfused", "mha_global", None,
               "query mixing and collapse as separate passes"),
+        Ratio("sliding-window IHA (flat), keys and values spread / global causal MHA",
+              "iha_window_flat_spread_kv", "mha_global", None,
+              "query side fused, keys and values mixed in a pass of their own"),
         Ratio("banded attention alone (flat) / global causal MHA", "attn_window_flat",
               "mha_global", None, "attention step only: no mixing, RoPE, collapse"),
         Ratio("pure-PyTorch banded attention alone ('blocked') / global causal MHA",

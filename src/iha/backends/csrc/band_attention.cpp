@@ -401,12 +401,14 @@ inline scalar_t* aligned(std::vector<scalar_t>& v, int64_t n) {
   return v.data() + ((64 - address % 64) % 64) / sizeof(scalar_t);
 }
 
-// Rows [i0, i0 + R) of one head: q rows qb (R, d) against the head's keys kh (Lk, d) and values
-// vh (Lk, dv) -> output rows ob (R, dv) and their LSE lb (R).
+// Rows [i0, i0 + R) of one head: q rows qb (R, d) against the head's keys kh and values vh, whose
+// first rows are key rows key_base (0: the whole (Lk, d) head; a ring buffer: a later row) ->
+// output rows ob (R, dv) and their LSE lb (R).
 template <typename scalar_t>
-void block_forward(const scalar_t* qb, const scalar_t* kh, const scalar_t* vh, const bool* valid,
-                   const Band& band, int64_t i0, int64_t R, int64_t d, int64_t dv,
-                   scalar_t scale, std::vector<scalar_t>& scores, scalar_t* ob, scalar_t* lb) {
+void block_forward(const scalar_t* qb, const scalar_t* kh, const scalar_t* vh, int64_t key_base,
+                   const bool* valid, const Band& band, int64_t i0, int64_t R, int64_t d,
+                   int64_t dv, scalar_t scale, std::vector<scalar_t>& scores, scalar_t* ob,
+                   scalar_t* lb) {
   int64_t k0, k1;
   if (!block_keys(band, i0, R, k0, k1)) {
     std::fill(ob, ob + R * dv, scalar_t(0));
@@ -415,24 +417,28 @@ void block_forward(const scalar_t* qb, const scalar_t* kh, const scalar_t* vh, c
   }
   const int64_t K = k1 - k0;
   scalar_t* S = aligned(scores, R * K + R);  // scores, then the rows' 1 / sum
-  gemm(false, true, R, K, d, scale, qb, d, kh + k0 * d, d, scalar_t(0), S, K);
+  gemm(false, true, R, K, d, scale, qb, d, kh + (k0 - key_base) * d, d, scalar_t(0), S, K);
   scalar_t* inv = S + R * K;
   softmax_rows<scalar_t>(S, R, K, i0, k0, band, valid, nullptr, lb, inv);
-  gemm(false, false, R, dv, K, scalar_t(1), S, K, vh + k0 * dv, dv, scalar_t(0), ob, dv);
+  gemm(false, false, R, dv, K, scalar_t(1), S, K, vh + (k0 - key_base) * dv, dv, scalar_t(0), ob,
+       dv);
   for (int64_t r = 0; r < R; ++r) scale_row(ob + r * dv, inv[r], dv);
 }
 
 // The gradient of block_forward, block by block of one head: dqb (R, d) is written, dkh/dvh
-// (Lk, d/dv) accumulated. gb, ob, lb: the rows' output gradient, output and LSE. The key
-// gradient rows are not zeroed up front (a full pass over them): rows [0, filled) hold values,
-// a block writes (beta 0) the rows it is the first to reach and adds to the others, and
-// finish() zeroes the rows no block reached. Call start() before a head's first block.
+// (Lk, d/dv) accumulated. gb, ob, lb: the rows' output gradient, output and LSE. kh, vh, dkh,
+// dvh start at key row key_base (as in block_forward). The key gradient rows are not zeroed up
+// front (a full pass over them): rows [0, filled) hold values, a block writes (beta 0) the rows
+// it is the first to reach and adds to the others, and finish() zeroes the rows no block
+// reached. Call start() before a head's first block, or accumulate() where the caller zeroes
+// the rows (a ring buffer): every block then adds.
 template <typename scalar_t>
 struct BlockGrad {
   std::vector<scalar_t> probs, dprobs, delta;
   int64_t filled = 0;
 
   void start() { filled = 0; }
+  void accumulate() { filled = std::numeric_limits<int64_t>::max(); }
 
   void finish(scalar_t* dkh, scalar_t* dvh, int64_t Lk, int64_t d, int64_t dv) {
     if (filled < Lk) {
@@ -441,42 +447,45 @@ struct BlockGrad {
     }
   }
 
-  // rows [k0, k1) of out (ld n) += alpha * A^T B, A (R, K) the block's weights from column
-  // offset 0 (key k0), B (R, n): added below `filled`, written from it on.
-  void add_rows(int64_t k0, int64_t k1, int64_t R, int64_t n, scalar_t alpha, const scalar_t* A,
-                int64_t K, const scalar_t* Bm, scalar_t* out) const {
+  // rows [k0, k1) of out (ld n, first row key_base) += alpha * A^T B, A (R, K) the block's
+  // weights from column offset 0 (key k0), B (R, n): added below `filled`, written from it on.
+  void add_rows(int64_t k0, int64_t k1, int64_t key_base, int64_t R, int64_t n, scalar_t alpha,
+                const scalar_t* A, int64_t K, const scalar_t* Bm, scalar_t* out) const {
     const int64_t split = std::min(std::max(filled, k0), k1);
     if (split > k0) {
-      gemm(true, false, split - k0, n, R, alpha, A, K, Bm, n, scalar_t(1), out + k0 * n, n);
+      gemm(true, false, split - k0, n, R, alpha, A, K, Bm, n, scalar_t(1),
+           out + (k0 - key_base) * n, n);
     }
     if (k1 > split) {
       gemm(true, false, k1 - split, n, R, alpha, A + (split - k0), K, Bm, n, scalar_t(0),
-           out + split * n, n);
+           out + (split - key_base) * n, n);
     }
   }
 
   void run(const scalar_t* qb, const scalar_t* gb, const scalar_t* ob, const scalar_t* lb,
-           const scalar_t* kh, const scalar_t* vh, const bool* valid, const Band& band,
-           int64_t i0, int64_t R, int64_t d, int64_t dv, scalar_t scale, scalar_t* dqb,
-           scalar_t* dkh, scalar_t* dvh) {
+           const scalar_t* kh, const scalar_t* vh, int64_t key_base, const bool* valid,
+           const Band& band, int64_t i0, int64_t R, int64_t d, int64_t dv, scalar_t scale,
+           scalar_t* dqb, scalar_t* dkh, scalar_t* dvh) {
     int64_t k0, k1;
     if (!block_keys(band, i0, R, k0, k1)) {
       std::fill(dqb, dqb + R * d, scalar_t(0));
       return;
     }
     if (k0 > filled) {  // rows no block reaches, between the last block's keys and these
-      std::fill(dkh + filled * d, dkh + k0 * d, scalar_t(0));
-      std::fill(dvh + filled * dv, dvh + k0 * dv, scalar_t(0));
+      std::fill(dkh + (filled - key_base) * d, dkh + (k0 - key_base) * d, scalar_t(0));
+      std::fill(dvh + (filled - key_base) * dv, dvh + (k0 - key_base) * dv, scalar_t(0));
       filled = k0;
     }
     const int64_t K = k1 - k0;
+    const scalar_t* kb = kh + (k0 - key_base) * d;
+    const scalar_t* vb = vh + (k0 - key_base) * dv;
     scalar_t* Pm = aligned(probs, R * K);
     scalar_t* dPm = aligned(dprobs, R * K);
     delta.resize(R);
-    gemm(false, true, R, K, d, scale, qb, d, kh + k0 * d, d, scalar_t(0), Pm, K);
+    gemm(false, true, R, K, d, scale, qb, d, kb, d, scalar_t(0), Pm, K);
     softmax_rows<scalar_t>(Pm, R, K, i0, k0, band, valid, lb, nullptr, nullptr);  // exp(S - lse)
     // dP = dO V^T (R, K); dS = P * (dP - rowsum(dO * O))
-    gemm(false, true, R, K, dv, scalar_t(1), gb, dv, vh + k0 * dv, dv, scalar_t(0), dPm, K);
+    gemm(false, true, R, K, dv, scalar_t(1), gb, dv, vb, dv, scalar_t(0), dPm, K);
     for (int64_t r = 0; r < R; ++r) delta[r] = row_dot(gb + r * dv, ob + r * dv, dv);
     for (int64_t r = 0; r < R; ++r) {
       scalar_t* ds = dPm + r * K;
@@ -486,9 +495,9 @@ struct BlockGrad {
       for (int64_t j = 0; j < K; ++j) ds[j] = p[j] * (ds[j] - dr);
     }
     // dV += P^T dO (K, dv); dQ = scale dS K (R, d); dK += scale dS^T Q (K, d)
-    add_rows(k0, k1, R, dv, scalar_t(1), Pm, K, gb, dvh);
-    gemm(false, false, R, d, K, scale, dPm, K, kh + k0 * d, d, scalar_t(0), dqb, d);
-    add_rows(k0, k1, R, d, scale, dPm, K, qb, dkh);
+    add_rows(k0, k1, key_base, R, dv, scalar_t(1), Pm, K, gb, dvh);
+    gemm(false, false, R, d, K, scale, dPm, K, kb, d, scalar_t(0), dqb, d);
+    add_rows(k0, k1, key_base, R, d, scale, dPm, K, qb, dkh);
     filled = std::max(filled, k1);
   }
 };
@@ -523,7 +532,7 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       const int64_t b = bh / H, h = bh % H, g = h / (H / G);
       const int64_t i0 = blk * block, R = std::min(block, Lq - i0);
       block_forward<scalar_t>(qp + (bh * Lq + i0) * d, kp + (b * G + g) * Lk * d,
-                              vp + (b * G + g) * Lk * dv,
+                              vp + (b * G + g) * Lk * dv, 0,
                               valid_all == nullptr ? nullptr : valid_all + b * Lk, band, i0, R,
                               d, dv, scale, scores, op + (bh * Lq + i0) * dv, lp + bh * Lq + i0);
     }
@@ -561,7 +570,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& q, const at::Tensor
         const int64_t i0 = blk * block, R = std::min(block, Lq - i0);
         const int64_t row = bh * Lq + i0;
         work.run(qp + row * d, gp + row * dv, op + row * dv, lp + row,
-                 kp + (b * G + g) * Lk * d, vp + (b * G + g) * Lk * dv,
+                 kp + (b * G + g) * Lk * d, vp + (b * G + g) * Lk * dv, 0,
                  valid_all == nullptr ? nullptr : valid_all + b * Lk, band, i0, R, d, dv, scale,
                  dqp + row * d, dkh, dvh);
       }
@@ -692,6 +701,120 @@ inline void rotate_into(scalar_t* __restrict__ dst, const scalar_t* __restrict__
   }
 }
 
+// A block's rows in (t, p) order, rows[(t*P + p) * n], and the same rows grouped by pseudo
+// head, grouped[p * stride + t * n] (the layout the tile products read and write).
+template <typename scalar_t>
+inline void rows_to_grouped(const scalar_t* rows, scalar_t* grouped, int64_t stride, int64_t nt,
+                            int64_t P, int64_t n) {
+  for (int64_t t = 0; t < nt; ++t) {
+    for (int64_t p = 0; p < P; ++p) {
+      std::copy_n(rows + (t * P + p) * n, n, grouped + p * stride + t * n);
+    }
+  }
+}
+
+// The inverse, rotating each row by RoPE at table row row0 + t*P + p (no tables: a copy).
+template <typename scalar_t>
+inline void grouped_to_rows(const scalar_t* grouped, int64_t stride, scalar_t* rows, int64_t nt,
+                            int64_t P, int64_t n, const scalar_t* cp, const scalar_t* sp,
+                            int64_t row0) {
+  for (int64_t t = 0; t < nt; ++t) {
+    for (int64_t p = 0; p < P; ++p) {
+      rotate_into(rows + (t * P + p) * n, grouped + p * stride + t * n, cp, sp,
+                  row0 + t * P + p, n, false);
+    }
+  }
+}
+
+// out (n) = sum_m a[m*lda] x[m*ldx + .] for M source rows: one mixed row. Chunks of two vector
+// registers are accumulated in registers over m (a BLAS product with an inner dimension of a few
+// heads spends more on packing than on arithmetic).
+template <typename scalar_t>
+inline void mix_row(const scalar_t* x, int64_t ldx, int64_t M, const scalar_t* a, int64_t lda,
+                    int64_t n, scalar_t* __restrict__ out) {
+  constexpr int64_t C = 128 / sizeof(scalar_t);
+  int64_t i0 = 0;
+  for (; i0 + C <= n; i0 += C) {
+    scalar_t acc[C];
+    const scalar_t a0 = a[0];
+#pragma omp simd
+    for (int64_t i = 0; i < C; ++i) acc[i] = a0 * x[i0 + i];
+    for (int64_t m = 1; m < M; ++m) {
+      const scalar_t am = a[m * lda];
+      const scalar_t* xm = x + m * ldx + i0;
+#pragma omp simd
+      for (int64_t i = 0; i < C; ++i) acc[i] += am * xm[i];
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < C; ++i) out[i0 + i] = acc[i];
+  }
+  for (; i0 < n; ++i0) {
+    scalar_t sum = 0;
+    for (int64_t m = 0; m < M; ++m) sum += a[m * lda] * x[m * ldx + i0];
+    out[i0] = sum;
+  }
+}
+
+#if defined(__AVX512F__)
+template <>
+inline void mix_row<float>(const float* x, int64_t ldx, int64_t M, const float* a, int64_t lda,
+                           int64_t n, float* __restrict__ out) {
+  int64_t i0 = 0;
+  for (; i0 + 64 <= n; i0 += 64) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t m = 0; m < M; ++m) {
+      const __m512 am = _mm512_set1_ps(a[m * lda]);
+      const float* xm = x + m * ldx + i0;
+      s0 = _mm512_fmadd_ps(am, _mm512_loadu_ps(xm), s0);
+      s1 = _mm512_fmadd_ps(am, _mm512_loadu_ps(xm + 16), s1);
+      s2 = _mm512_fmadd_ps(am, _mm512_loadu_ps(xm + 32), s2);
+      s3 = _mm512_fmadd_ps(am, _mm512_loadu_ps(xm + 48), s3);
+    }
+    _mm512_storeu_ps(out + i0, s0);
+    _mm512_storeu_ps(out + i0 + 16, s1);
+    _mm512_storeu_ps(out + i0 + 32, s2);
+    _mm512_storeu_ps(out + i0 + 48, s3);
+  }
+  for (; i0 + 16 <= n; i0 += 16) {
+    __m512 s0 = _mm512_setzero_ps();
+    for (int64_t m = 0; m < M; ++m) {
+      s0 = _mm512_fmadd_ps(_mm512_set1_ps(a[m * lda]), _mm512_loadu_ps(x + m * ldx + i0), s0);
+    }
+    _mm512_storeu_ps(out + i0, s0);
+  }
+  for (; i0 < n; ++i0) {
+    float sum = 0;
+    for (int64_t m = 0; m < M; ++m) sum += a[m * lda] * x[m * ldx + i0];
+    out[i0] = sum;
+  }
+}
+#endif
+
+// The mixed (and, with tables, rotated) rows of nt tokens of x (M source heads, tokens ldx apart
+// per head, n per token) for `heads` target heads, as spread computes them: row (t, p) of head h
+// = rope(sum_m alpha[m*lda + h*P + p] x[m, t]) at table row row0 + t*P + p, written to
+// dst + h*dst_stride + (t*P + p)*n. row: n elements of scratch.
+template <typename scalar_t>
+void mix_rows(const scalar_t* x, int64_t ldx, int64_t M, const scalar_t* alpha, int64_t lda,
+              int64_t heads, int64_t P, int64_t nt, int64_t n, const scalar_t* cp,
+              const scalar_t* sp, int64_t row0, scalar_t* dst, int64_t dst_stride,
+              scalar_t* row) {
+  for (int64_t t = 0; t < nt; ++t) {
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t p = 0; p < P; ++p) {
+        scalar_t* out = dst + h * dst_stride + (t * P + p) * n;
+        const scalar_t* a = alpha + h * P + p;
+        if (cp == nullptr) {
+          mix_row(x + t * n, ldx, M, a, lda, n, out);
+        } else {
+          mix_row(x + t * n, ldx, M, a, lda, n, row);
+          rotate_into(out, row, cp, sp, row0 + t * P + p, n, false);
+        }
+      }
+    }
+  }
+}
+
 void check_mixing(const at::Tensor& x, const at::Tensor& alpha,
                   const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin,
                   int64_t rows) {
@@ -732,19 +855,30 @@ at::Tensor mix_spread(const at::Tensor& x, const at::Tensor& alpha,
         gemm(true, false, HP, w, M, scalar_t(1), ap, HP, xp + (b * M * N + n0) * d, N * d,
              scalar_t(0), buf.data(), w);
         for (int64_t h = 0; h < H; ++h) {  // rows written in order: (t, p) within head h
-          for (int64_t t = 0; t < nt; ++t) {
-            for (int64_t p = 0; p < P; ++p) {
-              const int64_t row = (n0 + t) * P + p;
-              rotate_into(op + ((b * H + h) * N * P + row) * d,
-                          buf.data() + (h * P + p) * w + t * d,
-                          cp, sp, row, d, false);
-            }
-          }
+          grouped_to_rows(buf.data() + h * P * w, w, op + ((b * H + h) * N + n0) * P * d, nt, P, d,
+                          cp, sp, n0 * P);
         }
       }
     });
   });
   return out;
+}
+
+// The mixing's transpose on one tile of w = nt*d columns, buf (HP, w) holding the tile's rows
+// grouped by (head, p), already through RoPE^T: gx_tile (M, w) = alpha (M, HP) buf (skipped
+// with gx nullptr), and galpha (M, HP) += x_tile (M, w) buf^T, accumulated in partial (double;
+// skipped with x nullptr). ldx, ldg: the tiles' row strides.
+template <typename scalar_t>
+inline void gather_tile(const scalar_t* buf, int64_t w, const scalar_t* alpha, int64_t M,
+                        int64_t HP, const scalar_t* x, int64_t ldx, scalar_t* gx, int64_t ldg,
+                        std::vector<scalar_t>& tile, std::vector<double>& partial) {
+  if (gx != nullptr) {
+    gemm(false, false, M, w, HP, scalar_t(1), alpha, HP, buf, w, scalar_t(0), gx, ldg);
+  }
+  if (x == nullptr) return;
+  tile.resize(M * HP);
+  gemm(false, true, M, HP, w, scalar_t(1), x, ldx, buf, w, scalar_t(0), tile.data(), HP);
+  for (int64_t i = 0; i < M * HP; ++i) partial[i] += tile[i];
 }
 
 // With want_gx false gx is not computed (the collapse's weight gradient needs galpha only) and
@@ -792,14 +926,9 @@ std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Ten
             }
           }
         }
-        if (gxp != nullptr) {  // gx_tile (M, nt*d) = alpha (M, HP) buf
-          gemm(false, false, M, w, HP, scalar_t(1), ap, HP, buf.data(), w, scalar_t(0),
-               gxp + (b * M * N + n0) * d, N * d);
-        }
-        if (xp == nullptr) continue;  // galpha (M, HP) += x_tile (M, nt*d) buf^T
-        gemm(false, true, M, HP, w, scalar_t(1), xp + (b * M * N + n0) * d, N * d, buf.data(), w,
-             scalar_t(0), tile.data(), HP);
-        for (int64_t i = 0; i < M * HP; ++i) partial[i] += tile[i];
+        gather_tile(buf.data(), w, ap, M, HP, xp == nullptr ? nullptr : xp + (b * M * N + n0) * d,
+                    N * d, gxp == nullptr ? nullptr : gxp + (b * M * N + n0) * d, N * d, tile,
+                    partial);
       }
       if (xp != nullptr) {
         std::lock_guard<std::mutex> guard(lock);
@@ -808,31 +937,6 @@ std::tuple<at::Tensor, at::Tensor> mix_gather(const at::Tensor& g, const at::Ten
     });
   });
   return {gx, galpha.to(g.scalar_type())};
-}
-
-// A block's rows in (t, p) order, rows[(t*P + p) * n], and the same rows grouped by pseudo
-// head, grouped[p * stride + t * n] (the layout the tile products read and write).
-template <typename scalar_t>
-inline void rows_to_grouped(const scalar_t* rows, scalar_t* grouped, int64_t stride, int64_t nt,
-                            int64_t P, int64_t n) {
-  for (int64_t t = 0; t < nt; ++t) {
-    for (int64_t p = 0; p < P; ++p) {
-      std::copy_n(rows + (t * P + p) * n, n, grouped + p * stride + t * n);
-    }
-  }
-}
-
-// The inverse, rotating each row by RoPE at table row row0 + t*P + p (no tables: a copy).
-template <typename scalar_t>
-inline void grouped_to_rows(const scalar_t* grouped, int64_t stride, scalar_t* rows, int64_t nt,
-                            int64_t P, int64_t n, const scalar_t* cp, const scalar_t* sp,
-                            int64_t row0) {
-  for (int64_t t = 0; t < nt; ++t) {
-    for (int64_t p = 0; p < P; ++p) {
-      rotate_into(rows + (t * P + p) * n, grouped + p * stride + t * n, cp, sp,
-                  row0 + t * P + p, n, false);
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -882,7 +986,8 @@ struct FusedDims {
         HP(H * P), T(block / P), n_blocks((N + T - 1) / T) {}
 };
 
-// The inputs both fused ops read, as typed pointers (tables: nullptr without RoPE).
+// The inputs the fused ops read, as typed pointers (tables: nullptr without RoPE; the window
+// ops pass the unmixed keys and values as kt and vt).
 template <typename scalar_t>
 struct FusedInputs {
   const scalar_t *xp, *ap, *cp, *sp, *kp, *vp, *rp;
@@ -932,8 +1037,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_forward(
           grouped_to_rows(qmix.data() + h * P * w, w, qblk.data(), nt, P, d, cp, sp, i0);
           scalar_t* ob = op + ((b * H + h) * Lq + i0) * dv;
           block_forward<scalar_t>(qblk.data(), kp + (b * G + g) * Lk * d,
-                                  vp + (b * G + g) * Lk * dv, valid, band, i0, rows, d, dv, scale,
-                                  scores, ob, lp + (b * H + h) * Lq + i0);
+                                  vp + (b * G + g) * Lk * dv, 0, valid, band, i0, rows, d, dv,
+                                  scale, scores, ob, lp + (b * H + h) * Lq + i0);
           rows_to_grouped(ob, omix.data() + h * P * wv, wv, nt, P, dv);  // omix (HP, nt*dv)
         }
         // y_tile (H, nt*dv) = R (H, HP) omix
@@ -1009,7 +1114,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_bac
             for (int64_t p = 0; p < P; ++p) partial[(h2 * H + h) * P + p] += tile[h2 * P + p];
           }
           work.run(qblk.data(), gblk.data(), ob, lp + bh * Lq + i0, kp + (b * G + g) * Lk * d,
-                   vp + (b * G + g) * Lk * dv,
+                   vp + (b * G + g) * Lk * dv, 0,
                    valid_all == nullptr ? nullptr : valid_all + b * Lk, band, i0, rows, d, dv,
                    scale, dqp + (bh * Lq + i0) * d, dkh, dvh);
         }
@@ -1021,6 +1126,425 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_bac
   });
   auto [dxq, dalpha] = mix_gather(dq, alpha_q, xq, cos, sin, true);
   return {dxq, dalpha, dk, dvt, dR.to(xq.scalar_type())};
+}
+
+// ---------------------------------------------------------------------------------------------
+// IHA under a sliding window with the key and value mixing fused in as well.
+//
+// Under a causal window a block of query rows reads only the key rows of its own tokens and of
+// the window before them. fused_window_forward / fused_window_backward take the keys and values
+// before mixing (xk, xv) and keep, per thread, a ring of the mixed and rotated key and value rows
+// that the thread's blocks read: each block spreads the rows of the tokens it is the first to
+// need into the ring (one small matrix product per tile, as in spread), and the band reads them
+// from cache, so kt and vt (B, G, N*P, d) are never written nor read back. The backward
+// recomputes the rows the same way and accumulates the key and value gradient rows in rings of
+// their own; a token's rows are gathered (RoPE^T, alpha^T, as in gather) as soon as no later block
+// of the thread reads them, so the gradients on xk and xv come out directly instead of through
+// two (B, H, N*P, d) gradient tensors written and read again. The query gradient is gathered
+// block by block the same way. A thread whose range of blocks starts mid-sequence also adds to
+// key tokens of the thread before it (its first block's window reaches back): those tokens'
+// gradients are gathered into a halo of its own and added after the parallel loop (the gather
+// is linear); every other token is written by the one thread whose query rows cover it.
+
+// Key (or value) rows of `heads` heads for tokens [base, hi), at most cap tokens, with their
+// gradient rows where the ring keeps gradients: row (t - base)*P + p of head h at
+// (h*cap*P + (t - base)*P + p)*n.
+// Per-thread scratch memory kept from call to call (the parallel pool's threads live on): the
+// rings below take a few MiB, which a fresh allocation would page-fault in on every call. A
+// buffer over kScratchKeepBytes is freed when its user is done with it.
+constexpr size_t kScratchKeepBytes = size_t(64) << 20;
+
+template <typename scalar_t>
+struct Scratch {
+  std::vector<scalar_t>& v;
+  Scratch(int slot, size_t n) : v(buffers()[slot]) {
+    if (v.size() < n) v.resize(n);
+  }
+  ~Scratch() {
+    if (v.capacity() * sizeof(scalar_t) > kScratchKeepBytes) std::vector<scalar_t>().swap(v);
+  }
+  scalar_t* data() { return v.data(); }
+  static std::vector<scalar_t>* buffers() {
+    thread_local std::vector<scalar_t> slots[6];
+    return slots;
+  }
+};
+
+template <typename scalar_t>
+struct Ring {
+  int64_t heads, P, n, cap, tile;
+  bool with_grads;
+  int64_t base = 0, hi = 0, batch = -1;
+  Scratch<scalar_t> rows, grads, buf;
+
+  // slot: the first of the three scratch buffers it takes
+  Ring(int slot, int64_t heads, int64_t P, int64_t n, int64_t cap, int64_t tile,
+       bool with_grads)
+      : heads(heads), P(P), n(n), cap(cap), tile(tile), with_grads(with_grads),
+        rows(slot, heads * cap * P * n), grads(slot + 1, with_grads ? heads * cap * P * n : 0),
+        buf(slot + 2, heads * P * tile * n) {}
+
+  scalar_t* head(int64_t h) { return rows.data() + h * cap * P * n; }
+  scalar_t* grad_head(int64_t h) { return grads.data() + h * cap * P * n; }
+  int64_t first_row() const { return base * P; }
+
+  // Holds tokens [t_lo, t_hi) of batch b afterwards: tokens below t_lo may be dropped (the
+  // caller has gathered their gradients), new ones are spread from x (M, N, n) of batch b with
+  // alpha (M, heads, P) and rotated by the tables (nullptr: no RoPE); their gradient rows are
+  // zeroed. t_lo never decreases within a batch.
+  void hold(int64_t b, int64_t t_lo, int64_t t_hi, const scalar_t* x, int64_t M, int64_t N,
+            const scalar_t* alpha, const scalar_t* cp, const scalar_t* sp) {
+    if (b != batch || t_lo >= hi) {
+      batch = b;
+      base = hi = t_lo;
+    }
+    TORCH_INTERNAL_ASSERT(t_lo >= base && t_hi - t_lo <= cap, "ring: tokens out of order");
+    if (t_hi - base > cap) {  // move the rows still needed to the front
+      const int64_t shift = (t_lo - base) * P * n, keep = (hi - t_lo) * P * n;
+      for (int64_t h = 0; h < heads; ++h) {
+        std::copy_n(head(h) + shift, keep, head(h));
+        if (with_grads) std::copy_n(grad_head(h) + shift, keep, grad_head(h));
+      }
+      base = t_lo;
+    }
+    if (t_hi > hi) {
+      mix_rows(x + hi * n, N * n, M, alpha, heads * P, heads, P, t_hi - hi, n, cp, sp, hi * P,
+               head(0) + (hi - base) * P * n, cap * P * n, buf.data());
+      for (int64_t h = 0; h < heads && with_grads; ++h) {
+        std::fill_n(grad_head(h) + (hi - base) * P * n, (t_hi - hi) * P * n, scalar_t(0));
+      }
+      hi = t_hi;
+    }
+  }
+
+  // Gathers the gradient rows of held tokens [f0, f1): gx (M, ., n) at token f rows
+  // gx + (f - gx_first)*n (row stride ldg) and alpha's gradient into partial (gather_tile).
+  void gather(int64_t f0, int64_t f1, const scalar_t* x, int64_t M, int64_t N,
+              const scalar_t* alpha, const scalar_t* cp, const scalar_t* sp, scalar_t* gx,
+              int64_t gx_first, int64_t ldg, std::vector<scalar_t>& tmp,
+              std::vector<double>& partial) {
+    for (int64_t n0 = f0; n0 < f1; n0 += tile) {
+      const int64_t nt = std::min(tile, f1 - n0), w = nt * n;
+      for (int64_t h = 0; h < heads; ++h) {
+        for (int64_t t = 0; t < nt; ++t) {
+          for (int64_t p = 0; p < P; ++p) {
+            rotate_into(buf.data() + (h * P + p) * w + t * n,
+                        grad_head(h) + ((n0 + t - base) * P + p) * n, cp, sp, (n0 + t) * P + p,
+                        n, true);
+          }
+        }
+      }
+      gather_tile(buf.data(), w, alpha, M, heads * P, x + n0 * n, N * n,
+                  gx + (n0 - gx_first) * n, ldg, tmp, partial);
+    }
+  }
+};
+
+void check_window(const at::Tensor& xq, const at::Tensor& alpha_q, const at::Tensor& xk,
+                  const at::Tensor& alpha_k, const at::Tensor& xv, const at::Tensor& alpha_v,
+                  const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin,
+                  const std::optional<at::Tensor>& key_valid, const at::Tensor& R, int64_t mode,
+                  int64_t P, int64_t window, int64_t block) {
+  TORCH_CHECK(window > 0 && (mode == kFlat || mode == kToken),
+              "fused window IHA: a causal (flat or token) mask with a window >= 1");
+  TORCH_CHECK(xk.dim() == 4 && xv.dim() == 4 && xk.size(0) == xq.size(0) &&
+                  xv.size(0) == xq.size(0) && xk.size(1) == xv.size(1) &&
+                  xk.size(2) == xq.size(2) && xv.size(2) == xq.size(2) &&
+                  xk.size(3) == xq.size(3),
+              "fused window IHA: xk (B, Mk, N, d) and xv (B, Mk, N, dv) must match xq "
+              "(B, M, N, d)");
+  check_mixing(xk, alpha_k, cos, sin, xk.size(2) * P);
+  check_mixing(xv, alpha_v, std::nullopt, std::nullopt, xv.size(2) * P);
+  TORCH_CHECK(alpha_k.size(0) == xk.size(1) && alpha_v.size(0) == xv.size(1) &&
+                  alpha_k.size(1) == alpha_v.size(1) && alpha_k.size(2) == P &&
+                  alpha_v.size(2) == P && alpha_q.size(1) % alpha_k.size(1) == 0,
+              "fused window IHA: alpha_k and alpha_v (Mk, G, P) with G dividing the query heads");
+  TORCH_CHECK(xq.dim() == 4 && alpha_q.dim() == 3 && alpha_q.size(0) == xq.size(1) &&
+                  alpha_q.size(2) == P,
+              "fused window IHA: alpha_q (M, H, P) must match xq (B, M, N, d) and P");
+  check_mixing(xq, alpha_q, cos, sin, xq.size(2) * P);
+  const int64_t H = alpha_q.size(1);
+  TORCH_CHECK(R.dim() == 3 && R.size(0) == H && R.size(1) == H && R.size(2) == P &&
+                  R.is_contiguous() && R.scalar_type() == xq.scalar_type(),
+              "fused window IHA: R must be a contiguous (H, H, P) tensor of xq's dtype");
+  TORCH_CHECK(P >= 1 && block >= P && block % P == 0,
+              "fused window IHA: block must be a positive multiple of P");
+  TORCH_CHECK(xk.scalar_type() == xq.scalar_type() && xv.scalar_type() == xq.scalar_type(),
+              "fused window IHA: xq, xk and xv of one dtype");
+  if (key_valid.has_value()) {
+    TORCH_CHECK(key_valid->scalar_type() == at::kBool && key_valid->is_contiguous() &&
+                    key_valid->sizes() == at::IntArrayRef({xq.size(0), xq.size(2) * P}),
+                "fused window IHA: key_valid must be a contiguous bool (B, N*P) tensor");
+  }
+}
+
+// The key tokens [first, last) each block of T tokens reads (any: it reads some), first made
+// non-decreasing by a suffix minimum (the rings drop tokens below a block's first for good; the
+// keys widened to 16 rows start in order for every causal mask, P and block length checked, and
+// the minimum keeps the rings right regardless), and the most tokens one block reads.
+struct BlockTokens {
+  std::vector<int64_t> first, last;
+  std::vector<char> any;
+  int64_t span = 0;
+  BlockTokens(const Band& band, int64_t N, int64_t T, int64_t P) {
+    const int64_t n_blocks = (N + T - 1) / T;
+    first.assign(n_blocks, N);
+    last.assign(n_blocks, 0);
+    any.assign(n_blocks, 0);
+    for (int64_t blk = 0; blk < n_blocks; ++blk) {
+      int64_t k0, k1;
+      if (block_keys(band, blk * T * P, std::min(T, N - blk * T) * P, k0, k1)) {
+        first[blk] = k0 / P;
+        last[blk] = (k1 + P - 1) / P;
+        any[blk] = 1;
+      }
+    }
+    for (int64_t blk = n_blocks - 2; blk >= 0; --blk) {
+      first[blk] = std::min(first[blk], first[blk + 1]);
+    }
+    for (int64_t blk = 0; blk < n_blocks; ++blk) {
+      if (any[blk]) span = std::max(span, last[blk] - first[blk]);
+    }
+  }
+};
+
+// Sizes of a fused window call: xq (B, M, N, d), alpha_q (M, H, P), xk (B, Mk, N, d),
+// alpha_k (Mk, G, P), xv (B, Mk, N, dv); blocks of T tokens; rings of cap tokens.
+struct WindowDims {
+  int64_t B, M, N, d, H, Mk, G, P, Lq, dv, HP, T, n_blocks;
+  WindowDims(const at::Tensor& xq, const at::Tensor& alpha_q, const at::Tensor& xk,
+             const at::Tensor& alpha_k, const at::Tensor& xv, int64_t block)
+      : B(xq.size(0)), M(xq.size(1)), N(xq.size(2)), d(xq.size(3)), H(alpha_q.size(1)),
+        Mk(xk.size(1)), G(alpha_k.size(1)), P(alpha_q.size(2)), Lq(N * P), dv(xv.size(3)),
+        HP(H * P), T(block / P), n_blocks((N + T - 1) / T) {}
+  // Ring capacity: a block's span and 16 blocks more, so that moving the rows still needed to
+  // the front happens every 16 blocks (longer rings measured slower: they leave the cache).
+  int64_t cap(const BlockTokens& keys) const { return std::min(N, keys.span + 16 * T); }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_window_forward(
+    const at::Tensor& xq, const at::Tensor& alpha_q, const at::Tensor& xk,
+    const at::Tensor& alpha_k, const at::Tensor& xv, const at::Tensor& alpha_v,
+    const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin,
+    const std::optional<at::Tensor>& key_valid, const at::Tensor& R, int64_t mode, int64_t P,
+    int64_t window, double scale_d, int64_t block) {
+  check_window(xq, alpha_q, xk, alpha_k, xv, alpha_v, cos, sin, key_valid, R, mode, P, window,
+               block);
+  const WindowDims z(xq, alpha_q, xk, alpha_k, xv, block);
+  const int64_t B = z.B, M = z.M, N = z.N, d = z.d, H = z.H, Mk = z.Mk, G = z.G, Lq = z.Lq;
+  const int64_t dv = z.dv, HP = z.HP, T = z.T, n_blocks = z.n_blocks;
+  auto o = pooled_empty({B, H, Lq, dv}, xq.options());
+  auto lse = at::empty({B, H, Lq}, xq.options());
+  auto y = pooled_empty({B, H, N, dv}, xq.options());
+  const Band band{mode, P, window, Lq, Lq};
+  const BlockTokens keys(band, N, T, P);
+  const int64_t cap = z.cap(keys);
+  const bool* valid_all = key_valid.has_value() ? key_valid->data_ptr<bool>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(xq.scalar_type(), "fused_window_forward", [&] {
+    const scalar_t scale = static_cast<scalar_t>(scale_d);
+    const FusedInputs<scalar_t> in(xq, alpha_q, cos, sin, xk, xv, R);
+    const scalar_t *xp = in.xp, *ap = in.ap, *cp = in.cp, *sp = in.sp, *kxp = in.kp, *vxp = in.vp;
+    const scalar_t* rp = in.rp;
+    const scalar_t* akp = alpha_k.data_ptr<scalar_t>();
+    const scalar_t* avp = alpha_v.data_ptr<scalar_t>();
+    scalar_t* op = o.data_ptr<scalar_t>();
+    scalar_t* lp = lse.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, B * n_blocks, 1, [&](int64_t begin, int64_t end) {
+      Ring<scalar_t> kr(0, G, P, d, cap, tile_tokens(d), false);
+      Ring<scalar_t> vr(3, G, P, dv, cap, tile_tokens(dv), false);
+      std::vector<scalar_t> qblk(block * d), omix(HP * T * dv), row(d), scores;
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / n_blocks, blk = task % n_blocks;
+        const int64_t n0 = blk * T, nt = std::min(T, N - n0);
+        const int64_t i0 = n0 * P, rows = nt * P, w = nt * d, wv = nt * dv;
+        const bool* valid = valid_all == nullptr ? nullptr : valid_all + b * Lq;
+        if (keys.any[blk]) {
+          kr.hold(b, keys.first[blk], keys.last[blk], kxp + b * Mk * N * d, Mk, N, akp, cp, sp);
+          vr.hold(b, keys.first[blk], keys.last[blk], vxp + b * Mk * N * dv, Mk, N, avp,
+                  nullptr, nullptr);
+        }
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t g = h / (H / G);
+          mix_rows(xp + (b * M * N + n0) * d, N * d, M, ap + h * P, HP, 1, P, nt, d, cp, sp, i0,
+                   qblk.data(), 0, row.data());
+          scalar_t* ob = op + ((b * H + h) * Lq + i0) * dv;
+          block_forward<scalar_t>(qblk.data(), kr.head(g), vr.head(g), kr.first_row(), valid,
+                                  band, i0, rows, d, dv, scale, scores, ob,
+                                  lp + (b * H + h) * Lq + i0);
+          rows_to_grouped(ob, omix.data() + h * P * wv, wv, nt, P, dv);  // omix (HP, nt*dv)
+        }
+        // y_tile (H, nt*dv) = R (H, HP) omix
+        gemm(false, false, H, wv, HP, scalar_t(1), rp, HP, omix.data(), wv, scalar_t(0),
+             yp + (b * H * N + n0) * dv, N * dv);
+      }
+    });
+  });
+  return {y, o, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+fused_window_backward(const at::Tensor& grad, const at::Tensor& xq, const at::Tensor& alpha_q,
+                      const at::Tensor& xk, const at::Tensor& alpha_k, const at::Tensor& xv,
+                      const at::Tensor& alpha_v, const std::optional<at::Tensor>& cos,
+                      const std::optional<at::Tensor>& sin, const at::Tensor& o,
+                      const at::Tensor& lse, const std::optional<at::Tensor>& key_valid,
+                      const at::Tensor& R, int64_t mode, int64_t P, int64_t window,
+                      double scale_d, int64_t block) {
+  check_window(xq, alpha_q, xk, alpha_k, xv, alpha_v, cos, sin, key_valid, R, mode, P, window,
+               block);
+  const WindowDims z(xq, alpha_q, xk, alpha_k, xv, block);
+  const int64_t B = z.B, M = z.M, N = z.N, d = z.d, H = z.H, Mk = z.Mk, G = z.G, Lq = z.Lq;
+  const int64_t dv = z.dv, HP = z.HP, T = z.T, n_blocks = z.n_blocks;
+  TORCH_CHECK(grad.is_contiguous() && grad.sizes() == at::IntArrayRef({B, H, N, dv}) &&
+                  o.is_contiguous() && o.sizes() == at::IntArrayRef({B, H, Lq, dv}) &&
+                  lse.is_contiguous() && lse.sizes() == at::IntArrayRef({B, H, Lq}),
+              "fused window IHA: contiguous grad (B, H, N, dv), o (B, H, N*P, dv), "
+              "lse (B, H, N*P)");
+  auto dxq = pooled_empty({B, M, N, d}, xq.options());
+  auto dxk = pooled_empty({B, Mk, N, d}, xq.options());
+  auto dxv = pooled_empty({B, Mk, N, dv}, xq.options());
+  const auto wide = xq.options().dtype(at::kDouble);
+  auto gaq = at::zeros({M, H, P}, wide), gak = at::zeros({Mk, G, P}, wide);
+  auto gav = at::zeros({Mk, G, P}, wide), dR = at::zeros({H, H, P}, wide);
+  const Band band{mode, P, window, Lq, Lq};
+  const BlockTokens keys(band, N, T, P);
+  const int64_t cap = z.cap(keys);
+  const bool* valid_all = key_valid.has_value() ? key_valid->data_ptr<bool>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(xq.scalar_type(), "fused_window_backward", [&] {
+    const scalar_t scale = static_cast<scalar_t>(scale_d);
+    const FusedInputs<scalar_t> in(xq, alpha_q, cos, sin, xk, xv, R);
+    const scalar_t *xp = in.xp, *ap = in.ap, *cp = in.cp, *sp = in.sp, *kxp = in.kp, *vxp = in.vp;
+    const scalar_t* rp = in.rp;
+    const scalar_t* akp = alpha_k.data_ptr<scalar_t>();
+    const scalar_t* avp = alpha_v.data_ptr<scalar_t>();
+    const scalar_t* gp = grad.data_ptr<scalar_t>();
+    const scalar_t* op = o.data_ptr<scalar_t>();
+    const scalar_t* lp = lse.data_ptr<scalar_t>();
+    scalar_t* dxqp = dxq.data_ptr<scalar_t>();
+    scalar_t* dxkp = dxk.data_ptr<scalar_t>();
+    scalar_t* dxvp = dxv.data_ptr<scalar_t>();
+    // Key tokens [lo, hi) of batch b that a thread's first blocks add to, owned by the thread
+    // before it: their gathered gradients, (Mk, hi - lo, d) and (Mk, hi - lo, dv).
+    struct Halo {
+      int64_t b = -1, lo = 0, hi = 0;
+      std::vector<scalar_t> k, v;
+    };
+    std::vector<Halo> halos;
+    std::mutex lock;
+    at::parallel_for(0, B * n_blocks, 1, [&](int64_t begin, int64_t end) {
+      Ring<scalar_t> kr(0, G, P, d, cap, tile_tokens(d), true);
+      Ring<scalar_t> vr(3, G, P, dv, cap, tile_tokens(dv), true);
+      BlockGrad<scalar_t> work;
+      work.accumulate();
+      std::vector<scalar_t> omix(HP * T * dv), row(d);
+      std::vector<scalar_t> qblk(block * d), gblk(block * dv), dqrows(block * d);
+      std::vector<scalar_t> dqbuf(HP * T * d), tmp, rtile(H * HP);
+      std::vector<double> pq(M * HP, 0.0), pk(Mk * G * P, 0.0), pv(Mk * G * P, 0.0);
+      std::vector<double> pr(H * HP, 0.0);
+      Halo halo;
+      int64_t cur_b = -1, own_lo = 0, own_hi = 0, done = 0;
+      // Gathers the key and value gradients of tokens [done, upto) of batch cur_b: below own_lo
+      // into the halo, from it on into dxk and dxv.
+      auto gather_keys = [&](int64_t upto) {
+        const int64_t b = cur_b, split = std::min(std::max(done, own_lo), upto);
+        const scalar_t* kx = kxp + b * Mk * N * d;
+        const scalar_t* vx = vxp + b * Mk * N * dv;
+        if (split > done) {
+          const int64_t width = halo.hi - halo.lo;
+          kr.gather(done, split, kx, Mk, N, akp, cp, sp, halo.k.data(), halo.lo, width * d, tmp,
+                    pk);
+          vr.gather(done, split, vx, Mk, N, avp, nullptr, nullptr, halo.v.data(), halo.lo,
+                    width * dv, tmp, pv);
+        }
+        if (upto > split) {
+          kr.gather(split, upto, kx, Mk, N, akp, cp, sp, dxkp + b * Mk * N * d, 0, N * d, tmp,
+                    pk);
+          vr.gather(split, upto, vx, Mk, N, avp, nullptr, nullptr, dxvp + b * Mk * N * dv, 0,
+                    N * dv, tmp, pv);
+        }
+        done = std::max(done, upto);
+      };
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / n_blocks, blk = task % n_blocks;
+        const int64_t n0 = blk * T, nt = std::min(T, N - n0);
+        const int64_t i0 = n0 * P, rows = nt * P, w = nt * d, wv = nt * dv;
+        const bool* valid = valid_all == nullptr ? nullptr : valid_all + b * Lq;
+        const scalar_t* gy = gp + b * H * N * dv;
+        if (b != cur_b) {
+          if (cur_b >= 0) gather_keys(own_hi);
+          cur_b = b;
+          own_lo = n0;
+          done = std::min(keys.first[blk], n0);
+          if (done < own_lo) {
+            halo.b = b;
+            halo.lo = done;
+            halo.hi = own_lo;
+            halo.k.assign(Mk * (own_lo - done) * d, scalar_t(0));
+            halo.v.assign(Mk * (own_lo - done) * dv, scalar_t(0));
+          }
+        }
+        own_hi = n0 + nt;  // held tokens past the thread's own (keys widened to 16 rows) get
+                           // no gradient from it: the thread they belong to writes them
+        if (keys.any[blk]) {
+          gather_keys(keys.first[blk]);  // no later block reads tokens below first[blk]
+          kr.hold(b, keys.first[blk], keys.last[blk], kxp + b * Mk * N * d, Mk, N, akp, cp, sp);
+          vr.hold(b, keys.first[blk], keys.last[blk], vxp + b * Mk * N * dv, Mk, N, avp,
+                  nullptr, nullptr);
+        }
+        // per head: its o rows grouped for dR, its query rows and output-gradient rows (the
+        // collapse's backward: dO = R^T grad_y) recomputed, the block's gradients, and its dq
+        // rows through RoPE^T into dqbuf (HP, nt*d) for the gather below
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t g = h / (H / G);
+          const scalar_t* ob = op + ((b * H + h) * Lq + i0) * dv;
+          rows_to_grouped(ob, omix.data() + h * P * wv, wv, nt, P, dv);
+          mix_rows(xp + (b * M * N + n0) * d, N * d, M, ap + h * P, HP, 1, P, nt, d, cp, sp, i0,
+                   qblk.data(), 0, row.data());
+          mix_rows<scalar_t>(gy + n0 * dv, N * dv, H, rp + h * P, HP, 1, P, nt, dv, nullptr,
+                             nullptr, i0, gblk.data(), 0, nullptr);
+          work.run(qblk.data(), gblk.data(), ob, lp + (b * H + h) * Lq + i0, kr.head(g),
+                   vr.head(g), kr.first_row(), valid, band, i0, rows, d, dv, scale,
+                   dqrows.data(), kr.grad_head(g), vr.grad_head(g));
+          for (int64_t t = 0; t < nt; ++t) {  // dqbuf (HP, nt*d): RoPE^T of the dq rows
+            for (int64_t p = 0; p < P; ++p) {
+              rotate_into(dqbuf.data() + (h * P + p) * w + t * d, dqrows.data() + (t * P + p) * d,
+                          cp, sp, i0 + t * P + p, d, true);
+            }
+          }
+        }
+        // dR (H, HP) += grad_tile (H, nt*dv) omix^T
+        gemm(false, true, H, HP, wv, scalar_t(1), gy + n0 * dv, N * dv, omix.data(), wv,
+             scalar_t(0), rtile.data(), HP);
+        for (int64_t i = 0; i < H * HP; ++i) pr[i] += rtile[i];
+        gather_tile(dqbuf.data(), w, ap, M, HP, xp + (b * M * N + n0) * d, N * d,
+                    dxqp + (b * M * N + n0) * d, N * d, tmp, pq);
+      }
+      if (cur_b >= 0) gather_keys(own_hi);
+      std::lock_guard<std::mutex> guard(lock);
+      auto add = [](double* out, const std::vector<double>& part) {
+        for (size_t i = 0; i < part.size(); ++i) out[i] += part[i];
+      };
+      add(gaq.data_ptr<double>(), pq);
+      add(gak.data_ptr<double>(), pk);
+      add(gav.data_ptr<double>(), pv);
+      add(dR.data_ptr<double>(), pr);
+      if (halo.b >= 0) halos.push_back(std::move(halo));
+    });
+    for (const Halo& part : halos) {  // the other threads' additions to each thread's tokens
+      const int64_t width = part.hi - part.lo;
+      for (int64_t m = 0; m < Mk; ++m) {
+        scalar_t* gk = dxkp + ((part.b * Mk + m) * N + part.lo) * d;
+        scalar_t* gv = dxvp + ((part.b * Mk + m) * N + part.lo) * dv;
+        const scalar_t* hk = part.k.data() + m * width * d;
+        const scalar_t* hv = part.v.data() + m * width * dv;
+        for (int64_t i = 0; i < width * d; ++i) gk[i] += hk[i];
+        for (int64_t i = 0; i < width * dv; ++i) gv[i] += hv[i];
+      }
+    }
+  });
+  const auto dtype = xq.scalar_type();
+  return {dxq, gaq.to(dtype), dxk, gak.to(dtype), dxv, gav.to(dtype), dR.to(dtype)};
 }
 
 int64_t pool_limit(int64_t bytes) {
@@ -1068,6 +1592,15 @@ TORCH_LIBRARY(iha_band, m) {
       "fused_backward(Tensor grad, Tensor xq, Tensor alpha_q, Tensor? cos, Tensor? sin, "
       "Tensor kt, Tensor vt, Tensor o, Tensor lse, Tensor? key_valid, Tensor R, int mode, int P, "
       "int window, float scale, int block) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "fused_window_forward(Tensor xq, Tensor alpha_q, Tensor xk, Tensor alpha_k, Tensor xv, "
+      "Tensor alpha_v, Tensor? cos, Tensor? sin, Tensor? key_valid, Tensor R, int mode, int P, "
+      "int window, float scale, int block) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "fused_window_backward(Tensor grad, Tensor xq, Tensor alpha_q, Tensor xk, Tensor alpha_k, "
+      "Tensor xv, Tensor alpha_v, Tensor? cos, Tensor? sin, Tensor o, Tensor lse, "
+      "Tensor? key_valid, Tensor R, int mode, int P, int window, float scale, int block) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(iha_band, CPU, m) {
@@ -1077,4 +1610,6 @@ TORCH_LIBRARY_IMPL(iha_band, CPU, m) {
   m.impl("gather", &mix_gather);
   m.impl("fused_forward", &fused_forward);
   m.impl("fused_backward", &fused_backward);
+  m.impl("fused_window_forward", &fused_window_forward);
+  m.impl("fused_window_backward", &fused_window_backward);
 }
