@@ -11,7 +11,9 @@ machine slows them alike), forward + backward in float32 unless stated, medians 
   re-implementations do).
 - ``window``: the paper's FLOP-matched sliding window W = N / (2 P^2) at N=2048, P=4, B=1 against
   global causal MHA at the same N (equal FLOPs); the attention step on the compiled ``band``
-  kernel (what ``auto`` picks on CPU) and on the pure-PyTorch ``blocked`` fallback.
+  kernel (what ``auto`` picks on CPU) and on the pure-PyTorch ``blocked`` fallback; the core as
+  ``iha.functional`` runs it (key and value mixing inside the kernel's tasks), with keys and
+  values spread first, and unfused.
 - ``scaling``: the same ratios over N (512 ... 8192 with ``--full``) and P (1, 2, 4, 8 with
   ``--full``); global IHA only while N*P <= 8192 (its cost grows as (N*P)^2).
 - ``decode``: prefill and decode tokens/s of whole models (native ``iha`` / ``iha_global`` vs
