@@ -617,7 +617,7 @@ def interleaved_head_attention(
             )
         keys = None if attention_mask is None else expand_key_padding(attention_mask, P)
         R = _collapse_matrix(collapse, P)
-        if kt is None and fused_core.window_enabled() and fused_core.window_fuses(spec):
+        if kt is None and fused_core.window_enabled() and fused_core.window_fuses(spec, k):
             return fused_core.fused_window_iha(
                 q, alpha_q, k, alpha_k, v, alpha_v, cos, sin, R, spec, scale, keys
             )  # the keys' rows are the queries' (same tokens): the same tables

@@ -278,6 +278,23 @@ def test_fused_window_leaves_a_cached_prefix_to_the_spread_path():
     assert fused.window_fuses(MaskSpec("token", 2, 40, 40, q_start=7, k_start=7, window=5))
 
 
+def test_a_window_too_wide_for_the_rings_takes_the_spread_path():
+    # the ring of one thread holds window + 11 blocks of tokens (at most the sequence): with
+    # MAX_RING_BYTES lowered below that, the same call runs fused_iha on spread keys and values
+    c = _window_case(1, 2, 500, 8, 2, "flat", 30, False, "global")
+    args, kw = make_inputs(c)
+    spec = MaskSpec("flat", 2, 500, 500, q_start=1, k_start=1, window=30)
+    need = fused.ring_bytes(spec, 2, 8, 8)
+    assert need == 2 * (30 + 11 * fused.block_rows(2) // 2) * 2 * 8 * 8
+    assert fused.window_fuses(spec, args[1])
+    want = oracle_iha(*args, **kw)
+    for limit, window_calls in ((need, 1), (need - 1, 0)):
+        with mock.patch.object(fused, "MAX_RING_BYTES", limit), _Counted() as counted:
+            got = interleaved_head_attention(*args, **kw, backend="band")
+        assert (counted.calls, counted.window_calls) == (1, window_calls)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
 def test_fused_window_gradcheck_small():
     g = torch.Generator().manual_seed(3)
     B, H, G, P, N, d = 2, 2, 1, 2, 9, 4

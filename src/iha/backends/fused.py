@@ -167,14 +167,32 @@ class _FusedWindowIHA(torch.autograd.Function):
         return dxq, daq, dxk, dak, dxv, dav, None, None, None, dR, None, None, None, None, None
 
 
-def window_fuses(spec: MaskSpec) -> bool:
+# The most memory one ring of key or value rows (or of their gradients) may take per thread:
+# a window too wide for it (each thread would hold most of the sequence's keys four times) runs
+# fused_iha on spread keys and values instead.
+MAX_RING_BYTES = 64 << 20
+
+
+def ring_bytes(spec: MaskSpec, kv_heads: int, head_dim: int, itemsize: int) -> int:
+    """Bytes of one per-thread ring of :func:`fused_window_iha`, a bound on what
+    ``csrc/band_attention.cpp`` allocates: the window, a block with its keys widened to 16 rows
+    and eight more blocks of tokens (11 blocks cover the last two), at most the sequence."""
+    P, tokens = spec.n_pseudo, block_rows(spec.n_pseudo) // spec.n_pseudo
+    span = min(spec.n_k, (spec.window or spec.n_k) + 11 * tokens)
+    return kv_heads * span * P * head_dim * itemsize
+
+
+def window_fuses(spec: MaskSpec, k: torch.Tensor | None = None) -> bool:
     """Whether :func:`fused_window_iha` serves ``spec``: a causal (flat or token) mask under a
-    sliding window, keys and queries the same tokens (no cache)."""
+    sliding window, keys and queries the same tokens (no cache), and, given the keys ``k``
+    (B, G, N, d), rings within ``MAX_RING_BYTES``."""
     return (
         spec.window is not None
         and spec.mode in ("flat", "token")
         and spec.n_q == spec.n_k
         and spec.q_start == spec.k_start
+        and (k is None or ring_bytes(spec, k.shape[1], k.shape[3], k.element_size())
+             <= MAX_RING_BYTES)
     )
 
 
