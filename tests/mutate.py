@@ -267,11 +267,25 @@ CATALOGUE: tuple[Mutant, ...] = (
            "fused window backward drops the key gradients a thread adds to the tokens of the "
            "thread before it"),
     Mutant("backend-window-gather-early", "backends", "backends/csrc/band_attention.cpp",
-           "gather_keys(keys.first[blk]);  // no later block",
-           "gather_keys(keys.first[blk] + 1);  // no later block",
+           "gather_keys(c.first);  // no later block",
+           "gather_keys(c.first + 1);  // no later block",
            (T_BACK + "/test_fused.py",),
            "fused window backward gathers a key token's gradient before the last block that "
            "reads it"),
+    Mutant("backend-window-chunk-dq-column", "backends", "backends/csrc/band_attention.cpp",
+           "dqbuf.data() + (h * P + p) * wq + (n0 - c.n0 + t) * d,",
+           "dqbuf.data() + (h * P + p) * wq + t * d,",
+           (T_BACK + "/test_fused.py",),
+           "fused window backward puts every block's query gradient rows at its chunk's first "
+           "tokens"),
+    Mutant("backend-window-chunk-collapse", "backends", "backends/csrc/band_attention.cpp",
+           "// omix (HP, chunk tokens * dv): the output rows grouped by (head, p)\n"
+           "            rows_to_grouped(ob, omix.data() + h * P * wc + (n0 - c.n0) * dv,",
+           "// omix (HP, chunk tokens * dv): the output rows grouped by (head, p)\n"
+           "            rows_to_grouped(ob, omix.data() + h * P * wc,",
+           (T_BACK + "/test_fused.py",),
+           "fused window forward collapses every block's output rows into its chunk's first "
+           "tokens"),
     Mutant("backend-window-grads-not-zeroed", "backends", "backends/csrc/band_attention.cpp",
            "for (int64_t h = 0; h < heads && with_grads; ++h) {",
            "for (int64_t h = 0; h < heads && with_grads && false; ++h) {",

@@ -16,8 +16,10 @@ each thread keeps a ring of the mixed and rotated key and value rows its blocks 
 each token's rows once as the blocks advance (``fused_window_forward``), and the backward
 recomputes them the same way, accumulates their gradients in rings of its own and gathers a
 token's rows onto the unmixed keys and values as soon as no later block reads them, and the query
-gradient block by block (``fused_window_backward``). So none of the (B, H, N*P, d) tensors of the
-keys, values, their gradients or the query gradient is written out.
+gradient a few blocks at a time (``fused_window_backward``). So none of the (B, H, N*P, d)
+tensors of the keys, values, their gradients or the query gradient is written out. Each thread
+runs a few blocks head by head, so that a head's key and value rows stay in cache from one block
+to the next.
 
 ``iha.functional`` uses it where it would run the ``"band"`` kernel on the attention (CPU
 float32/float64, softmax, no dropout) without a KV cache, on query blocks of at least

@@ -903,17 +903,19 @@ at::Tensor mix_spread(const at::Tensor& x, const at::Tensor& alpha,
 // The mixing's transpose on one tile of w = nt*d columns, buf (HP, w) holding the tile's rows
 // grouped by (head, p), already through RoPE^T: gx_tile (M, w) = alpha (M, HP) buf (skipped
 // with gx nullptr), and galpha (M, HP) += x_tile (M, w) buf^T, accumulated in partial (double;
-// skipped with x nullptr). ldx, ldg: the tiles' row strides.
+// skipped with x nullptr). ldx, ldg: the tiles' row strides; ldb: buf's (default w).
 template <typename scalar_t>
 inline void gather_tile(const scalar_t* buf, int64_t w, const scalar_t* alpha, int64_t M,
                         int64_t HP, const scalar_t* x, int64_t ldx, scalar_t* gx, int64_t ldg,
-                        std::vector<scalar_t>& tile, std::vector<double>& partial) {
+                        std::vector<scalar_t>& tile, std::vector<double>& partial,
+                        int64_t ldb = 0) {
+  if (ldb == 0) ldb = w;
   if (gx != nullptr) {
-    gemm(false, false, M, w, HP, scalar_t(1), alpha, HP, buf, w, scalar_t(0), gx, ldg);
+    gemm(false, false, M, w, HP, scalar_t(1), alpha, HP, buf, ldb, scalar_t(0), gx, ldg);
   }
   if (x == nullptr) return;
   tile.resize(M * HP);
-  gemm(false, true, M, HP, w, scalar_t(1), x, ldx, buf, w, scalar_t(0), tile.data(), HP);
+  gemm(false, true, M, HP, w, scalar_t(1), x, ldx, buf, ldb, scalar_t(0), tile.data(), HP);
   for (int64_t i = 0; i < M * HP; ++i) partial[i] += tile[i];
 }
 
@@ -1177,10 +1179,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_bac
 // their own; a token's rows are gathered (RoPE^T, alpha^T, as in gather) as soon as no later block
 // of the thread reads them, so the gradients on xk and xv come out directly instead of through
 // two (B, H, N*P, d) gradient tensors written and read again. The query gradient is gathered
-// block by block the same way. A thread whose range of blocks starts mid-sequence also adds to
-// key tokens of the thread before it (its first block's window reaches back): those tokens'
-// gradients are gathered into a halo of its own and added after the parallel loop (the gather
-// is linear); every other token is written by the one thread whose query rows cover it.
+// chunk by chunk (a few blocks, see kChunkBlocks) the same way. A thread whose range of blocks
+// starts mid-sequence also adds to key tokens of the thread before it (its first block's window
+// reaches back): those tokens' gradients are gathered into a halo of its own and added after the
+// parallel loop (the gather is linear); every other token is written by the one thread whose
+// query rows cover it.
 
 // Key (or value) rows of `heads` heads for tokens [base, hi), at most cap tokens, with their
 // gradient rows where the ring keeps gradients: row (t - base)*P + p of head h at
@@ -1360,6 +1363,74 @@ struct WindowDims {
   int64_t cap(const BlockTokens& keys) const { return std::min(N, keys.span + 8 * T); }
 };
 
+// Runs body(begin, end) on the task indices [0, B * n_blocks) (batch * n_blocks + block), cut
+// into one contiguous range per thread of about equal work, a block's work taken as the key
+// tokens it reads plus its own tokens (their mixing): the first blocks of a sequence, whose
+// windows are cut short, count less. at::parallel_for's equal ranges left the thread with the
+// sequence's start short of work.
+template <typename F>
+void window_parallel(int64_t B, int64_t n_blocks, int64_t T, const BlockTokens& keys,
+                     const F& body) {
+  const int64_t n = B * n_blocks;
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
+  std::vector<int64_t> before(n + 1, 0);  // work of tasks [0, t)
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t blk = t % n_blocks;
+    before[t + 1] = before[t] + T + (keys.any[blk] ? keys.last[blk] - keys.first[blk] : 0);
+  }
+  std::vector<int64_t> bounds(parts + 1, n);
+  bounds[0] = 0;
+  for (int64_t k = 1, t = 0; k < parts; ++k) {
+    while (t < n && before[t] * parts < before[n] * k) ++t;
+    bounds[k] = t;
+  }
+  at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      if (bounds[p] < bounds[p + 1]) body(bounds[p], bounds[p + 1]);
+    }
+  });
+}
+
+// A thread runs its range of blocks in chunks of up to kChunkBlocks consecutive blocks of one
+// batch, head by head: every block of the chunk for head 0, then for head 1, and so on. The
+// chunk's blocks read mostly the same key and value rows of a head, which then stay in the
+// core's cache from block to block; block by block with all heads inside, the other heads' rows
+// (and gradient rows) pushed them out in between. The collapse and the query gradient's gather
+// take the chunk's output and gradient rows of all heads, so they run once the chunk's last head
+// is done. A chunk's key tokens [first, last) fit the rings (a chunk ends early otherwise).
+// Measured at N = 2048, P = 4, W = 64, H = 8, d = 64, 1 thread (ops called directly, alternating
+// processes): forward + backward about 4 ms less with 4 blocks than block by block, 2 and 8
+// blocks no clearer (docs/benchmarks.md).
+constexpr int64_t kChunkBlocks = 4;
+
+struct Chunk {
+  int64_t b, blk0, blk1, n0, n1, first, last;
+  bool any;
+};
+
+// The chunk starting at task index `task` (batch * n_blocks + block) of a range ending at end.
+inline Chunk next_chunk(int64_t task, int64_t end, int64_t n_blocks, int64_t N, int64_t T,
+                        const BlockTokens& keys, int64_t cap) {
+  Chunk c{task / n_blocks, task % n_blocks, 0, 0, 0, N, 0, false};
+  const int64_t limit = std::min({end - task, n_blocks - c.blk0, kChunkBlocks});
+  c.blk1 = c.blk0;
+  for (int64_t i = 0; i < limit; ++i) {
+    const int64_t blk = c.blk0 + i;
+    if (keys.any[blk]) {
+      const int64_t first = std::min(c.first, keys.first[blk]);
+      const int64_t last = std::max(c.last, keys.last[blk]);
+      if (c.any && last - first > cap) break;
+      c.first = first;
+      c.last = last;
+      c.any = true;
+    }
+    c.blk1 = blk + 1;
+  }
+  c.n0 = c.blk0 * T;
+  c.n1 = std::min(N, c.blk1 * T);
+  return c;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_window_forward(
     const at::Tensor& xq, const at::Tensor& alpha_q, const at::Tensor& xk,
     const at::Tensor& alpha_k, const at::Tensor& xv, const at::Tensor& alpha_v,
@@ -1388,33 +1459,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_window_forward(
     scalar_t* op = o.data_ptr<scalar_t>();
     scalar_t* lp = lse.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
-    at::parallel_for(0, B * n_blocks, 1, [&](int64_t begin, int64_t end) {
+    window_parallel(B, n_blocks, T, keys, [&](int64_t begin, int64_t end) {
       Ring<scalar_t> kr(0, G, P, d, cap, tile_tokens(d), false);
       Ring<scalar_t> vr(3, G, P, dv, cap, tile_tokens(dv), false);
-      std::vector<scalar_t> qblk(block * d), omix(HP * T * dv), row(d), scores;
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / n_blocks, blk = task % n_blocks;
-        const int64_t n0 = blk * T, nt = std::min(T, N - n0);
-        const int64_t i0 = n0 * P, rows = nt * P, w = nt * d, wv = nt * dv;
+      std::vector<scalar_t> qblk(block * d), omix(HP * kChunkBlocks * T * dv), row(d), scores;
+      for (int64_t task = begin; task < end;) {
+        const Chunk c = next_chunk(task, end, n_blocks, N, T, keys, cap);
+        task += c.blk1 - c.blk0;
+        const int64_t b = c.b, wc = (c.n1 - c.n0) * dv;
         const bool* valid = valid_all == nullptr ? nullptr : valid_all + b * Lq;
-        if (keys.any[blk]) {
-          kr.hold(b, keys.first[blk], keys.last[blk], kxp + b * Mk * N * d, Mk, N, akp, cp, sp);
-          vr.hold(b, keys.first[blk], keys.last[blk], vxp + b * Mk * N * dv, Mk, N, avp,
-                  nullptr, nullptr);
+        if (c.any) {
+          kr.hold(b, c.first, c.last, kxp + b * Mk * N * d, Mk, N, akp, cp, sp);
+          vr.hold(b, c.first, c.last, vxp + b * Mk * N * dv, Mk, N, avp, nullptr, nullptr);
         }
         for (int64_t h = 0; h < H; ++h) {
           const int64_t g = h / (H / G);
-          mix_rows(xp + (b * M * N + n0) * d, N * d, M, ap + h * P, HP, 1, P, nt, d, cp, sp, i0,
-                   qblk.data(), 0, row.data());
-          scalar_t* ob = op + ((b * H + h) * Lq + i0) * dv;
-          block_forward<scalar_t>(qblk.data(), kr.head(g), vr.head(g), kr.first_row(), valid,
-                                  band, i0, rows, d, dv, scale, scores, ob,
-                                  lp + (b * H + h) * Lq + i0);
-          rows_to_grouped(ob, omix.data() + h * P * wv, wv, nt, P, dv);  // omix (HP, nt*dv)
+          for (int64_t blk = c.blk0; blk < c.blk1; ++blk) {
+            const int64_t n0 = blk * T, nt = std::min(T, N - n0), i0 = n0 * P, rows = nt * P;
+            mix_rows(xp + (b * M * N + n0) * d, N * d, M, ap + h * P, HP, 1, P, nt, d, cp, sp,
+                     i0, qblk.data(), 0, row.data());
+            scalar_t* ob = op + ((b * H + h) * Lq + i0) * dv;
+            block_forward<scalar_t>(qblk.data(), kr.head(g), vr.head(g), kr.first_row(), valid,
+                                    band, i0, rows, d, dv, scale, scores, ob,
+                                    lp + (b * H + h) * Lq + i0);
+            // omix (HP, chunk tokens * dv): the output rows grouped by (head, p)
+            rows_to_grouped(ob, omix.data() + h * P * wc + (n0 - c.n0) * dv, wc, nt, P, dv);
+          }
         }
-        // y_tile (H, nt*dv) = R (H, HP) omix
-        gemm(false, false, H, wv, HP, scalar_t(1), rp, HP, omix.data(), wv, scalar_t(0),
-             yp + (b * H * N + n0) * dv, N * dv);
+        // y of the chunk's tokens (H, tokens * dv) = R (H, HP) omix
+        gemm(false, false, H, wc, HP, scalar_t(1), rp, HP, omix.data(), wc, scalar_t(0),
+             yp + (b * H * N + c.n0) * dv, N * dv);
       }
     });
   });
@@ -1470,14 +1544,14 @@ fused_window_backward(const at::Tensor& grad, const at::Tensor& xq, const at::Te
     };
     std::vector<Halo> halos;
     std::mutex lock;
-    at::parallel_for(0, B * n_blocks, 1, [&](int64_t begin, int64_t end) {
+    window_parallel(B, n_blocks, T, keys, [&](int64_t begin, int64_t end) {
       Ring<scalar_t> kr(0, G, P, d, cap, tile_tokens(d), true);
       Ring<scalar_t> vr(3, G, P, dv, cap, tile_tokens(dv), true);
       BlockGrad<scalar_t> work;
       work.accumulate();
-      std::vector<scalar_t> omix(HP * T * dv), row(d);
+      std::vector<scalar_t> omix(HP * kChunkBlocks * T * dv), row(d);
       std::vector<scalar_t> qblk(block * d), gblk(block * dv), dqrows(block * d);
-      std::vector<scalar_t> dqbuf(HP * T * d), tmp, rtile(H * HP);
+      std::vector<scalar_t> dqbuf(HP * kChunkBlocks * T * d), tmp, rtile(H * HP);
       std::vector<double> pq(M * HP, 0.0), pk(Mk * G * P, 0.0), pv(Mk * G * P, 0.0);
       std::vector<double> pr(H * HP, 0.0);
       Halo halo;
@@ -1503,17 +1577,17 @@ fused_window_backward(const at::Tensor& grad, const at::Tensor& xq, const at::Te
         }
         done = std::max(done, upto);
       };
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / n_blocks, blk = task % n_blocks;
-        const int64_t n0 = blk * T, nt = std::min(T, N - n0);
-        const int64_t i0 = n0 * P, rows = nt * P, w = nt * d, wv = nt * dv;
+      for (int64_t task = begin; task < end;) {
+        const Chunk c = next_chunk(task, end, n_blocks, N, T, keys, cap);
+        task += c.blk1 - c.blk0;
+        const int64_t b = c.b, wc = (c.n1 - c.n0) * dv, wq = (c.n1 - c.n0) * d;
         const bool* valid = valid_all == nullptr ? nullptr : valid_all + b * Lq;
         const scalar_t* gy = gp + b * H * N * dv;
         if (b != cur_b) {
           if (cur_b >= 0) gather_keys(own_hi);
           cur_b = b;
-          own_lo = n0;
-          done = std::min(keys.first[blk], n0);
+          own_lo = c.n0;
+          done = std::min(keys.first[c.blk0], c.n0);
           if (done < own_lo) {
             halo.b = b;
             halo.lo = done;
@@ -1522,41 +1596,47 @@ fused_window_backward(const at::Tensor& grad, const at::Tensor& xq, const at::Te
             halo.v.assign(Mk * (own_lo - done) * dv, scalar_t(0));
           }
         }
-        own_hi = n0 + nt;  // held tokens past the thread's own (keys widened to 16 rows) get
-                           // no gradient from it: the thread they belong to writes them
-        if (keys.any[blk]) {
-          gather_keys(keys.first[blk]);  // no later block reads tokens below first[blk]
-          kr.hold(b, keys.first[blk], keys.last[blk], kxp + b * Mk * N * d, Mk, N, akp, cp, sp);
-          vr.hold(b, keys.first[blk], keys.last[blk], vxp + b * Mk * N * dv, Mk, N, avp,
-                  nullptr, nullptr);
+        own_hi = c.n1;  // held tokens past the thread's own (keys widened to 16 rows) get
+                        // no gradient from it: the thread they belong to writes them
+        if (c.any) {
+          gather_keys(c.first);  // no later block reads tokens below the chunk's first
+          kr.hold(b, c.first, c.last, kxp + b * Mk * N * d, Mk, N, akp, cp, sp);
+          vr.hold(b, c.first, c.last, vxp + b * Mk * N * dv, Mk, N, avp, nullptr, nullptr);
         }
-        // per head: its o rows grouped for dR, its query rows and output-gradient rows (the
-        // collapse's backward: dO = R^T grad_y) recomputed, the block's gradients, and its dq
-        // rows through RoPE^T into dqbuf (HP, nt*d) for the gather below
+        // per head and block: its o rows grouped for dR, its query rows and output-gradient
+        // rows (the collapse's backward: dO = R^T grad_y) recomputed, the block's gradients,
+        // and its dq rows through RoPE^T into dqbuf (HP, chunk tokens * d) for the gather below
         for (int64_t h = 0; h < H; ++h) {
           const int64_t g = h / (H / G);
-          const scalar_t* ob = op + ((b * H + h) * Lq + i0) * dv;
-          rows_to_grouped(ob, omix.data() + h * P * wv, wv, nt, P, dv);
-          mix_rows(xp + (b * M * N + n0) * d, N * d, M, ap + h * P, HP, 1, P, nt, d, cp, sp, i0,
-                   qblk.data(), 0, row.data());
-          mix_rows<scalar_t>(gy + n0 * dv, N * dv, H, rp + h * P, HP, 1, P, nt, dv, nullptr,
-                             nullptr, i0, gblk.data(), 0, nullptr);
-          work.run(qblk.data(), gblk.data(), ob, lp + (b * H + h) * Lq + i0, kr.head(g),
-                   vr.head(g), kr.first_row(), valid, band, i0, rows, d, dv, scale,
-                   dqrows.data(), kr.grad_head(g), vr.grad_head(g));
-          for (int64_t t = 0; t < nt; ++t) {  // dqbuf (HP, nt*d): RoPE^T of the dq rows
-            for (int64_t p = 0; p < P; ++p) {
-              rotate_into(dqbuf.data() + (h * P + p) * w + t * d, dqrows.data() + (t * P + p) * d,
-                          cp, sp, i0 + t * P + p, d, true);
+          for (int64_t blk = c.blk0; blk < c.blk1; ++blk) {
+            const int64_t n0 = blk * T, nt = std::min(T, N - n0), i0 = n0 * P, rows = nt * P;
+            const scalar_t* ob = op + ((b * H + h) * Lq + i0) * dv;
+            rows_to_grouped(ob, omix.data() + h * P * wc + (n0 - c.n0) * dv, wc, nt, P, dv);
+            mix_rows(xp + (b * M * N + n0) * d, N * d, M, ap + h * P, HP, 1, P, nt, d, cp, sp,
+                     i0, qblk.data(), 0, row.data());
+            mix_rows<scalar_t>(gy + n0 * dv, N * dv, H, rp + h * P, HP, 1, P, nt, dv, nullptr,
+                               nullptr, i0, gblk.data(), 0, nullptr);
+            work.run(qblk.data(), gblk.data(), ob, lp + (b * H + h) * Lq + i0, kr.head(g),
+                     vr.head(g), kr.first_row(), valid, band, i0, rows, d, dv, scale,
+                     dqrows.data(), kr.grad_head(g), vr.grad_head(g));
+            for (int64_t t = 0; t < nt; ++t) {
+              for (int64_t p = 0; p < P; ++p) {
+                rotate_into(dqbuf.data() + (h * P + p) * wq + (n0 - c.n0 + t) * d,
+                            dqrows.data() + (t * P + p) * d, cp, sp, i0 + t * P + p, d, true);
+              }
             }
           }
         }
-        // dR (H, HP) += grad_tile (H, nt*dv) omix^T
-        gemm(false, true, H, HP, wv, scalar_t(1), gy + n0 * dv, N * dv, omix.data(), wv,
-             scalar_t(0), rtile.data(), HP);
-        for (int64_t i = 0; i < H * HP; ++i) pr[i] += rtile[i];
-        gather_tile(dqbuf.data(), w, ap, M, HP, xp + (b * M * N + n0) * d, N * d,
-                    dxqp + (b * M * N + n0) * d, N * d, tmp, pq);
+        // block by block (float32 sums over a block's tokens, then double): dR (H, HP) +=
+        // grad_y (H, tokens * dv) omix^T, and the query gradient's gather
+        for (int64_t n0 = c.n0; n0 < c.n1; n0 += T) {
+          const int64_t nt = std::min(T, N - n0), off = n0 - c.n0;
+          gemm(false, true, H, HP, nt * dv, scalar_t(1), gy + n0 * dv, N * dv,
+               omix.data() + off * dv, wc, scalar_t(0), rtile.data(), HP);
+          for (int64_t i = 0; i < H * HP; ++i) pr[i] += rtile[i];
+          gather_tile(dqbuf.data() + off * d, nt * d, ap, M, HP, xp + (b * M * N + n0) * d,
+                      N * d, dxqp + (b * M * N + n0) * d, N * d, tmp, pq, wq);
+        }
       }
       if (cur_b >= 0) gather_keys(own_hi);
       std::lock_guard<std::mutex> guard(lock);
