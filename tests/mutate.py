@@ -323,6 +323,17 @@ CATALOGUE: tuple[Mutant, ...] = (
            "band_pool_limit(0)  # no kept buffers", "pass  # no kept buffers",
            (T_BACK + "/test_bench_cli.py::test_peak_memory_counts_the_kernels_pooled_outputs",),
            "memory suite measures with the kernel's pool on: the warm-up's buffers hide the peak"),
+    Mutant("bench-processes-mean", "backends", "cli/bench.py",
+           "value = statistics.median(values)", "value = statistics.mean(values)",
+           (T_BACK + "/test_bench_cli.py::test_processes_are_merged_into_medians_with_every_value"
+            "_and_the_count_that_met_the_target",),
+           "--processes judges a target on the processes' mean: one slow process drags it"),
+    Mutant("bench-processes-threads-dropped", "backends", "cli/bench.py",
+           '"--threads",\n            *map(str, args.threads',
+           '"--threads",\n            *map(str, [1]',
+           (T_BACK + "/test_bench_cli.py::test_processes_run_the_benchmark_in_fresh_processes_and"
+            "_report_each",),
+           "a --processes run's children run at the default thread count, not the requested ones"),
     Mutant("backend-exp-degree-6", "backends", "backends/csrc/band_attention.cpp",
            "__m512 p = _mm512_set1_ps(1.0f / 5040);", "__m512 p = _mm512_set1_ps(0.0f);",
            (T_BACK + "/test_backend_band.py::"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -138,3 +139,81 @@ def test_no_kernel_pool_flag_turns_the_pool_off_and_is_recorded(tmp_path):
             assert band.pool_limit() == expected
     finally:
         band.pool_limit(limit)
+
+
+def _report(values: list[float], num_ms: list[float], rows: list[dict]) -> dict:
+    """A one-process report of a suite with one variant time and two ratios."""
+    return {
+        "command": "iha bench", "machine": {"processor": "x"}, "settings": {"repeats": 1},
+        "suites": {"window": {
+            "name": "window", "config": {},
+            "times_ms": {"a": {"median": num_ms[1], "min": num_ms[0], "max": num_ms[2]}},
+            "ratios": [
+                {"name": "targeted", "value": values[0], "target": 1.1, "met": None, "note": ""},
+                {"name": "free", "value": values[1], "target": None, "met": None, "note": ""},
+            ],
+            "extra": {"rows": rows},
+        }},
+    }
+
+
+def test_processes_are_merged_into_medians_with_every_value_and_the_count_that_met_the_target():
+    from iha.cli.bench import merge_processes
+
+    reports = [
+        _report([1.00, 2.0], [9.0, 10.0, 11.0], [{"n": 1}]),
+        _report([1.30, 4.0], [25.0, 30.0, 40.0], [{"n": 2}]),
+        _report([1.12, 3.0], [15.0, 20.0, 21.0], []),
+    ]
+    merged = merge_processes(reports)
+    suite = merged["suites"]["window"]
+    targeted, free = suite["ratios"]
+    assert targeted["per_process"] == [1.00, 1.30, 1.12]
+    assert targeted["value"] == 1.12 and targeted["met"] is False  # the median misses 1.1
+    assert targeted["met_in"] == 1  # only the first process met it
+    assert free["value"] == 3.0 and free["met"] is None and free["met_in"] is None
+    assert suite["times_ms"]["a"] == {"median": 20.0, "min": 9.0, "max": 40.0}
+    assert suite["extra"]["rows"] == [{"process": 1, "n": 1}, {"process": 2, "n": 2}]
+    assert merged["settings"]["processes"] == 3
+    two = merge_processes(reports[:1] + reports[2:])  # 1.00 and 1.12: median 1.06 meets it
+    assert two["suites"]["window"]["ratios"][0]["met"] is True
+    assert two["suites"]["window"]["ratios"][0]["met_in"] == 1
+
+
+def test_processes_run_the_benchmark_in_fresh_processes_and_report_each(tmp_path):
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    rc = cli_main(["bench", "--smoke", "--suite", "window", "--repeats", "1", "--processes", "2",
+                   "--threads", "1", "2", "--json", str(out_json), "--markdown", str(out_md)])
+    assert rc == 0
+    report = json.loads(out_json.read_text())
+    assert report["settings"]["processes"] == 2
+    assert list(report["suites"]) == ["window (1 threads)", "window (2 threads)"]
+    assert [s["config"]["threads"] for s in report["suites"].values()] == [1, 2]
+    ratios = report["suites"]["window (2 threads)"]["ratios"]
+    for r in ratios:
+        assert len(r["per_process"]) == 2
+        assert r["value"] == pytest.approx(sum(r["per_process"]) / 2)  # median of two
+    md = out_md.read_text()
+    assert "each in a fresh process" in md and "| per process |" in md
+    first = next(r for r in ratios if r["target"] is not None)
+    each = " ".join(f"{v:.3f}" for v in first["per_process"])
+    assert f"{each} |" in md and "of 2)" in md
+
+
+def test_a_failing_process_stops_the_run_with_its_error(monkeypatch, capsys, tmp_path):
+    from iha.cli import bench
+
+    calls = []
+
+    def fail(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 3, "", "Traceback ...\nRuntimeError: boom")
+
+    monkeypatch.setattr(bench.subprocess, "run", fail)
+    rc = cli_main(["bench", "--smoke", "--suite", "core", "--processes", "3",
+                   "--json", str(tmp_path / "out.json")])
+    assert rc == 3 and len(calls) == 1  # no further process after the failure
+    err = capsys.readouterr().err
+    assert "process 1 of 3 failed with exit status 3" in err and "RuntimeError: boom" in err
+    assert not (tmp_path / "out.json").exists()
+    assert "--processes" in calls[0] and calls[0][calls[0].index("--processes") + 1] == "1"

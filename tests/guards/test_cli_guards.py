@@ -110,3 +110,9 @@ def test_generate_rejects_a_prompt_outside_the_model_vocabulary(tmp_path, capsys
     train(cfg)
     assert main(["generate", str(run), "--prompt", "zebra", "--max-new-tokens", "2"]) == 2
     assert "outside the model's vocabulary of 40" in capsys.readouterr().err
+
+
+def test_bench_refuses_fewer_than_one_process(capsys):
+    assert main(["bench", "--smoke", "--suite", "core", "--processes", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--processes must be >= 1 (got 0)" in err and "core ..." not in err
