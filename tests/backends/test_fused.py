@@ -240,11 +240,13 @@ def test_fused_window_matches_oracle_and_spread_path_gradients(
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("mask,P,window", [("flat", 4, 9), ("token", 3, 5)])
 @pytest.mark.parametrize("d", [48, 64, 72])
-def test_fused_window_float32_error_within_twice_spread_path_error(d):
-    """float32 (the vectorised row mixing: chunks of 64 and 16 lanes and a scalar tail) against
-    the float64 result, beside the spread path's float32 error."""
-    c = _window_case(2, 4, 70, d, 2, "flat", 9, True, "global")
+def test_fused_window_float32_error_within_twice_spread_path_error(d, mask, P, window):
+    """float32 (the vectorised row mixing: chunks of 64 and 16 lanes and a scalar tail; the
+    packed score tiles, whose blocks start off a 16-key boundary under the token mask with P = 3)
+    against the float64 result, beside the spread path's float32 error."""
+    c = _window_case(2, P, 70, d, 2, mask, window, True, "global")
     args64, kw = make_inputs(c, requires_grad=True)
     want = interleaved_head_attention(*args64, **kw, backend="band")
     want_grads = _grads(want, args64)

@@ -26,6 +26,7 @@
 #include <limits>
 #include <list>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -381,6 +382,154 @@ inline bool block_keys(const Band& band, int64_t i0, int64_t R, int64_t& k0, int
   return true;
 }
 
+// Keys packed for the score products of the window path: panel p holds key rows
+// [first + 16p, first + 16p + 16) as a (d, 16) tile (column j: key first + 16p + j; columns past
+// the packed keys are 0). The window path packs a chunk's keys once per head (see kChunkBlocks)
+// and every block of the chunk reads them; MKL's sgemm packed the same keys again for each of
+// them (about 11% of the window step's time in its profile).
+template <typename scalar_t>
+struct Panels {
+  std::vector<scalar_t> data;
+  int64_t first = 0, keys = 0, d = 0;
+
+  // n key rows of dim values each, the first being key row first_row.
+  void pack(const scalar_t* rows, int64_t first_row, int64_t n, int64_t dim) {
+    first = first_row;
+    keys = n;
+    d = dim;
+    const int64_t np = (n + 15) / 16;
+    data.resize(np * 16 * dim);
+    for (int64_t p = 0; p < np; ++p) {
+      scalar_t* tile = data.data() + p * dim * 16;
+      for (int64_t j = 0; j < 16; ++j) {
+        const int64_t key = p * 16 + j;
+        if (key < n) {
+          const scalar_t* row = rows + key * dim;
+          for (int64_t k = 0; k < dim; ++k) tile[k * 16 + j] = row[k];
+        } else {
+          for (int64_t k = 0; k < dim; ++k) tile[k * 16 + j] = scalar_t(0);
+        }
+      }
+    }
+  }
+  const scalar_t* panel(int64_t p) const { return data.data() + p * d * 16; }
+};
+
+// Whether the window path packs keys into panels: float32 with AVX-512 (the tile below), and
+// float64 (the plain tile: tests check the panel logic against float64 references). float32
+// without AVX-512 keeps sgemm.
+template <typename scalar_t>
+constexpr bool use_panels() {
+#if defined(__AVX512F__)
+  return true;
+#else
+  return std::is_same<scalar_t, double>::value;
+#endif
+}
+
+// s (rb, w) = scale * x (rb, d) . the w <= 32 keys of panel pn and, past 16, the next panel;
+// s rows lds apart.
+template <typename scalar_t>
+inline void score_tile(const scalar_t* x, int64_t d, int64_t rb, const scalar_t* pn, int64_t w,
+                       scalar_t scale, scalar_t* s, int64_t lds) {
+  for (int64_t r = 0; r < rb; ++r) {
+    for (int64_t j = 0; j < w; ++j) {
+      const scalar_t* col = pn + (j / 16) * d * 16 + j % 16;
+      scalar_t acc = 0;
+      for (int64_t k = 0; k < d; ++k) acc += x[r * d + k] * col[k * 16];
+      s[r * lds + j] = scale * acc;
+    }
+  }
+}
+
+#if defined(__AVX512F__)
+// RB rows by NP panels of 16 keys in RB * NP registers; each step over d broadcasts one value of
+// each row and loads one row of each panel.
+template <int RB, int NP>
+void score_tile_avx512(const float* x, int64_t d, const float* pn, int64_t w, float scale,
+                       float* s, int64_t lds) {
+  __m512 c[RB][NP];
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) {
+#pragma GCC unroll 2
+    for (int p = 0; p < NP; ++p) c[r][p] = _mm512_setzero_ps();
+  }
+  const float* pn1 = pn + d * 16;
+  for (int64_t k = 0; k < d; ++k) {
+    __m512 b[NP];
+    b[0] = _mm512_loadu_ps(pn + k * 16);
+    if (NP > 1) b[NP - 1] = _mm512_loadu_ps(pn1 + k * 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {
+      const __m512 a = _mm512_set1_ps(x[r * d + k]);
+#pragma GCC unroll 2
+      for (int p = 0; p < NP; ++p) c[r][p] = _mm512_fmadd_ps(a, b[p], c[r][p]);
+    }
+  }
+  const __m512 vs = _mm512_set1_ps(scale);
+  const __mmask16 m0 = w >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << w) - 1);
+  const __mmask16 m1 = w >= 32 ? __mmask16(0xFFFF)
+                               : (w > 16 ? __mmask16((1u << (w - 16)) - 1) : __mmask16(0));
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) {
+    _mm512_mask_storeu_ps(s + r * lds, m0, _mm512_mul_ps(c[r][0], vs));
+    if (NP > 1) _mm512_mask_storeu_ps(s + r * lds + 16, m1, _mm512_mul_ps(c[r][NP - 1], vs));
+  }
+}
+
+template <>
+inline void score_tile<float>(const float* x, int64_t d, int64_t rb, const float* pn, int64_t w,
+                              float scale, float* s, int64_t lds) {
+  using Tile = void (*)(const float*, int64_t, const float*, int64_t, float, float*, int64_t);
+  static constexpr Tile one[8] = {
+      &score_tile_avx512<1, 1>, &score_tile_avx512<2, 1>, &score_tile_avx512<3, 1>,
+      &score_tile_avx512<4, 1>, &score_tile_avx512<5, 1>, &score_tile_avx512<6, 1>,
+      &score_tile_avx512<7, 1>, &score_tile_avx512<8, 1>};
+  static constexpr Tile two[8] = {
+      &score_tile_avx512<1, 2>, &score_tile_avx512<2, 2>, &score_tile_avx512<3, 2>,
+      &score_tile_avx512<4, 2>, &score_tile_avx512<5, 2>, &score_tile_avx512<6, 2>,
+      &score_tile_avx512<7, 2>, &score_tile_avx512<8, 2>};
+  (w > 16 ? two : one)[rb - 1](x, d, pn, w, scale, s, lds);
+}
+#endif
+
+// S (R, K) = scale * X (R, d) . keys [K0, K0 + K)^T read from panels (K0 - pan.first a multiple
+// of 16), for query rows i0 ... of the band: per group of 8 rows, only the panels holding a key
+// some row of the group sees ([lo, hi] of its first and last rows; both grow with the row); the
+// other columns are set to 0. Under a window a block's keys are a band, so this skips most of
+// the two masked triangles that a whole-block product computes.
+template <typename scalar_t>
+void panel_scores(const scalar_t* X, int64_t R, int64_t d, const Panels<scalar_t>& pan,
+                  int64_t K0, int64_t K, const Band& band, int64_t i0, scalar_t scale,
+                  scalar_t* S) {
+  const int64_t p_first = (K0 - pan.first) / 16;
+  for (int64_t r0 = 0; r0 < R; r0 += 8) {
+    const int64_t rb = std::min<int64_t>(8, R - r0);
+    const int64_t a = std::min<int64_t>(std::max<int64_t>(band.lo(i0 + r0) - K0, 0), K);
+    const int64_t b =
+        std::max<int64_t>(std::min<int64_t>(band.hi(i0 + r0 + rb - 1) - K0 + 1, K), a);
+    const int64_t c0 = a / 16 * 16, c1 = std::min<int64_t>(K, (b + 15) / 16 * 16);
+    for (int64_t r = r0; r < r0 + rb; ++r) {
+      std::fill(S + r * K, S + r * K + c0, scalar_t(0));
+      std::fill(S + r * K + std::max(c0, c1), S + (r + 1) * K, scalar_t(0));
+    }
+    for (int64_t c = c0; c < c1; c += 32) {
+      score_tile<scalar_t>(X + r0 * d, d, rb, pan.panel(p_first + c / 16),
+                           std::min<int64_t>(32, c1 - c), scale, S + r0 * K + c, K);
+    }
+  }
+}
+
+// A block's first key k0 moved down to the start of its panel (the keys in between are outside
+// every row's range: weight 0).
+template <typename scalar_t>
+inline int64_t panel_start(const Panels<scalar_t>& pan, int64_t k0, int64_t k1) {
+  const int64_t start = pan.first + (k0 - pan.first) / 16 * 16;
+  TORCH_INTERNAL_ASSERT(k0 >= pan.first && k1 <= pan.first + pan.keys,
+                        "band kernel: block keys outside the packed panels");
+  return start;
+}
+
 // The task a parallel loop's index t of n stands for under a global mask, in the order 0, n-1,
 // 1, n-2, ...: later query blocks see more keys, and ATen hands each thread a contiguous range of
 // indices, so in plain order the last thread would get the heaviest blocks (3/4 of the work with
@@ -408,16 +557,21 @@ template <typename scalar_t>
 void block_forward(const scalar_t* qb, const scalar_t* kh, const scalar_t* vh, int64_t key_base,
                    const bool* valid, const Band& band, int64_t i0, int64_t R, int64_t d,
                    int64_t dv, scalar_t scale, std::vector<scalar_t>& scores, scalar_t* ob,
-                   scalar_t* lb) {
+                   scalar_t* lb, const Panels<scalar_t>* kpan = nullptr) {
   int64_t k0, k1;
   if (!block_keys(band, i0, R, k0, k1)) {
     std::fill(ob, ob + R * dv, scalar_t(0));
     std::fill(lb, lb + R, -std::numeric_limits<scalar_t>::infinity());
     return;
   }
+  if (kpan != nullptr) k0 = panel_start(*kpan, k0, k1);
   const int64_t K = k1 - k0;
   scalar_t* S = aligned(scores, R * K + R);  // scores, then the rows' 1 / sum
-  gemm(false, true, R, K, d, scale, qb, d, kh + (k0 - key_base) * d, d, scalar_t(0), S, K);
+  if (kpan != nullptr) {
+    panel_scores(qb, R, d, *kpan, k0, K, band, i0, scale, S);
+  } else {
+    gemm(false, true, R, K, d, scale, qb, d, kh + (k0 - key_base) * d, d, scalar_t(0), S, K);
+  }
   scalar_t* inv = S + R * K;
   softmax_rows<scalar_t>(S, R, K, i0, k0, band, valid, nullptr, lb, inv);
   gemm(false, false, R, dv, K, scalar_t(1), S, K, vh + (k0 - key_base) * dv, dv, scalar_t(0), ob,
@@ -465,12 +619,14 @@ struct BlockGrad {
   void run(const scalar_t* qb, const scalar_t* gb, const scalar_t* ob, const scalar_t* lb,
            const scalar_t* kh, const scalar_t* vh, int64_t key_base, const bool* valid,
            const Band& band, int64_t i0, int64_t R, int64_t d, int64_t dv, scalar_t scale,
-           scalar_t* dqb, scalar_t* dkh, scalar_t* dvh) {
+           scalar_t* dqb, scalar_t* dkh, scalar_t* dvh, const Panels<scalar_t>* kpan = nullptr,
+           const Panels<scalar_t>* vpan = nullptr) {
     int64_t k0, k1;
     if (!block_keys(band, i0, R, k0, k1)) {
       std::fill(dqb, dqb + R * d, scalar_t(0));
       return;
     }
+    if (kpan != nullptr) k0 = panel_start(*kpan, k0, k1);
     if (k0 > filled) {  // rows no block reaches, between the last block's keys and these
       std::fill(dkh + (filled - key_base) * d, dkh + (k0 - key_base) * d, scalar_t(0));
       std::fill(dvh + (filled - key_base) * dv, dvh + (k0 - key_base) * dv, scalar_t(0));
@@ -482,10 +638,18 @@ struct BlockGrad {
     scalar_t* Pm = aligned(probs, R * K);
     scalar_t* dPm = aligned(dprobs, R * K);
     delta.resize(R);
-    gemm(false, true, R, K, d, scale, qb, d, kb, d, scalar_t(0), Pm, K);
+    if (kpan != nullptr) {
+      panel_scores(qb, R, d, *kpan, k0, K, band, i0, scale, Pm);
+    } else {
+      gemm(false, true, R, K, d, scale, qb, d, kb, d, scalar_t(0), Pm, K);
+    }
     softmax_rows<scalar_t>(Pm, R, K, i0, k0, band, valid, lb, nullptr, nullptr);  // exp(S - lse)
     // dP = dO V^T (R, K); dS = P * (dP - rowsum(dO * O))
-    gemm(false, true, R, K, dv, scalar_t(1), gb, dv, vb, dv, scalar_t(0), dPm, K);
+    if (vpan != nullptr) {
+      panel_scores(gb, R, dv, *vpan, k0, K, band, i0, scalar_t(1), dPm);
+    } else {
+      gemm(false, true, R, K, dv, scalar_t(1), gb, dv, vb, dv, scalar_t(0), dPm, K);
+    }
     for (int64_t r = 0; r < R; ++r) delta[r] = row_dot(gb + r * dv, ob + r * dv, dv);
     for (int64_t r = 0; r < R; ++r) {
       scalar_t* ds = dPm + r * K;
@@ -1463,6 +1627,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_window_forward(
       Ring<scalar_t> kr(0, G, P, d, cap, tile_tokens(d), false);
       Ring<scalar_t> vr(3, G, P, dv, cap, tile_tokens(dv), false);
       std::vector<scalar_t> qblk(block * d), omix(HP * kChunkBlocks * T * dv), row(d), scores;
+      Panels<scalar_t> kpan;
       for (int64_t task = begin; task < end;) {
         const Chunk c = next_chunk(task, end, n_blocks, N, T, keys, cap);
         task += c.blk1 - c.blk0;
@@ -1472,8 +1637,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_window_forward(
           kr.hold(b, c.first, c.last, kxp + b * Mk * N * d, Mk, N, akp, cp, sp);
           vr.hold(b, c.first, c.last, vxp + b * Mk * N * dv, Mk, N, avp, nullptr, nullptr);
         }
+        const bool packed = use_panels<scalar_t>() && c.any;
         for (int64_t h = 0; h < H; ++h) {
           const int64_t g = h / (H / G);
+          if (packed && (h == 0 || g != (h - 1) / (H / G))) {  // the chunk's keys of kv head g
+            kpan.pack(kr.head(g) + (c.first * P - kr.first_row()) * d, c.first * P,
+                      (c.last - c.first) * P, d);
+          }
           for (int64_t blk = c.blk0; blk < c.blk1; ++blk) {
             const int64_t n0 = blk * T, nt = std::min(T, N - n0), i0 = n0 * P, rows = nt * P;
             mix_rows(xp + (b * M * N + n0) * d, N * d, M, ap + h * P, HP, 1, P, nt, d, cp, sp,
@@ -1481,7 +1651,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_window_forward(
             scalar_t* ob = op + ((b * H + h) * Lq + i0) * dv;
             block_forward<scalar_t>(qblk.data(), kr.head(g), vr.head(g), kr.first_row(), valid,
                                     band, i0, rows, d, dv, scale, scores, ob,
-                                    lp + (b * H + h) * Lq + i0);
+                                    lp + (b * H + h) * Lq + i0, packed ? &kpan : nullptr);
             // omix (HP, chunk tokens * dv): the output rows grouped by (head, p)
             rows_to_grouped(ob, omix.data() + h * P * wc + (n0 - c.n0) * dv, wc, nt, P, dv);
           }
@@ -1554,6 +1724,7 @@ fused_window_backward(const at::Tensor& grad, const at::Tensor& xq, const at::Te
       std::vector<scalar_t> dqbuf(HP * kChunkBlocks * T * d), tmp, rtile(H * HP);
       std::vector<double> pq(M * HP, 0.0), pk(Mk * G * P, 0.0), pv(Mk * G * P, 0.0);
       std::vector<double> pr(H * HP, 0.0);
+      Panels<scalar_t> kpan, vpan;
       Halo halo;
       int64_t cur_b = -1, own_lo = 0, own_hi = 0, done = 0;
       // Gathers the key and value gradients of tokens [done, upto) of batch cur_b: below own_lo
@@ -1606,8 +1777,14 @@ fused_window_backward(const at::Tensor& grad, const at::Tensor& xq, const at::Te
         // per head and block: its o rows grouped for dR, its query rows and output-gradient
         // rows (the collapse's backward: dO = R^T grad_y) recomputed, the block's gradients,
         // and its dq rows through RoPE^T into dqbuf (HP, chunk tokens * d) for the gather below
+        const bool packed = use_panels<scalar_t>() && c.any;
         for (int64_t h = 0; h < H; ++h) {
           const int64_t g = h / (H / G);
+          if (packed && (h == 0 || g != (h - 1) / (H / G))) {  // the chunk's keys and values
+            const int64_t first = c.first * P, n = (c.last - c.first) * P;
+            kpan.pack(kr.head(g) + (first - kr.first_row()) * d, first, n, d);
+            vpan.pack(vr.head(g) + (first - vr.first_row()) * dv, first, n, dv);
+          }
           for (int64_t blk = c.blk0; blk < c.blk1; ++blk) {
             const int64_t n0 = blk * T, nt = std::min(T, N - n0), i0 = n0 * P, rows = nt * P;
             const scalar_t* ob = op + ((b * H + h) * Lq + i0) * dv;
@@ -1618,7 +1795,8 @@ fused_window_backward(const at::Tensor& grad, const at::Tensor& xq, const at::Te
                                nullptr, i0, gblk.data(), 0, nullptr);
             work.run(qblk.data(), gblk.data(), ob, lp + (b * H + h) * Lq + i0, kr.head(g),
                      vr.head(g), kr.first_row(), valid, band, i0, rows, d, dv, scale,
-                     dqrows.data(), kr.grad_head(g), vr.grad_head(g));
+                     dqrows.data(), kr.grad_head(g), vr.grad_head(g), packed ? &kpan : nullptr,
+                     packed ? &vpan : nullptr);
             for (int64_t t = 0; t < nt; ++t) {
               for (int64_t p = 0; p < P; ++p) {
                 rotate_into(dqbuf.data() + (h * P + p) * wq + (n0 - c.n0 + t) * d,
