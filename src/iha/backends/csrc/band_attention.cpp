@@ -382,6 +382,14 @@ inline bool block_keys(const Band& band, int64_t i0, int64_t R, int64_t& k0, int
   return true;
 }
 
+// The columns [a, b) of keys [K0, K0 + K) that any of the rows [i, i + rb) sees: from the first
+// row's first key to the last row's last (both grow with the row), clipped.
+inline void group_keys(const Band& band, int64_t i, int64_t rb, int64_t K0, int64_t K,
+                       int64_t& a, int64_t& b) {
+  a = std::min<int64_t>(std::max<int64_t>(band.lo(i) - K0, 0), K);
+  b = std::max<int64_t>(std::min<int64_t>(band.hi(i + rb - 1) - K0 + 1, K), a);
+}
+
 // Keys packed for the score products of the window path: panel p holds key rows
 // [first + 16p, first + 16p + 16) as a (d, 16) tile (column j: key first + 16p + j; columns past
 // the packed keys are 0). The window path packs a chunk's keys once per head (see kChunkBlocks)
@@ -505,9 +513,8 @@ void panel_scores(const scalar_t* X, int64_t R, int64_t d, const Panels<scalar_t
   const int64_t p_first = (K0 - pan.first) / 16;
   for (int64_t r0 = 0; r0 < R; r0 += 8) {
     const int64_t rb = std::min<int64_t>(8, R - r0);
-    const int64_t a = std::min<int64_t>(std::max<int64_t>(band.lo(i0 + r0) - K0, 0), K);
-    const int64_t b =
-        std::max<int64_t>(std::min<int64_t>(band.hi(i0 + r0 + rb - 1) - K0 + 1, K), a);
+    int64_t a, b;
+    group_keys(band, i0 + r0, rb, K0, K, a, b);
     const int64_t c0 = a / 16 * 16, c1 = std::min<int64_t>(K, (b + 15) / 16 * 16);
     for (int64_t r = r0; r < r0 + rb; ++r) {
       std::fill(S + r * K, S + r * K + c0, scalar_t(0));
@@ -517,6 +524,175 @@ void panel_scores(const scalar_t* X, int64_t R, int64_t d, const Panels<scalar_t
       score_tile<scalar_t>(X + r0 * d, d, rb, pan.panel(p_first + c / 16),
                            std::min<int64_t>(32, c1 - c), scale, S + r0 * K + c, K);
     }
+  }
+}
+
+// out (rb, n) = alpha * A (rb rows, lda apart; columns [a, b)) . B rows [a, b) (n each): the
+// weights times the key (or value) rows they weight, without packing B (its rows are contiguous).
+template <typename scalar_t>
+inline void product_tile(const scalar_t* A, int64_t lda, int64_t rb, const scalar_t* B,
+                         int64_t n, int64_t a, int64_t b, scalar_t alpha, scalar_t* out) {
+  for (int64_t r = 0; r < rb; ++r) {
+    scalar_t* o = out + r * n;
+    std::fill(o, o + n, scalar_t(0));
+    for (int64_t j = a; j < b; ++j) {
+      const scalar_t w = A[r * lda + j];
+      const scalar_t* row = B + j * n;
+      for (int64_t i = 0; i < n; ++i) o[i] += w * row[i];
+    }
+    for (int64_t i = 0; i < n; ++i) o[i] *= alpha;
+  }
+}
+
+#if defined(__AVX512F__)
+// RB rows by 64 columns in RB * 4 registers (masked past n); each step over the keys broadcasts
+// one weight of each row and loads one key row.
+template <int RB>
+void product_tile_avx512(const float* A, int64_t lda, const float* B, int64_t n, int64_t a,
+                         int64_t b, float alpha, float* out) {
+  for (int64_t i0 = 0; i0 < n; i0 += 64) {
+    __mmask16 m[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      const int64_t lanes = std::min<int64_t>(16, std::max<int64_t>(0, n - i0 - 16 * v));
+      m[v] = lanes == 16 ? __mmask16(0xFFFF) : __mmask16((1u << lanes) - 1);
+    }
+    __m512 c[RB][4];
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) c[r][v] = _mm512_setzero_ps();
+    }
+    for (int64_t j = a; j < b; ++j) {
+      const float* row = B + j * n + i0;
+      __m512 bv[4];
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) bv[v] = _mm512_maskz_loadu_ps(m[v], row + 16 * v);
+#pragma GCC unroll 8
+      for (int r = 0; r < RB; ++r) {
+        const __m512 w = _mm512_set1_ps(A[r * lda + j]);
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) c[r][v] = _mm512_fmadd_ps(w, bv[v], c[r][v]);
+      }
+    }
+    const __m512 va = _mm512_set1_ps(alpha);
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) {
+        _mm512_mask_storeu_ps(out + r * n + i0 + 16 * v, m[v], _mm512_mul_ps(c[r][v], va));
+      }
+    }
+  }
+}
+
+template <>
+inline void product_tile<float>(const float* A, int64_t lda, int64_t rb, const float* B,
+                                int64_t n, int64_t a, int64_t b, float alpha, float* out) {
+  using Tile = void (*)(const float*, int64_t, const float*, int64_t, int64_t, int64_t, float,
+                        float*);
+  static constexpr Tile tiles[4] = {&product_tile_avx512<1>, &product_tile_avx512<2>,
+                                    &product_tile_avx512<3>, &product_tile_avx512<4>};
+  tiles[rb - 1](A, lda, B, n, a, b, alpha, out);
+}
+#endif
+
+// out (R, n) = alpha * A (R, K) . B (K, n) for query rows i0 ... of the band, A's columns being
+// keys [K0, K0 + K): per group of 4 rows only the keys some row of the group sees (A is 0 at the
+// others: softmax weights and their gradients outside a row's range).
+template <typename scalar_t>
+void band_product(const scalar_t* A, int64_t R, int64_t K, const scalar_t* B, int64_t n,
+                  int64_t K0, const Band& band, int64_t i0, scalar_t alpha, scalar_t* out) {
+  for (int64_t r0 = 0; r0 < R; r0 += 4) {
+    const int64_t rb = std::min<int64_t>(4, R - r0);
+    int64_t a, b;
+    group_keys(band, i0 + r0, rb, K0, K, a, b);
+    product_tile<scalar_t>(A + r0 * K, K, rb, B, n, a, b, alpha, out + r0 * n);
+  }
+}
+
+// out rows t < kb (n each) += alpha * sum over rows r in [ra, rb) of A[r, t] B[r, :]: the key (or
+// value) gradient rows of kb keys, A (lda apart) their weights' columns, B the rows they weight.
+template <typename scalar_t>
+inline void add_tile(const scalar_t* A, int64_t lda, int64_t kb, const scalar_t* B, int64_t n,
+                     int64_t ra, int64_t rb, scalar_t alpha, scalar_t* out) {
+  for (int64_t t = 0; t < kb; ++t) {
+    for (int64_t i = 0; i < n; ++i) {
+      scalar_t acc = 0;
+      for (int64_t r = ra; r < rb; ++r) acc += A[r * lda + t] * B[r * n + i];
+      out[t * n + i] += alpha * acc;
+    }
+  }
+}
+
+#if defined(__AVX512F__)
+// KB keys by 64 columns in KB * 4 registers (masked past n); each step over the rows loads one
+// row of B and broadcasts the row's weights of the KB keys.
+template <int KB>
+void add_tile_avx512(const float* A, int64_t lda, const float* B, int64_t n, int64_t ra,
+                     int64_t rb, float alpha, float* out) {
+  for (int64_t i0 = 0; i0 < n; i0 += 64) {
+    __mmask16 m[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      const int64_t lanes = std::min<int64_t>(16, std::max<int64_t>(0, n - i0 - 16 * v));
+      m[v] = lanes == 16 ? __mmask16(0xFFFF) : __mmask16((1u << lanes) - 1);
+    }
+    __m512 c[KB][4];
+#pragma GCC unroll 4
+    for (int t = 0; t < KB; ++t) {
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) c[t][v] = _mm512_setzero_ps();
+    }
+    for (int64_t r = ra; r < rb; ++r) {
+      const float* row = B + r * n + i0;
+      __m512 bv[4];
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) bv[v] = _mm512_maskz_loadu_ps(m[v], row + 16 * v);
+#pragma GCC unroll 4
+      for (int t = 0; t < KB; ++t) {
+        const __m512 w = _mm512_set1_ps(A[r * lda + t]);
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) c[t][v] = _mm512_fmadd_ps(w, bv[v], c[t][v]);
+      }
+    }
+    const __m512 va = _mm512_set1_ps(alpha);
+#pragma GCC unroll 4
+    for (int t = 0; t < KB; ++t) {
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) {
+        float* o = out + t * n + i0 + 16 * v;
+        _mm512_mask_storeu_ps(o, m[v],
+                              _mm512_fmadd_ps(c[t][v], va, _mm512_maskz_loadu_ps(m[v], o)));
+      }
+    }
+  }
+}
+
+template <>
+inline void add_tile<float>(const float* A, int64_t lda, int64_t kb, const float* B, int64_t n,
+                            int64_t ra, int64_t rb, float alpha, float* out) {
+  using Tile = void (*)(const float*, int64_t, const float*, int64_t, int64_t, int64_t, float,
+                        float*);
+  static constexpr Tile tiles[4] = {&add_tile_avx512<1>, &add_tile_avx512<2>,
+                                    &add_tile_avx512<3>, &add_tile_avx512<4>};
+  tiles[kb - 1](A, lda, B, n, ra, rb, alpha, out);
+}
+#endif
+
+// out rows of keys [K0, K0 + K) (n each) += alpha * A^T B for query rows i0 ... of the band, A
+// (R, K) the weights (or their gradients), B (R, n): per group of 4 keys only the rows that see
+// one of them (the rows' ranges grow with the row, so two pointers find them; A is 0 at the
+// other rows).
+template <typename scalar_t>
+void band_add_rows(const scalar_t* A, int64_t R, int64_t K, const scalar_t* B, int64_t n,
+                   int64_t K0, const Band& band, int64_t i0, scalar_t alpha, scalar_t* out) {
+  int64_t ra = 0, rb = 0;
+  for (int64_t j = 0; j < K; j += 4) {
+    const int64_t kb = std::min<int64_t>(4, K - j);
+    while (ra < R && band.hi(i0 + ra) - K0 < j) ++ra;
+    while (rb < R && band.lo(i0 + rb) - K0 <= j + kb - 1) ++rb;
+    if (rb > ra) add_tile<scalar_t>(A + j, K, kb, B, n, ra, rb, alpha, out + j * n);
   }
 }
 
@@ -574,8 +750,12 @@ void block_forward(const scalar_t* qb, const scalar_t* kh, const scalar_t* vh, i
   }
   scalar_t* inv = S + R * K;
   softmax_rows<scalar_t>(S, R, K, i0, k0, band, valid, nullptr, lb, inv);
-  gemm(false, false, R, dv, K, scalar_t(1), S, K, vh + (k0 - key_base) * dv, dv, scalar_t(0), ob,
-       dv);
+  if (kpan != nullptr) {
+    band_product(S, R, K, vh + (k0 - key_base) * dv, dv, k0, band, i0, scalar_t(1), ob);
+  } else {
+    gemm(false, false, R, dv, K, scalar_t(1), S, K, vh + (k0 - key_base) * dv, dv, scalar_t(0),
+         ob, dv);
+  }
   for (int64_t r = 0; r < R; ++r) scale_row(ob + r * dv, inv[r], dv);
 }
 
@@ -659,9 +839,22 @@ struct BlockGrad {
       for (int64_t j = 0; j < K; ++j) ds[j] = p[j] * (ds[j] - dr);
     }
     // dV += P^T dO (K, dv); dQ = scale dS K (R, d); dK += scale dS^T Q (K, d)
-    add_rows(k0, k1, key_base, R, dv, scalar_t(1), Pm, K, gb, dvh);
-    gemm(false, false, R, d, K, scale, dPm, K, kb, d, scalar_t(0), dqb, d);
-    add_rows(k0, k1, key_base, R, d, scale, dPm, K, qb, dkh);
+    if (kpan != nullptr) {  // the window path: the gradient rings are zeroed, every block adds
+      TORCH_INTERNAL_ASSERT(filled == std::numeric_limits<int64_t>::max());
+      band_add_rows(Pm, R, K, gb, dv, k0, band, i0, scalar_t(1), dvh + (k0 - key_base) * dv);
+    } else {
+      add_rows(k0, k1, key_base, R, dv, scalar_t(1), Pm, K, gb, dvh);
+    }
+    if (kpan != nullptr) {
+      band_product(dPm, R, K, kb, d, k0, band, i0, scale, dqb);
+    } else {
+      gemm(false, false, R, d, K, scale, dPm, K, kb, d, scalar_t(0), dqb, d);
+    }
+    if (kpan != nullptr) {
+      band_add_rows(dPm, R, K, qb, d, k0, band, i0, scale, dkh + (k0 - key_base) * d);
+    } else {
+      add_rows(k0, k1, key_base, R, d, scale, dPm, K, qb, dkh);
+    }
     filled = std::max(filled, k1);
   }
 };
