@@ -5,7 +5,8 @@ of key rows (minus padded keys); with a sliding window that range is W*P rows lo
 (``csrc/band_attention.cpp``) cuts the query rows into blocks, computes each block's scores
 against just the keys its rows can reach, and runs an exact one-pass softmax: forward and
 backward cost the band's FLOPs plus a block-sized edge, with no mask tensor, no log-sum-exp
-merges and no per-piece buffers. Matrix products go to the BLAS torch links; threads follow
+merges and no per-piece buffers. Matrix products go to the BLAS torch links (the fused sliding-
+window path has its own, see ``iha.backends.fused``); threads follow
 ``torch.set_num_threads``. Outputs of 1 MiB or more reuse the buffers of freed ones of the same
 size (``pool_limit``; on by default, at most 1 GiB kept), so a training step does not
 page-fault its large interleaved tensors in afresh.

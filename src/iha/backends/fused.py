@@ -19,7 +19,11 @@ token's rows onto the unmixed keys and values as soon as no later block reads th
 gradient a few blocks at a time (``fused_window_backward``). So none of the (B, H, N*P, d)
 tensors of the keys, values, their gradients or the query gradient is written out. Each thread
 runs a few blocks head by head, so that a head's key and value rows stay in cache from one block
-to the next.
+to the next. The blocks' products skip sgemm: a few blocks' keys (and, backward, values) are
+packed once per head into 16-key panels for the score products, the products with key and value
+rows read the rings' rows directly, and each group of rows (or keys) computes only the part of
+the block that its band reaches, instead of the whole block with its two masked triangles (float32
+with AVX-512 and float64; float32 without AVX-512 keeps sgemm).
 
 ``iha.functional`` uses it where it would run the ``"band"`` kernel on the attention (CPU
 float32/float64, softmax, no dropout) without a KV cache, on query blocks of at least

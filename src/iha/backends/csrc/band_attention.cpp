@@ -6,7 +6,9 @@
 // t = (D+i) / P, all P pseudo keys each; no window: lo = 0. Both bounds grow with i, so a block
 // of query rows [i0, i1) needs only the keys [lo(i0), hi(i1-1)]: one small dense problem whose
 // scores fit in cache. A block's softmax is exact in one pass (no running max, no merges), and
-// its matrix products go to the BLAS that torch links (sgemm_/dgemm_). Work per head is
+// its matrix products go to the BLAS that torch links (sgemm_/dgemm_), except on the fused
+// sliding-window path, whose products run on the tiles below (panel_scores, band_product,
+// band_add_rows) and skip the block's masked triangles. Work per head is
 // Lq * (W*P + block) scores: the cost of the band's FLOPs plus a block-sized edge.
 //
 // Parallel over (batch, head, block) forward (in task_order) and (batch, query head) backward
