@@ -547,11 +547,13 @@ inline void product_tile(const scalar_t* A, int64_t lda, int64_t rb, const scala
 }
 
 #if defined(__AVX512F__)
-// RB rows by 64 columns in RB * 4 registers (masked past n); each step over the keys broadcasts
-// one weight of each row and loads one key row.
-template <int RB>
-void product_tile_avx512(const float* A, int64_t lda, const float* B, int64_t n, int64_t a,
-                         int64_t b, float alpha, float* out) {
+// out row x (x < X, n each) = alpha * sum over i in [lo, hi) of A[x*sx + i*si] B[i, :] (ADD: +=),
+// 64 columns at a time in X * 4 registers (masked past n): each step over i loads one row of B
+// and broadcasts its X weights. The weighted sums (a row's weights over key rows: sx = lda,
+// si = 1) and the gradient rows (a key's weights over query rows: sx = 1, si = lda) both run it.
+template <int X, bool ADD>
+void weighted_rows_avx512(const float* A, int64_t sx, int64_t si, const float* B, int64_t n,
+                          int64_t lo, int64_t hi, float alpha, float* out) {
   for (int64_t i0 = 0; i0 < n; i0 += 64) {
     __mmask16 m[4];
 #pragma GCC unroll 4
@@ -559,43 +561,48 @@ void product_tile_avx512(const float* A, int64_t lda, const float* B, int64_t n,
       const int64_t lanes = std::min<int64_t>(16, std::max<int64_t>(0, n - i0 - 16 * v));
       m[v] = lanes == 16 ? __mmask16(0xFFFF) : __mmask16((1u << lanes) - 1);
     }
-    __m512 c[RB][4];
+    __m512 c[X][4];
 #pragma GCC unroll 8
-    for (int r = 0; r < RB; ++r) {
+    for (int x = 0; x < X; ++x) {
 #pragma GCC unroll 4
-      for (int v = 0; v < 4; ++v) c[r][v] = _mm512_setzero_ps();
+      for (int v = 0; v < 4; ++v) c[x][v] = _mm512_setzero_ps();
     }
-    for (int64_t j = a; j < b; ++j) {
-      const float* row = B + j * n + i0;
+    for (int64_t i = lo; i < hi; ++i) {
+      const float* row = B + i * n + i0;
       __m512 bv[4];
 #pragma GCC unroll 4
       for (int v = 0; v < 4; ++v) bv[v] = _mm512_maskz_loadu_ps(m[v], row + 16 * v);
 #pragma GCC unroll 8
-      for (int r = 0; r < RB; ++r) {
-        const __m512 w = _mm512_set1_ps(A[r * lda + j]);
+      for (int x = 0; x < X; ++x) {
+        const __m512 w = _mm512_set1_ps(A[x * sx + i * si]);
 #pragma GCC unroll 4
-        for (int v = 0; v < 4; ++v) c[r][v] = _mm512_fmadd_ps(w, bv[v], c[r][v]);
+        for (int v = 0; v < 4; ++v) c[x][v] = _mm512_fmadd_ps(w, bv[v], c[x][v]);
       }
     }
     const __m512 va = _mm512_set1_ps(alpha);
 #pragma GCC unroll 8
-    for (int r = 0; r < RB; ++r) {
+    for (int x = 0; x < X; ++x) {
 #pragma GCC unroll 4
       for (int v = 0; v < 4; ++v) {
-        _mm512_mask_storeu_ps(out + r * n + i0 + 16 * v, m[v], _mm512_mul_ps(c[r][v], va));
+        float* o = out + x * n + i0 + 16 * v;
+        const __m512 base = ADD ? _mm512_maskz_loadu_ps(m[v], o) : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(o, m[v], _mm512_fmadd_ps(c[x][v], va, base));
       }
     }
   }
 }
 
+using WeightedRows = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t,
+                              int64_t, float, float*);
+template <bool ADD>
+constexpr WeightedRows kWeightedRows[4] = {
+    &weighted_rows_avx512<1, ADD>, &weighted_rows_avx512<2, ADD>,
+    &weighted_rows_avx512<3, ADD>, &weighted_rows_avx512<4, ADD>};
+
 template <>
 inline void product_tile<float>(const float* A, int64_t lda, int64_t rb, const float* B,
                                 int64_t n, int64_t a, int64_t b, float alpha, float* out) {
-  using Tile = void (*)(const float*, int64_t, const float*, int64_t, int64_t, int64_t, float,
-                        float*);
-  static constexpr Tile tiles[4] = {&product_tile_avx512<1>, &product_tile_avx512<2>,
-                                    &product_tile_avx512<3>, &product_tile_avx512<4>};
-  tiles[rb - 1](A, lda, B, n, a, b, alpha, out);
+  kWeightedRows<false>[rb - 1](A, lda, 1, B, n, a, b, alpha, out);
 }
 #endif
 
@@ -628,57 +635,10 @@ inline void add_tile(const scalar_t* A, int64_t lda, int64_t kb, const scalar_t*
 }
 
 #if defined(__AVX512F__)
-// KB keys by 64 columns in KB * 4 registers (masked past n); each step over the rows loads one
-// row of B and broadcasts the row's weights of the KB keys.
-template <int KB>
-void add_tile_avx512(const float* A, int64_t lda, const float* B, int64_t n, int64_t ra,
-                     int64_t rb, float alpha, float* out) {
-  for (int64_t i0 = 0; i0 < n; i0 += 64) {
-    __mmask16 m[4];
-#pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) {
-      const int64_t lanes = std::min<int64_t>(16, std::max<int64_t>(0, n - i0 - 16 * v));
-      m[v] = lanes == 16 ? __mmask16(0xFFFF) : __mmask16((1u << lanes) - 1);
-    }
-    __m512 c[KB][4];
-#pragma GCC unroll 4
-    for (int t = 0; t < KB; ++t) {
-#pragma GCC unroll 4
-      for (int v = 0; v < 4; ++v) c[t][v] = _mm512_setzero_ps();
-    }
-    for (int64_t r = ra; r < rb; ++r) {
-      const float* row = B + r * n + i0;
-      __m512 bv[4];
-#pragma GCC unroll 4
-      for (int v = 0; v < 4; ++v) bv[v] = _mm512_maskz_loadu_ps(m[v], row + 16 * v);
-#pragma GCC unroll 4
-      for (int t = 0; t < KB; ++t) {
-        const __m512 w = _mm512_set1_ps(A[r * lda + t]);
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; ++v) c[t][v] = _mm512_fmadd_ps(w, bv[v], c[t][v]);
-      }
-    }
-    const __m512 va = _mm512_set1_ps(alpha);
-#pragma GCC unroll 4
-    for (int t = 0; t < KB; ++t) {
-#pragma GCC unroll 4
-      for (int v = 0; v < 4; ++v) {
-        float* o = out + t * n + i0 + 16 * v;
-        _mm512_mask_storeu_ps(o, m[v],
-                              _mm512_fmadd_ps(c[t][v], va, _mm512_maskz_loadu_ps(m[v], o)));
-      }
-    }
-  }
-}
-
 template <>
 inline void add_tile<float>(const float* A, int64_t lda, int64_t kb, const float* B, int64_t n,
                             int64_t ra, int64_t rb, float alpha, float* out) {
-  using Tile = void (*)(const float*, int64_t, const float*, int64_t, int64_t, int64_t, float,
-                        float*);
-  static constexpr Tile tiles[4] = {&add_tile_avx512<1>, &add_tile_avx512<2>,
-                                    &add_tile_avx512<3>, &add_tile_avx512<4>};
-  tiles[kb - 1](A, lda, B, n, ra, rb, alpha, out);
+  kWeightedRows<true>[kb - 1](A, 1, lda, B, n, ra, rb, alpha, out);
 }
 #endif
 
