@@ -690,7 +690,8 @@ inline scalar_t* aligned(std::vector<scalar_t>& v, int64_t n) {
 
 // Rows [i0, i0 + R) of one head: q rows qb (R, d) against the head's keys kh and values vh, whose
 // first rows are key rows key_base (0: the whole (Lk, d) head; a ring buffer: a later row) ->
-// output rows ob (R, dv) and their LSE lb (R).
+// output rows ob (R, dv) and their LSE lb (R). With kpan (the window path: the block's keys
+// packed into panels) the products run on the band tiles above instead of sgemm.
 template <typename scalar_t>
 void block_forward(const scalar_t* qb, const scalar_t* kh, const scalar_t* vh, int64_t key_base,
                    const bool* valid, const Band& band, int64_t i0, int64_t R, int64_t d,
@@ -727,7 +728,8 @@ void block_forward(const scalar_t* qb, const scalar_t* kh, const scalar_t* vh, i
 // front (a full pass over them): rows [0, filled) hold values, a block writes (beta 0) the rows
 // it is the first to reach and adds to the others, and finish() zeroes the rows no block
 // reached. Call start() before a head's first block, or accumulate() where the caller zeroes
-// the rows (a ring buffer): every block then adds.
+// the rows (a ring buffer): every block then adds. With kpan and vpan (the window path, which
+// accumulates) the products run on the band tiles above instead of sgemm.
 template <typename scalar_t>
 struct BlockGrad {
   std::vector<scalar_t> probs, dprobs, delta;
